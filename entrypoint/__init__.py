@@ -1,0 +1,1 @@
+"""podvisor's PID-1 program: config schema, cloud detection, bootstrap and the supervisord config."""

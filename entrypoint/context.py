@@ -1,0 +1,68 @@
+"""What a service's hooks are handed: the parsed config, the detected cloud and the state dir layout."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from entrypoint.cloud import Cloud, detect
+from entrypoint.schema import Config, CoreSettings, Section, load
+
+SOCKET_PATH_MAX = 100
+"""AF_UNIX paths are limited to 108 bytes; a deep state dir gets its socket under /tmp instead."""
+
+
+@dataclass
+class PodContext:
+    config: Config
+    cloud: Cloud
+    run_id: str = ""
+
+    @property
+    def core(self) -> CoreSettings:
+        assert self.config.core is not None, "the core section is invalid"
+        return self.config.core
+
+    def section(self, name: str) -> Section:
+        return self.config.sections[name]
+
+    @property
+    def state_dir(self) -> Path:
+        return self.core.podvisor_state_dir
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def service_dir(self, name: str) -> Path:
+        """A service's own state (queues, stamps, host keys), kept on the volume across restarts."""
+        return self.state_dir / "services" / name
+
+    @property
+    def supervisord_conf(self) -> Path:
+        return self.state_dir / "supervisord.conf"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.state_dir / "supervisor.auth"
+
+    @property
+    def timings_file(self) -> Path:
+        return self.state_dir / "timings.jsonl"
+
+    @property
+    def socket_path(self) -> Path:
+        path = self.state_dir / "supervisor.sock"
+        if len(str(path)) <= SOCKET_PATH_MAX:
+            return path
+        digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"podvisor-{digest}.sock"
+
+
+def current() -> PodContext:
+    """The context of this process, built from its environment (status and services use this)."""
+    config = load()
+    forced = config.core.podvisor_provider if config.core else "auto"
+    return PodContext(config, detect(os.environ, forced), os.environ.get("PODVISOR_RUN_ID", ""))

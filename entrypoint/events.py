@@ -1,0 +1,92 @@
+"""supervisord event listener: prefixes every program's output onto the container log, names each failure
+in one line, and records when every service first reached RUNNING.
+
+supervisord can write a program's output to one file only; the files under the state dir rotate, and this
+listener copies the same bytes to the container's stdout (`docker logs`, RunPod's log pane) with a prefix.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from supervisor import childutils
+
+from entrypoint.timings import record
+
+
+class Listener:
+    def __init__(self, programs: list[str], out=sys.stderr) -> None:
+        self.out = out
+        self.expected = set(programs)
+        self.states: dict[str, str] = {}
+        self.partial: dict[tuple[str, str], str] = {}
+        self.all_running_seen = False
+
+    def handle(self, headers: dict[str, str], payload: str) -> None:
+        event = headers["eventname"]
+        if event.startswith("PROCESS_LOG"):
+            head, _, data = payload.partition("\n")
+            fields = childutils.get_headers(head)
+            self._log(fields["processname"], fields.get("channel", "stdout"), data)
+        elif event.startswith("PROCESS_STATE_"):
+            fields = childutils.get_headers(payload.split("\n", 1)[0])
+            self._state(event.removeprefix("PROCESS_STATE_"), fields)
+
+    def _log(self, name: str, channel: str, data: str) -> None:
+        key = (name, channel)
+        text = self.partial.pop(key, "") + data
+        *lines, rest = text.split("\n")
+        if rest:
+            self.partial[key] = rest
+        self._write("".join(f"[{name}] {line}\n" for line in lines))
+
+    def _state(self, state: str, fields: dict[str, str]) -> None:
+        name = fields["processname"]
+        if name not in self.expected:
+            return
+        self.states[name] = state
+        if state == "FATAL":
+            self._write(f"podvisor: service {name} is FATAL: it kept exiting at start; left down, "
+                        f"the rest keep running. See {name}'s log above or `podvisor status`.\n")
+        elif state == "EXITED":
+            how = "as expected" if fields.get("expected") == "1" else "unexpectedly"
+            self._write(f"podvisor: service {name} EXITED {how} (from {fields.get('from_state')}, "
+                        f"pid {fields.get('pid')}).\n")
+        elif state == "BACKOFF":
+            self._write(f"podvisor: service {name} exited during start; retrying.\n")
+        if state == "RUNNING" and not self.all_running_seen and self._all_running():
+            self.all_running_seen = True
+            self._all_running_reached()
+
+    def _all_running(self) -> bool:
+        return all(self.states.get(name) == "RUNNING" for name in self.expected)
+
+    def _all_running_reached(self) -> None:
+        started_ms = float(os.environ.get("PODVISOR_START_MS", "0") or 0)
+        elapsed = time.time() * 1000 - started_ms if started_ms else 0.0
+        self._write(f"podvisor: all {len(self.expected)} services RUNNING, {elapsed / 1000:.2f} s after start.\n")
+        timings = os.environ.get("PODVISOR_TIMINGS_FILE")
+        if timings:
+            record(Path(timings), os.environ.get("PODVISOR_RUN_ID", ""), "services_running", "ok", elapsed)
+
+    def _write(self, text: str) -> None:
+        if text:
+            self.out.write(text)
+            self.out.flush()
+
+
+def main() -> None:
+    programs = [p for p in os.environ.get("PODVISOR_PROGRAMS", "").split(",") if p]
+    listener = Listener(programs)
+    while True:
+        headers, payload = childutils.listener.wait(sys.stdin, sys.stdout)
+        try:
+            listener.handle(headers, payload)
+        finally:
+            childutils.listener.ok(sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

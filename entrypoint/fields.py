@@ -1,0 +1,37 @@
+"""Reusable field types for the env schema, so every section parses lists, ports and paths the same way."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic_settings import NoDecode
+
+
+def _split_csv(value: Any) -> Any:
+    """Env vars carry lists as `a,b,c` (or one per line); JSON would surprise users of RunPod's env form."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.replace("\n", ",").split(",") if part.strip()]
+    return value
+
+
+def _absolute_path(value: Path) -> Path:
+    if not value.is_absolute():
+        raise ValueError(f"'{value}' is a relative path; expected an absolute path such as /workspace/...")
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+"""A comma-separated list of strings."""
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+"""A TCP port number."""
+
+AbsPath = Annotated[Path, AfterValidator(_absolute_path)]
+"""A path that must not depend on the working directory supervisord happens to start programs in."""
+
+Seconds = Annotated[float, Field(ge=0)]
+"""A non-negative duration in seconds."""
+
+CsvPaths = Annotated[list[AbsPath], NoDecode, BeforeValidator(_split_csv)]
+"""A comma-separated list of absolute paths."""

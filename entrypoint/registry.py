@@ -1,0 +1,107 @@
+"""The service registry: every folder under `services/` (and PODVISOR_EXTRA_SERVICES) declares one `SERVICE`.
+
+Adding a service means adding a folder whose `__init__.py` defines `SERVICE = Service(...)`; the schema,
+the supervisord renderer, the prepare phase and `podvisor status` all find it here.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import pkgutil
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+if TYPE_CHECKING:
+    from entrypoint.context import PodContext
+    from entrypoint.schema import Section
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """A readiness check's answer; `detail` says why not, in words a user can act on."""
+
+    ready: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Service:
+    """What supervisord and the entrypoint need to know about one supervised program."""
+
+    name: str
+    command: Callable[["PodContext"], str]
+    """The program's command line; supervisord runs it (no shell, so quote with shlex)."""
+    settings: type["Section"] | None = None
+    """This service's section of the env schema."""
+    enabled: Callable[["PodContext"], bool] = lambda ctx: True
+    priority: int = 500
+    """Start order: lower starts first and stops last."""
+    stop_signal: str = "TERM"
+    stop_wait: float | None = 5
+    """Seconds between the stop signal and SIGKILL; None takes all the grace the others leave (the uploader)."""
+    restart: Literal["true", "false", "unexpected"] = "true"
+    start_seconds: int = 1
+    """A program must stay up this long to count as started; a crash before that is a failed start."""
+    start_retries: int = 3
+    """Failed starts before the program is left FATAL instead of restart-looping."""
+    prepare: Callable[["PodContext"], None] | None = None
+    """Runs in the entrypoint before supervisord starts; an exception disables only this service."""
+    ready: Callable[["PodContext"], Readiness] | None = None
+    user: Callable[["PodContext"], str | None] = lambda ctx: None
+    environment: Callable[["PodContext"], dict[str, str]] = lambda ctx: {}
+    directory: Callable[["PodContext"], str | None] = lambda ctx: None
+    endpoint: tuple[Callable[["PodContext"], int], str] | None = None
+    """(the port it listens on, "ssh" or "http"), so status can print the public address."""
+    status: Callable[["PodContext"], dict[str, Any]] | None = None
+    """Extra facts for `podvisor status` (a queue depth, an idle countdown)."""
+    exit_codes: tuple[int, ...] = (0,)
+    extra: dict[str, str] = field(default_factory=dict)
+    """Further supervisord program options, for what the fields above do not cover."""
+
+
+def extra_dirs() -> list[Path]:
+    """PODVISOR_EXTRA_SERVICES read raw: the registry is needed before the schema can be validated."""
+    raw = os.environ.get("PODVISOR_EXTRA_SERVICES", "")
+    return [Path(p.strip()) for p in raw.replace("\n", ",").split(",") if p.strip() and Path(p.strip()).is_absolute()]
+
+
+def discover() -> list[Service]:
+    """Every service, in start order."""
+    return _discover(tuple(extra_dirs()))
+
+
+@lru_cache(maxsize=8)
+def _discover(extra: tuple[Path, ...]) -> list[Service]:
+    import services
+
+    found: dict[str, Service] = {}
+    for info in pkgutil.iter_modules(services.__path__):
+        if info.ispkg:
+            module = importlib.import_module(f"services.{info.name}")
+            _add(found, getattr(module, "SERVICE", None), module.__name__)
+    for folder in extra:
+        for pkg in sorted(folder.glob("*/__init__.py")) if folder.is_dir() else []:
+            _add(found, getattr(_load_extra(pkg), "SERVICE", None), str(pkg.parent))
+    return sorted(found.values(), key=lambda svc: (svc.priority, svc.name))
+
+
+def _load_extra(init: Path) -> Any:
+    name = f"podvisor_extra_{init.parent.name}"
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _add(found: dict[str, Service], svc: Any, origin: str) -> None:
+    if not isinstance(svc, Service):
+        raise TypeError(f"{origin} defines no SERVICE = Service(...)")
+    if svc.name in found:
+        raise ValueError(f"two services are named {svc.name!r} ({origin})")
+    found[svc.name] = svc

@@ -1,0 +1,194 @@
+"""The typed schema of every environment variable: the core section here, one section per service folder.
+
+It is the single source of truth: `podvisor config`, env.example and the README's variable table are all
+rendered from these classes, so a variable cannot be documented without existing or exist undocumented.
+"""
+from __future__ import annotations
+
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from entrypoint.fields import AbsPath, CsvPaths, Seconds
+
+PROVIDERS = ("auto", "runpod", "vast", "kubernetes", "docker", "local")
+
+
+class Section(BaseSettings):
+    """Base of every schema section: plain env var names, no prefix, unknown variables ignored."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+
+
+class CoreSettings(Section):
+    """podvisor itself: where state lives, how long a stop may take, which provider this is."""
+
+    podvisor_state_dir: AbsPath = Field(
+        Path("/workspace/.podvisor"),
+        description="Holds state, logs, timings and the generated supervisord config; keep it on the volume.",
+    )
+    podvisor_grace_seconds: Seconds = Field(
+        25, le=3600, description="Stop grace: services stop in reverse order within this; fits `docker stop -t 30`."
+    )
+    podvisor_provider: Literal[PROVIDERS] = Field(  # type: ignore[valid-type]
+        "auto", description="Cloud provider; auto detects RunPod, Vast.ai, Kubernetes, Docker or a local run."
+    )
+    podvisor_log_level: Literal["debug", "info", "warn", "error"] = Field(
+        "info", description="supervisord and podvisor log level."
+    )
+    podvisor_log_max_mb: int = Field(
+        20, ge=1, le=10_000, description="Size at which each service's log file under the state dir rotates."
+    )
+    podvisor_log_backups: int = Field(3, ge=0, le=100, description="Rotated log files kept per service.")
+    podvisor_extra_services: CsvPaths = Field(
+        default_factory=list,
+        description="Extra folders holding service folders of your own (comma-separated absolute paths).",
+    )
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One malformed variable, already phrased for the user: `VARIABLE: what is wrong; expected ...`."""
+
+    section: str
+    variable: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.variable}: {self.message}"
+
+
+@dataclass
+class Config:
+    """The parsed environment: the valid sections, and every problem found in the others."""
+
+    core: CoreSettings | None
+    sections: dict[str, Section] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def invalid_sections(self) -> set[str]:
+        return {p.section for p in self.problems}
+
+
+def sections() -> list[tuple[str, type[Section]]]:
+    """(name, class) of every section in documentation order: core first, then services by start order."""
+    from entrypoint.registry import discover
+
+    found: list[tuple[str, type[Section]]] = [("podvisor", CoreSettings)]
+    found += [(svc.name, svc.settings) for svc in discover() if svc.settings is not None]
+    return found
+
+
+def env_names(name: str, info: FieldInfo) -> list[str]:
+    """The variable names a field answers to, the canonical one first, then aliases users already set."""
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [str(choice).upper() for choice in alias.choices]
+    if isinstance(alias, str):
+        return [alias.upper()]
+    return [name.upper()]
+
+
+def is_secret(info: FieldInfo) -> bool:
+    return SecretStr in _leaf_types(info.annotation)
+
+
+def _leaf_types(annotation: Any) -> list[Any]:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [leaf for arg in args for leaf in _leaf_types(arg)]
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _leaf_types(args[0])
+    return [annotation]
+
+
+def load() -> Config:
+    """Parse every section from the process environment, collecting all problems instead of the first."""
+    config = Config(core=None)
+    for name, cls in sections():
+        try:
+            instance = cls()
+        except ValidationError as exc:
+            config.problems += _problems(name, cls, exc, os.environ)
+            if name != "podvisor":
+                continue
+            instance = _with_defaults_for(cls, exc)
+        if name == "podvisor":
+            config.core = instance  # type: ignore[assignment]
+        config.sections[name] = instance
+    return config
+
+
+def _with_defaults_for(cls: type[Section], exc: ValidationError) -> Section:
+    """The core section with each malformed variable at its default: exiting instead would make RunPod
+    restart the container in a billed loop, and sshd should come up so the user can see the problem."""
+    keys = {str(err["loc"][0]).lower() for err in exc.errors() if err["loc"]}
+    bad = {fname: info.get_default(call_default_factory=True) for fname, info in cls.model_fields.items()
+           if keys & {k.lower() for k in [fname, *env_names(fname, info)]}}
+    return cls(**bad)
+
+
+_EXPECTED: dict[str, str] = {
+    "bool_parsing": "true or false (also 1/0, yes/no, on/off)",
+    "bool_type": "true or false",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "int_type": "a whole number",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "path_type": "a path",
+    "string_type": "text",
+    "url_parsing": "a URL such as https://host/path",
+    "url_scheme": "a URL with one of the allowed schemes",
+}
+
+
+def _problems(section: str, cls: type[Section], exc: ValidationError, environ: Mapping[str, str]) -> list[Problem]:
+    by_key: dict[str, tuple[str, FieldInfo]] = {}
+    for fname, info in cls.model_fields.items():
+        for key in [fname, *env_names(fname, info)]:
+            by_key[key.lower()] = (fname, info)
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        key = str(err["loc"][0]).lower() if err["loc"] else ""
+        fname, info = by_key.get(key, (key, None))
+        names = env_names(fname, info) if info else [key.upper()]
+        variable = next((n for n in names if _env_get(environ, n) is not None), names[0])
+        secret = info is not None and is_secret(info)
+        raw = None if secret else _env_get(environ, variable)
+        problems.append(Problem(section, variable, _phrase(err, raw, secret)))
+    return problems
+
+
+def _env_get(environ: Mapping[str, str], name: str) -> str | None:
+    lowered = {k.lower(): v for k, v in environ.items()}
+    return lowered.get(name.lower())
+
+
+def _phrase(err: Mapping[str, Any], raw: str | None, secret: bool) -> str:
+    """Turn a pydantic error into `what is wrong; expected ...`, quoting the value only when it is not secret."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    shown = "the value" if secret or raw is None else repr(raw)
+    if kind == "value_error":
+        message = str(ctx.get("error", err["msg"]))
+        return message if "expected" in message else f"{message}; expected a valid value"
+    if kind in _EXPECTED:
+        return f"{shown} is not valid; expected {_EXPECTED[kind]}"
+    if kind == "literal_error":
+        return f"{shown} is not a known choice; expected one of {ctx.get('expected', '')}"
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        limit = next(iter(ctx.values()), "")
+        return f"{shown} is out of range; expected a number {bounds[kind]} {limit}"
+    return f"{shown} is not valid ({err['msg']}); expected a valid value"

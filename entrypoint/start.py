@@ -1,0 +1,98 @@
+"""`podvisor start`: validate → state dirs → each service's prepare step → supervisord.conf → exec supervisord.
+
+A problem in one service's section or prepare step disables that service only, with a line saying why;
+sshd and the rest still come up, and the container never exits over it (RunPod restarts an exited
+container, and the user pays for the loop).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from entrypoint.cloud import detect
+from entrypoint.context import PodContext
+from entrypoint.registry import Service, discover
+from entrypoint.schema import load
+from entrypoint.supervisor_conf import EVENT_LISTENER, write
+from entrypoint.timings import phase, record
+
+log = logging.getLogger("podvisor")
+
+
+def boot_file(ctx: PodContext) -> Path:
+    """What this boot enabled and disabled, and why; `podvisor status` reads it."""
+    return ctx.state_dir / "boot.json"
+
+
+def prepare(ctx: PodContext) -> tuple[list[Service], dict[str, str]]:
+    """Run the prepare steps; returns the services to supervise and {disabled service: reason}."""
+    disabled: dict[str, str] = {}
+    for problem in ctx.config.problems:
+        if problem.section == "podvisor":
+            log.error("config: %s (using the default instead)", problem)
+        else:
+            log.error("config: %s -> service %s disabled", problem, problem.section)
+            disabled.setdefault(problem.section, f"invalid config: {problem}")
+    chosen = []
+    for svc in discover():
+        if svc.name in disabled:
+            continue
+        if not svc.enabled(ctx):
+            disabled[svc.name] = "not enabled"
+            continue
+        if svc.prepare is not None:
+            try:
+                with phase(ctx.timings_file, ctx.run_id, f"prepare:{svc.name}"):
+                    svc.prepare(ctx)
+            except Exception as exc:
+                log.exception("prepare step of %s failed -> service %s disabled: %s", svc.name, svc.name, exc)
+                disabled[svc.name] = f"prepare failed: {exc}"
+                continue
+        chosen.append(svc)
+    return chosen, disabled
+
+
+def start() -> int:
+    logging.basicConfig(level=logging.INFO, format="podvisor: %(message)s", stream=sys.stdout)
+    started = time.time()
+    run_id = uuid.uuid4().hex[:12]
+    t0 = time.monotonic()
+    config = load()
+    ctx = PodContext(config, detect(os.environ, config.core.podvisor_provider), run_id)
+    validate_ms = (time.monotonic() - t0) * 1000
+    with_dirs = time.monotonic()
+    for folder in (ctx.state_dir, ctx.logs_dir, ctx.state_dir / "services"):
+        folder.mkdir(parents=True, exist_ok=True)
+    record(ctx.timings_file, run_id, "validate", "ok" if config.ok else "problems", validate_ms)
+    record(ctx.timings_file, run_id, "state_dirs", "ok", (time.monotonic() - with_dirs) * 1000)
+    log.info("run %s on %s; state in %s", run_id, ctx.cloud.provider, ctx.state_dir)
+
+    services, disabled = prepare(ctx)
+    with phase(ctx.timings_file, run_id, "render"):
+        os.environ.update({
+            "PODVISOR_RUN_ID": run_id,
+            "PODVISOR_START_MS": str(int(started * 1000)),
+            "PODVISOR_TIMINGS_FILE": str(ctx.timings_file),
+            "PODVISOR_PROGRAMS": ",".join(svc.name for svc in services),
+            "PODVISOR_STATE_DIR": str(ctx.state_dir),
+        })
+        conf = write(ctx, services)
+        boot_file(ctx).write_text(json.dumps({
+            "run_id": run_id, "started_epoch_ms": int(started * 1000),
+            "services": [svc.name for svc in services], "disabled": disabled,
+        }, indent=2))
+    names = ", ".join(svc.name for svc in services) or "none"
+    log.info("starting supervisord with: %s (+%s)", names, EVENT_LISTENER)
+    record(ctx.timings_file, run_id, "exec_supervisord", "ok", (time.monotonic() - t0) * 1000)
+    sys.stdout.flush()
+    supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or shutil.which("supervisord")
+    argv = [supervisord, "-c", str(conf)] if supervisord else [sys.executable, "-m", "supervisor.supervisord",
+                                                                  "-c", str(conf)]
+    os.execv(argv[0], argv)
+    return 0  # not reached: execv replaces this process

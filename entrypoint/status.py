@@ -1,0 +1,108 @@
+"""`podvisor status`: each service's supervisord state, pid, uptime and readiness, the provider's public
+endpoints and the GPUs, as text for people or JSON for scripts and the container HEALTHCHECK."""
+from __future__ import annotations
+
+import json
+import xmlrpc.client
+from typing import Any
+
+from supervisor.xmlrpc import SupervisorTransport
+
+from entrypoint.context import PodContext
+from entrypoint.gpu import inventory
+from entrypoint.registry import discover
+from entrypoint.supervisor_conf import SUPERVISOR_USER
+
+
+def supervisor_proxy(ctx: PodContext) -> Any:
+    """An XML-RPC client on supervisord's control socket, with the credentials `start` made."""
+    password = ctx.credentials_file.read_text().strip()
+    transport = SupervisorTransport(SUPERVISOR_USER, password, f"unix://{ctx.socket_path}")
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+
+def collect(ctx: PodContext) -> dict[str, Any]:
+    boot = _read_json(ctx.state_dir / "boot.json")
+    try:
+        processes = {p["name"]: p for p in supervisor_proxy(ctx).supervisor.getAllProcessInfo()}
+        supervisor_error = None
+    except (OSError, xmlrpc.client.Error) as exc:
+        processes, supervisor_error = {}, f"supervisord is not answering ({type(exc).__name__})"
+    services: dict[str, Any] = {}
+    for svc in discover():
+        info = processes.get(svc.name)
+        if info is None:
+            reason = boot.get("disabled", {}).get(svc.name)
+            state = "DISABLED" if reason else ("UNKNOWN" if svc.name in boot.get("services", []) else "DISABLED")
+            services[svc.name] = {"state": state, "reason": reason or supervisor_error or "not started"}
+            continue
+        entry: dict[str, Any] = {
+            "state": info["statename"],
+            "pid": info["pid"] or None,
+            "uptime_s": max(0, info["now"] - info["start"]) if info["statename"] == "RUNNING" else 0,
+            "exit_status": info["exitstatus"] if info["statename"] in ("EXITED", "FATAL") else None,
+            "description": info["description"],
+        }
+        if svc.ready is not None and info["statename"] == "RUNNING":
+            readiness = svc.ready(ctx)
+            entry.update(ready=readiness.ready, ready_detail=readiness.detail)
+        else:
+            entry["ready"] = info["statename"] == "RUNNING" or (
+                info["statename"] == "EXITED" and svc.restart != "true" and info["exitstatus"] in svc.exit_codes)
+        if svc.endpoint is not None:
+            port_of, kind = svc.endpoint
+            entry["endpoint"] = ctx.cloud.endpoint(port_of(ctx), kind)
+        if svc.status is not None:
+            entry.update(svc.status(ctx))
+        services[svc.name] = entry
+    gpus, gpu_summary = inventory()
+    return {
+        "provider": ctx.cloud.provider,
+        "instance_id": ctx.cloud.instance_id,
+        "run_id": boot.get("run_id"),
+        "supervisord": supervisor_error or "running",
+        "services": services,
+        "gpus": gpus,
+        "gpu_summary": gpu_summary,
+        "config_problems": [str(p) for p in ctx.config.problems],
+    }
+
+
+def all_ready(report: dict[str, Any]) -> bool:
+    """Every enabled service ready: what the container HEALTHCHECK asks."""
+    enabled = [s for s in report["services"].values() if s["state"] != "DISABLED"]
+    return report["supervisord"] == "running" and all(s.get("ready") for s in enabled)
+
+
+def render_text(report: dict[str, Any]) -> str:
+    lines = [f"provider: {report['provider']}" + (f" ({report['instance_id']})" if report["instance_id"] else ""),
+             f"supervisord: {report['supervisord']}", f"gpu: {report['gpu_summary']}", "services:"]
+    for name, svc in report["services"].items():
+        parts = [f"  {name:<12} {svc['state']:<9}"]
+        if svc.get("pid"):
+            parts.append(f"pid {svc['pid']}, up {_duration(svc.get('uptime_s', 0))}")
+        if "ready" in svc and svc["state"] != "DISABLED":
+            parts.append("ready" if svc["ready"] else f"not ready: {svc.get('ready_detail', '')}".rstrip(": "))
+        if svc.get("reason"):
+            parts.append(svc["reason"])
+        if svc.get("summary"):
+            parts.append(svc["summary"])
+        if svc.get("endpoint"):
+            parts.append(f"at {svc['endpoint']}")
+        lines.append("  ".join(parts))
+    lines += [f"config problem: {p}" for p in report["config_problems"]]
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _read_json(path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
