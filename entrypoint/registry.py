@@ -37,6 +37,9 @@ class Service:
     """The program's command line; supervisord runs it (no shell, so quote with shlex)."""
     settings: type["Section"] | None = None
     """This service's section of the env schema."""
+    advise: Callable[[Any], list[tuple[str, str]]] | None = None
+    """Checks of the parsed section whose failures `config --check` reports but the service survives:
+    (VARIABLE, "what is wrong; expected ...") pairs."""
     enabled: Callable[["PodContext"], bool] = lambda ctx: True
     priority: int = 500
     """Start order: lower starts first and stops last."""

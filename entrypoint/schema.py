@@ -40,6 +40,19 @@ class CoreSettings(Section):
     podvisor_provider: Literal[PROVIDERS] = Field(  # type: ignore[valid-type]
         "auto", description="Cloud provider; auto detects RunPod, Vast.ai, Kubernetes, Docker or a local run."
     )
+    podvisor_bind_host: str = Field(
+        "0.0.0.0", description="Address services listen on; 127.0.0.1 keeps a local run off the network."
+    )
+    podvisor_workspace: AbsPath = Field(
+        Path("/workspace"), description="The persistent volume: code, checkpoints and models live under it."
+    )
+    ssh_user: str = Field(
+        "runner", pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+        description="Login user for SSH, Jupyter and the job; created at boot when missing (root runs only).",
+    )
+    ssh_uid: int | None = Field(None, ge=1, le=2**31 - 1, description="UID of the login user when it is created.")
+    ssh_gid: int | None = Field(None, ge=1, le=2**31 - 1, description="GID of the login user when it is created.")
+    ssh_sudo: bool = Field(True, description="Passwordless sudo for the login user.")
     podvisor_log_level: Literal["debug", "info", "warn", "error"] = Field(
         "info", description="supervisord and podvisor log level."
     )
@@ -55,11 +68,16 @@ class CoreSettings(Section):
 
 @dataclass(frozen=True)
 class Problem:
-    """One malformed variable, already phrased for the user: `VARIABLE: what is wrong; expected ...`."""
+    """One malformed variable, already phrased for the user: `VARIABLE: what is wrong; expected ...`.
+
+    `disables` is False for problems a service survives (one bad SSH key among good ones): `config --check`
+    still fails on them, but `start` only reports them.
+    """
 
     section: str
     variable: str
     message: str
+    disables: bool = True
 
     def __str__(self) -> str:
         return f"{self.variable}: {self.message}"
@@ -77,8 +95,6 @@ class Config:
     def ok(self) -> bool:
         return not self.problems
 
-    def invalid_sections(self) -> set[str]:
-        return {p.section for p in self.problems}
 
 
 def sections() -> list[tuple[str, type[Section]]]:
@@ -88,6 +104,12 @@ def sections() -> list[tuple[str, type[Section]]]:
     found: list[tuple[str, type[Section]]] = [("podvisor", CoreSettings)]
     found += [(svc.name, svc.settings) for svc in discover() if svc.settings is not None]
     return found
+
+
+def _advisories() -> dict[str, object]:
+    from entrypoint.registry import discover
+
+    return {svc.name: svc.advise for svc in discover() if svc.advise is not None}
 
 
 def env_names(name: str, info: FieldInfo) -> list[str]:
@@ -116,6 +138,7 @@ def _leaf_types(annotation: Any) -> list[Any]:
 def load() -> Config:
     """Parse every section from the process environment, collecting all problems instead of the first."""
     config = Config(core=None)
+    advisories = _advisories()
     for name, cls in sections():
         try:
             instance = cls()
@@ -127,6 +150,8 @@ def load() -> Config:
         if name == "podvisor":
             config.core = instance  # type: ignore[assignment]
         config.sections[name] = instance
+        if name in advisories:
+            config.problems += [Problem(name, var, msg, disables=False) for var, msg in advisories[name](instance)]
     return config
 
 
@@ -151,6 +176,7 @@ _EXPECTED: dict[str, str] = {
     "string_type": "text",
     "url_parsing": "a URL such as https://host/path",
     "url_scheme": "a URL with one of the allowed schemes",
+    "string_pattern_mismatch": "a name of lowercase letters, digits, _ or - (at most 32, not starting with a digit)",
 }
 
 

@@ -15,6 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
+from entrypoint import login_user
 from entrypoint.cloud import detect
 from entrypoint.context import PodContext
 from entrypoint.registry import Service, discover
@@ -36,6 +37,8 @@ def prepare(ctx: PodContext) -> tuple[list[Service], dict[str, str]]:
     for problem in ctx.config.problems:
         if problem.section == "podvisor":
             log.error("config: %s (using the default instead)", problem)
+        elif not problem.disables:
+            log.error("config: %s (skipped; service %s still starts)", problem, problem.section)
         else:
             log.error("config: %s -> service %s disabled", problem, problem.section)
             disabled.setdefault(problem.section, f"invalid config: {problem}")
@@ -73,6 +76,11 @@ def start() -> int:
     record(ctx.timings_file, run_id, "state_dirs", "ok", (time.monotonic() - with_dirs) * 1000)
     log.info("run %s on %s; state in %s", run_id, ctx.cloud.provider, ctx.state_dir)
 
+    try:
+        with phase(ctx.timings_file, run_id, "login_user"):
+            login_user.ensure(ctx)
+    except Exception as exc:
+        log.error("could not set up the login user %s: %s", ctx.core.ssh_user, exc)
     services, disabled = prepare(ctx)
     with phase(ctx.timings_file, run_id, "render"):
         os.environ.update({

@@ -76,6 +76,7 @@ def render(ctx: PodContext, services: list[Service]) -> str:
         "nodaemon=true",
         "logfile=/dev/stdout",
         "logfile_maxbytes=0",
+        "silent=true",
         f"loglevel={core.podvisor_log_level}",
         f"pidfile={_value(str(ctx.state_dir / 'supervisord.pid'))}",
         f"childlogdir={_value(str(ctx.logs_dir))}",

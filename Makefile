@@ -1,0 +1,55 @@
+# podvisor: `make run` brings the whole stack up natively with local defaults; `make test` runs the suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Local defaults for `make run`: state in ./.podvisor, loopback and unprivileged ports, autostop in dry-run,
+# uploads to a local folder. Any of them can be overridden from the environment.
+export PODVISOR_STATE_DIR    ?= $(CURDIR)/.podvisor
+export PODVISOR_PROVIDER     ?= local
+export PODVISOR_BIND_HOST    ?= 127.0.0.1
+export PODVISOR_WORKSPACE    ?= $(CURDIR)/workspace
+export SSH_PORT              ?= 2222
+export JUPYTER_PORT          ?= 8888
+export JUPYTER_ROOT_DIR      ?= $(CURDIR)/workspace
+export INFERENCE_PORT        ?= 8000
+export INFERENCE_MODEL_DIR   ?= $(CURDIR)/workspace/models
+export AUTOSTOP_ACTION       ?= none
+export UPLOAD_WATCH_DIRS     ?= $(CURDIR)/workspace/checkpoints
+export UPLOAD_DESTINATIONS   ?= file://$(CURDIR)/.local-uploads
+export REPO_DIR              ?= $(CURDIR)/workspace/repo
+
+.PHONY: install run test bench env-example smoke image clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[test]'
+	touch $@
+
+run: install
+	mkdir -p $(UPLOAD_WATCH_DIRS) $(INFERENCE_MODEL_DIR) $(PODVISOR_STATE_DIR)
+	$(BIN)/podvisor config --check || true
+	exec $(BIN)/podvisor start
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m bench
+
+env-example: install
+	$(BIN)/podvisor env-example > env.example
+	$(BIN)/podvisor env-example --readme README.md
+
+image:
+	scripts/build_image.sh
+
+smoke:
+	scripts/smoke.sh
+
+clean:
+	rm -rf $(VENV) .podvisor .local-uploads

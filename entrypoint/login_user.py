@@ -1,0 +1,67 @@
+"""The login user that SSH, Jupyter and the job run as.
+
+Images built on CUDA bases only have root; users expect a normal account with sudo, like RunPod's images.
+When podvisor does not run as root (a local `make run`), it cannot switch users, so the login user is simply
+whoever runs it.
+"""
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+from entrypoint.context import PodContext
+
+log = logging.getLogger("podvisor")
+
+
+def name(ctx: PodContext) -> str:
+    return ctx.core.ssh_user if os.geteuid() == 0 else getpass.getuser()
+
+
+def home(ctx: PodContext) -> Path:
+    return Path(pwd.getpwnam(name(ctx)).pw_dir)
+
+
+def ensure(ctx: PodContext) -> None:
+    """Create the login user when missing, unlock it without a password, and grant sudo unless refused."""
+    if os.geteuid() != 0:
+        log.info("not root: SSH, Jupyter and the job run as %s", getpass.getuser())
+        return
+    core = ctx.core
+    user = core.ssh_user
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        cmd = ["useradd", "--create-home", "--shell", "/bin/bash"]
+        if core.ssh_gid is not None:
+            group = _ensure_group(user, core.ssh_gid)
+            cmd += ["--gid", group]
+        else:
+            cmd += ["--user-group"]
+        if core.ssh_uid is not None:
+            cmd += ["--uid", str(core.ssh_uid)]
+        subprocess.run([*cmd, user], check=True, capture_output=True, text=True)
+        log.info("created login user %s", user)
+    # "*" means no password can match, yet the account is not locked ("!"), which sshd would refuse.
+    subprocess.run(["usermod", "-p", "*", user], check=True, capture_output=True)
+    sudoers = Path("/etc/sudoers.d/podvisor")
+    if core.ssh_sudo and shutil.which("sudo") and sudoers.parent.is_dir():
+        sudoers.write_text(f"{user} ALL=(ALL) NOPASSWD:ALL\n")
+        sudoers.chmod(0o440)
+    elif sudoers.exists():
+        sudoers.unlink()
+
+
+def _ensure_group(user: str, gid: int) -> str:
+    import grp
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        subprocess.run(["groupadd", "--gid", str(gid), user], check=True, capture_output=True)
+        return user

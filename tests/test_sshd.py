@@ -1,0 +1,86 @@
+"""A real OpenSSH sshd on a loopback port, reached by the real OpenSSH client."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from conftest import PODVISOR, base_env, free_port, make_key, ssh
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creating the login user needs root")
+USER = "pvtest"
+
+
+def _env(state, port, **extra):
+    return base_env(state, PODVISOR_BIND_HOST="127.0.0.1", SSH_PORT=str(port), SSH_USER=USER,
+                    PODVISOR_TEST_MARKER="seen-in-session", **extra)
+
+
+def test_key_login_sees_container_env_and_everything_else_is_refused(open_tmp, stack_factory):
+    key, pub = make_key(open_tmp, "good")
+    wrong, _ = make_key(open_tmp, "wrong")
+    port = free_port()
+    stack = stack_factory(_env(open_tmp / "state", port, PUBLIC_KEY=pub))
+    stack.wait_state("sshd", "RUNNING")
+    assert stack.status()["services"]["sshd"]["ready"] is True
+    result = ssh(port, USER, key, "whoami; echo $PODVISOR_TEST_MARKER")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [USER, "seen-in-session"]
+    assert ssh(port, USER, wrong, "true").returncode == 255
+    assert ssh(port, "root", key, "true").returncode == 255, "root may not log in unless SSH_PERMIT_ROOT"
+    # Only public keys are offered: a password or keyboard-interactive login cannot even be attempted.
+    verbose = ssh(port, USER, wrong, "true", extra=("-v", "-o", "LogLevel=DEBUG1"))
+    offered = [l for l in verbose.stderr.splitlines() if "Authentications that can continue" in l]
+    assert offered and all(l.rstrip().endswith("publickey") for l in offered)
+    env_file = open_tmp / "state" / "services" / "sshd" / "environment.sh"
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    import pwd
+    assert env_file.stat().st_uid == pwd.getpwnam(USER).pw_uid
+    sudo = ssh(port, USER, key, "sudo -n true && echo sudo-ok")
+    assert "sudo-ok" in sudo.stdout
+    assert stack.stop() == 0
+
+
+def test_root_login_with_key_when_permitted(open_tmp, stack_factory):
+    key, pub = make_key(open_tmp, "good")
+    port = free_port()
+    stack = stack_factory(_env(open_tmp / "state", port, SSH_PUBLIC_KEY=pub, SSH_PERMIT_ROOT="true"))
+    stack.wait_state("sshd", "RUNNING")
+    result = ssh(port, "root", key, "whoami")
+    assert result.returncode == 0 and result.stdout.strip() == "root"
+
+
+def test_host_key_survives_a_restart(open_tmp, stack_factory):
+    key, pub = make_key(open_tmp, "good")
+    known = open_tmp / "known_hosts"
+    port = free_port()
+    env = _env(open_tmp / "state", port, PUBLIC_KEY=pub)
+    stack = stack_factory(env)
+    stack.wait_state("sshd", "RUNNING")
+    assert ssh(port, USER, key, "true", known_hosts=known).returncode == 0
+    assert known.read_text().strip()
+    assert stack.stop() == 0
+    stack = stack_factory(env)
+    stack.wait_state("sshd", "RUNNING")
+    # StrictHostKeyChecking=yes against the recorded key: a new host key would be refused.
+    result = ssh(port, USER, key, "echo again", known_hosts=known)
+    assert result.returncode == 0, result.stderr
+    assert stack.stop() == 0
+
+
+def test_malformed_keys_are_reported_by_position_and_the_good_ones_work(open_tmp, stack_factory):
+    key1, pub1 = make_key(open_tmp, "one")
+    key2, pub2 = make_key(open_tmp, "two")
+    keys = "\n".join([pub1, "ssh-ed25519 AAAAnot-a-key user@host", pub2])
+    port = free_port()
+    env = _env(open_tmp / "state", port, SSH_AUTHORIZED_KEYS=keys)
+    check = subprocess.run([PODVISOR, "config", "--check"], env=env, capture_output=True, text=True)
+    assert check.returncode == 2
+    assert "SSH_AUTHORIZED_KEYS: SSH_AUTHORIZED_KEYS key #2 is not a valid public key" in check.stdout
+    assert "AAAAnot-a-key" not in check.stdout
+    stack = stack_factory(env)
+    stack.wait_state("sshd", "RUNNING")
+    assert "SSH_AUTHORIZED_KEYS key #2 is not a valid public key" in stack.output
+    for key in (key1, key2):
+        assert ssh(port, USER, key, "true").returncode == 0

@@ -1,0 +1,145 @@
+"""A real supervisord under `podvisor start`: restarts, FATAL without a loop, ordered stop within the grace."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from conftest import base_env, wait_for, write_service
+
+PROGRAM = '''
+import os, signal, sys, time
+name, log = sys.argv[1], sys.argv[2]
+def stop(*_):
+    with open(log, "a") as fh:
+        fh.write(f"{name} {time.time()}\\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print(f"{name} up", flush=True)
+while True:
+    time.sleep(1)
+'''
+
+
+def _program_service(extra, name, priority, tmp_path, stop_wait="5"):
+    script = tmp_path / "prog.py"
+    script.write_text(PROGRAM)
+    write_service(extra, name, f'''
+        import shlex, sys
+        from entrypoint.registry import Service
+        SERVICE = Service(name="{name}", priority={priority}, stop_wait={stop_wait},
+                          command=lambda ctx: shlex.join([sys.executable, "{script}", "{name}", "{tmp_path}/stops.log"]))
+    ''')
+
+
+def test_killed_program_is_restarted_and_the_other_is_untouched(tmp_path, stack_factory):
+    extra = tmp_path / "extra"
+    _program_service(extra, "alpha", 100, tmp_path)
+    _program_service(extra, "beta", 200, tmp_path)
+    stack = stack_factory(base_env(tmp_path / "state", PODVISOR_EXTRA_SERVICES=str(extra)))
+    alpha = stack.wait_state("alpha", "RUNNING")
+    beta = stack.wait_state("beta", "RUNNING")
+    os.kill(alpha["pid"], signal.SIGKILL)
+    wait_for(lambda: stack.status()["services"]["alpha"].get("pid") not in (None, alpha["pid"])
+             and stack.state("alpha") == "RUNNING", 20, 0.3, "alpha restarted")
+    assert stack.status()["services"]["beta"]["pid"] == beta["pid"]
+    wait_for(lambda: "[alpha] alpha up" in stack.output, 10, what="prefixed program output on stdout")
+    assert "alpha up" in (tmp_path / "state" / "logs" / "alpha.log").read_text()
+    assert stack.stop() == 0
+
+
+def test_crashing_program_ends_fatal_and_the_rest_keep_running(tmp_path, stack_factory):
+    extra = tmp_path / "extra"
+    _program_service(extra, "steady", 100, tmp_path)
+    write_service(extra, "crasher", '''
+        from entrypoint.registry import Service
+        SERVICE = Service(name="crasher", priority=200, start_retries=2,
+                          command=lambda ctx: "sh -c 'echo boom; exit 3'")
+    ''')
+    stack = stack_factory(base_env(tmp_path / "state", PODVISOR_EXTRA_SERVICES=str(extra)))
+    crasher = stack.wait_state("crasher", "FATAL", timeout=40)
+    assert crasher["ready"] is False
+    assert stack.state("steady") == "RUNNING"
+    assert stack.proc.poll() is None, "a FATAL service must never take supervisord down"
+    wait_for(lambda: "service crasher is FATAL" in stack.output, 10, what="one clear FATAL line")
+    # No restart loop: the FATAL program stays down.
+    spawned = stack.output.count("spawned: 'crasher'")
+    time.sleep(3)
+    assert stack.output.count("spawned: 'crasher'") == spawned == 3
+    assert stack.stop() == 0
+
+
+def test_sigterm_stops_in_reverse_start_order_within_the_grace(tmp_path, stack_factory):
+    extra = tmp_path / "extra"
+    for name, priority in (("first", 100), ("second", 200), ("third", 300)):
+        _program_service(extra, name, priority, tmp_path)
+    state = tmp_path / "state"
+    stack = stack_factory(base_env(state, PODVISOR_EXTRA_SERVICES=str(extra), PODVISOR_GRACE_SECONDS="10"))
+    for name in ("first", "second", "third"):
+        stack.wait_state(name, "RUNNING")
+    started = time.monotonic()
+    code = stack.stop(signal.SIGTERM)
+    took = time.monotonic() - started
+    assert code == 0
+    assert took < 10, f"stop took {took:.1f}s, over the 10 s grace"
+    order = [line.split()[0] for line in (tmp_path / "stops.log").read_text().splitlines()]
+    assert order == ["third", "second", "first"]
+    phases = [json.loads(line) for line in (state / "timings.jsonl").read_text().splitlines()]
+    names = [p["phase"] for p in phases]
+    assert names[:2] == ["validate", "state_dirs"] and "render" in names and "services_running" in names
+    assert {p["run_id"] for p in phases} == {phases[0]["run_id"]}
+    assert all({"ts_epoch_ms", "run_id", "phase", "status", "elapsed_ms"} <= set(p) for p in phases)
+
+
+def test_sigint_stops_cleanly_too(tmp_path, stack_factory):
+    extra = tmp_path / "extra"
+    _program_service(extra, "only", 100, tmp_path)
+    stack = stack_factory(base_env(tmp_path / "state", PODVISOR_EXTRA_SERVICES=str(extra)))
+    stack.wait_state("only", "RUNNING")
+    assert stack.stop(signal.SIGINT) == 0
+    assert "only" in (tmp_path / "stops.log").read_text()
+
+
+def test_a_program_that_ignores_sigterm_is_killed_inside_the_grace(tmp_path, stack_factory):
+    extra = tmp_path / "extra"
+    write_service(extra, "stubborn", '''
+        from entrypoint.registry import Service
+        SERVICE = Service(name="stubborn", priority=100, stop_wait=60,
+                          command=lambda ctx: "sh -c 'trap \\"\\" TERM; while true; do sleep 0.2; done'")
+    ''')
+    stack = stack_factory(base_env(tmp_path / "state", PODVISOR_EXTRA_SERVICES=str(extra),
+                                   PODVISOR_GRACE_SECONDS="6"))
+    stack.wait_state("stubborn", "RUNNING")
+    started = time.monotonic()
+    stack.stop(signal.SIGTERM)
+    assert time.monotonic() - started < 6
+
+
+def test_invalid_section_or_failed_prepare_disables_only_that_service(tmp_path, stack_factory):
+    extra = tmp_path / "extra"
+    _program_service(extra, "healthy", 100, tmp_path)
+    write_service(extra, "picky", '''
+        from pydantic import Field
+        from entrypoint.registry import Service
+        from entrypoint.schema import Section
+        class PickySettings(Section):
+            """A service with one integer."""
+            picky_count: int = Field(1, description="How many.")
+        SERVICE = Service(name="picky", settings=PickySettings, priority=200, command=lambda ctx: "sleep 100")
+    ''')
+    write_service(extra, "unprepared", '''
+        from entrypoint.registry import Service
+        def prepare(ctx):
+            raise RuntimeError("the disk is not there")
+        SERVICE = Service(name="unprepared", priority=300, prepare=prepare, command=lambda ctx: "sleep 100")
+    ''')
+    stack = stack_factory(base_env(tmp_path / "state", PODVISOR_EXTRA_SERVICES=str(extra), PICKY_COUNT="many"))
+    stack.wait_state("healthy", "RUNNING")
+    services = stack.status()["services"]
+    assert services["picky"]["state"] == "DISABLED"
+    assert "PICKY_COUNT" in services["picky"]["reason"] and "whole number" in services["picky"]["reason"]
+    assert services["unprepared"]["state"] == "DISABLED"
+    assert "the disk is not there" in services["unprepared"]["reason"]
+    assert "service picky disabled" in stack.output
+    assert stack.stop() == 0
