@@ -1,5 +1,7 @@
 # podvisor: `make run` brings the whole stack up natively with local defaults; `make test` runs the suite.
-PYTHON ?= python3
+# The system interpreter when there is one: services run as the login user, who cannot reach a Python
+# installed under /root (pyenv), and the image uses the system one too.
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -20,7 +22,12 @@ export UPLOAD_WATCH_DIRS     ?= $(CURDIR)/workspace/checkpoints
 export UPLOAD_DESTINATIONS   ?= file://$(CURDIR)/.local-uploads
 export REPO_DIR              ?= $(CURDIR)/workspace/repo
 
-.PHONY: install run test bench env-example smoke image clean
+.DEFAULT_GOAL := install
+
+status: install
+	$(BIN)/podvisor status
+
+.PHONY: install run status test bench env-example smoke image clean
 
 install: $(STAMP)
 
@@ -30,10 +37,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e '.[test]'
 	touch $@
 
+LOCAL_TOKEN := $(PODVISOR_STATE_DIR)/local-jupyter-token
+
 run: install
 	mkdir -p $(UPLOAD_WATCH_DIRS) $(INFERENCE_MODEL_DIR) $(PODVISOR_STATE_DIR)
+	@[ -s $(LOCAL_TOKEN) ] || $(BIN)/python -c 'import secrets; print(secrets.token_hex(16))' > $(LOCAL_TOKEN)
+	@chmod 600 $(LOCAL_TOKEN)
 	$(BIN)/podvisor config --check || true
-	exec $(BIN)/podvisor start
+	@echo "Jupyter token (local run): $(LOCAL_TOKEN)"
+	JUPYTER_TOKEN="$${JUPYTER_TOKEN:-$$(cat $(LOCAL_TOKEN))}" exec $(BIN)/podvisor start
 
 test: install
 	$(BIN)/python -m pytest

@@ -7,6 +7,7 @@ listener copies the same bytes to the container's stdout (`docker logs`, RunPod'
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -77,9 +78,22 @@ class Listener:
             self.out.flush()
 
 
+    def flush(self) -> None:
+        """Write out lines still waiting for their newline (at stop, the last words of a program)."""
+        for (name, _), rest in sorted(self.partial.items()):
+            self._write(f"[{name}] {rest}\n")
+        self.partial.clear()
+
+
 def main() -> None:
     programs = [p for p in os.environ.get("PODVISOR_PROGRAMS", "").split(",") if p]
     listener = Listener(programs)
+
+    def stop(*_: object) -> None:
+        listener.flush()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     while True:
         headers, payload = childutils.listener.wait(sys.stdin, sys.stdout)
         try:

@@ -140,24 +140,25 @@ def load() -> Config:
     config = Config(core=None)
     advisories = _advisories()
     for name, cls in sections():
+        valid = True
         try:
             instance = cls()
         except ValidationError as exc:
             config.problems += _problems(name, cls, exc, os.environ)
-            if name != "podvisor":
-                continue
-            instance = _with_defaults_for(cls, exc)
-        if name == "podvisor":
-            config.core = instance  # type: ignore[assignment]
-        config.sections[name] = instance
+            instance, valid = _with_defaults_for(cls, exc), False
         if name in advisories:
             config.problems += [Problem(name, var, msg, disables=False) for var, msg in advisories[name](instance)]
+        if name == "podvisor":
+            config.core = instance  # type: ignore[assignment]
+        if valid or name == "podvisor":
+            config.sections[name] = instance
     return config
 
 
 def _with_defaults_for(cls: type[Section], exc: ValidationError) -> Section:
-    """The core section with each malformed variable at its default: exiting instead would make RunPod
-    restart the container in a billed loop, and sshd should come up so the user can see the problem."""
+    """The section with each malformed variable at its default. For the core section this is what runs:
+    exiting instead would make RunPod restart the container in a billed loop, and sshd should come up so the
+    user can see the problem. For a service, it lets the advisory checks still see the well-formed values."""
     keys = {str(err["loc"][0]).lower() for err in exc.errors() if err["loc"]}
     bad = {fname: info.get_default(call_default_factory=True) for fname, info in cls.model_fields.items()
            if keys & {k.lower() for k in [fname, *env_names(fname, info)]}}

@@ -33,8 +33,10 @@ def collect(ctx: PodContext) -> dict[str, Any]:
         info = processes.get(svc.name)
         if info is None:
             reason = boot.get("disabled", {}).get(svc.name)
-            state = "DISABLED" if reason else ("UNKNOWN" if svc.name in boot.get("services", []) else "DISABLED")
-            services[svc.name] = {"state": state, "reason": reason or supervisor_error or "not started"}
+            if reason or not supervisor_error:
+                services[svc.name] = {"state": "DISABLED", "reason": reason or "not started at this boot"}
+            else:
+                services[svc.name] = {"state": "DOWN", "reason": supervisor_error}
             continue
         entry: dict[str, Any] = {
             "state": info["statename"],

@@ -26,15 +26,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.1, what: str = "") -> object:
-    """Poll until `predicate` returns something truthy; fail the test with `what` after `timeout` seconds."""
+def wait_for(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.1,
+             what: str | Callable[[], str] = "") -> object:
+    """Poll until `predicate` returns something truthy; fail the test with `what` (text, or a callable
+    giving it, so a stack's output is read at failure time) after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what or predicate}")
 
 
 def base_env(state_dir: Path, **extra: str) -> dict[str, str]:
@@ -82,7 +84,7 @@ class Stack:
         return self.status()["services"].get(name, {}).get("state", "ABSENT")
 
     def wait_state(self, name: str, state: str, timeout: float = 30) -> dict:
-        wait_for(lambda: self.state(name) == state, timeout, 0.3, f"{name} to be {state}\n{self.output}")
+        wait_for(lambda: self.state(name) == state, timeout, 0.3, lambda: f"{name} to be {state}\n{self.output}")
         return self.status()["services"][name]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:

@@ -1,0 +1,45 @@
+"""JUPYTER_* variables (RunPod's JUPYTER_PASSWORD included)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+
+from entrypoint.fields import AbsPath, Port
+from entrypoint.schema import Section
+
+HASH_PREFIXES = ("argon2:", "sha1:", "sha256:", "sha512:")
+
+
+class JupyterSettings(Section):
+    """Jupyter Lab, as the login user, behind a token or password."""
+
+    jupyter_enabled: bool = Field(True, description="Run Jupyter Lab.")
+    jupyter_port: Port = Field(8888, description="Port Jupyter Lab listens on.")
+    jupyter_token: SecretStr | None = Field(None, description="Token for Jupyter (the `?token=` of its URL).")
+    jupyter_password: SecretStr | None = Field(
+        None, description="RunPod's name: a password hash (argon2:/sha1:...) or, as plain text, used as the token."
+    )
+    jupyter_allow_no_auth: bool = Field(False, description="Start Jupyter with no token or password (unsafe).")
+    jupyter_root_dir: AbsPath = Field(Path("/workspace"), description="Folder Jupyter opens on.")
+    jupyter_base_url: str = Field("/", description="URL prefix, for running behind a proxy path.")
+
+    @field_validator("jupyter_base_url")
+    @classmethod
+    def _slashes(cls, value: str) -> str:
+        if not value.startswith("/") or " " in value:
+            raise ValueError(f"{value!r} is not a URL path; expected a path starting with /, such as /lab-proxy/")
+        return value if value.endswith("/") else value + "/"
+
+    def token(self) -> str | None:
+        """The token to require: JUPYTER_TOKEN, else a plain-text JUPYTER_PASSWORD."""
+        if self.jupyter_token and self.jupyter_token.get_secret_value():
+            return self.jupyter_token.get_secret_value()
+        password = self.password_hash()
+        if password is None and self.jupyter_password and self.jupyter_password.get_secret_value():
+            return self.jupyter_password.get_secret_value()
+        return None
+
+    def password_hash(self) -> str | None:
+        value = self.jupyter_password.get_secret_value() if self.jupyter_password else ""
+        return value if value.startswith(HASH_PREFIXES) else None

@@ -1,0 +1,88 @@
+"""`podvisor config`: every malformed variable named with its fix, secrets never echoed."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import PODVISOR, base_env
+
+SECRET = "hf_SuperSecretValue_0123456789"
+
+MALFORMED = [
+    ("PODVISOR_GRACE_SECONDS", "soon", "a number"),
+    ("PODVISOR_GRACE_SECONDS", "-5", ">= 0"),
+    ("PODVISOR_GRACE_SECONDS", "99999", "<= 3600"),
+    ("PODVISOR_PROVIDER", "aws", "one of"),
+    ("PODVISOR_LOG_LEVEL", "loud", "one of"),
+    ("PODVISOR_LOG_MAX_MB", "0", ">= 1"),
+    ("PODVISOR_LOG_MAX_MB", "ten", "whole number"),
+    ("PODVISOR_LOG_BACKUPS", "-1", ">= 0"),
+    ("PODVISOR_STATE_DIR", "relative/state", "absolute path"),
+    ("PODVISOR_WORKSPACE", "workspace", "absolute path"),
+    ("PODVISOR_EXTRA_SERVICES", "/ok,relative", "absolute path"),
+    ("SSH_USER", "Bad User!", "lowercase letters"),
+    ("SSH_UID", "abc", "whole number"),
+    ("SSH_UID", "0", ">= 1"),
+    ("SSH_SUDO", "maybe", "true or false"),
+    ("SSH_ENABLED", "yes please", "true or false"),
+    ("SSH_PORT", "0", ">= 1"),
+    ("SSH_PORT", "70000", "<= 65535"),
+    ("SSH_PORT", "twenty-two", "whole number"),
+    ("SSH_PERMIT_ROOT", "2", "true or false"),
+    ("PUBLIC_KEY", "ssh-rsa notakey me@laptop", "not a valid public key"),
+    ("SSH_AUTHORIZED_KEYS", "hello world", "not a valid public key"),
+    ("JUPYTER_PORT", "99999", "<= 65535"),
+    ("JUPYTER_ENABLED", "nope", "true or false"),
+    ("JUPYTER_ROOT_DIR", "notebooks", "absolute path"),
+    ("JUPYTER_BASE_URL", "lab", "starting with /"),
+    ("JUPYTER_ALLOW_NO_AUTH", "sure", "true or false"),
+]
+
+
+def _check(tmp_path, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([PODVISOR, "config", "--check"], env=base_env(tmp_path / "state", **env),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_defaults_are_valid(tmp_path):
+    result = _check(tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert "config OK" in result.stdout
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), MALFORMED)
+def test_malformed_value_is_named_with_the_fix(tmp_path, variable, value, expected):
+    result = _check(tmp_path, **{variable: value}, HF_TOKEN=SECRET, JUPYTER_TOKEN=SECRET)
+    assert result.returncode == 2
+    lines = [line for line in result.stdout.splitlines() if line.startswith(f"{variable}: ")]
+    assert lines, result.stdout
+    assert expected in lines[0] and "expected" in lines[0]
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_every_problem_is_listed_at_once(tmp_path):
+    bad = {variable: value for variable, value, _ in MALFORMED}
+    result = _check(tmp_path, **bad)
+    assert result.returncode == 2
+    named = {line.split(":")[0] for line in result.stdout.splitlines()}
+    assert named >= set(bad)
+
+
+def test_secret_values_are_never_echoed(tmp_path):
+    # A secret that cannot be used is reported by name only.
+    result = _check(tmp_path, JUPYTER_PASSWORD=SECRET, SSH_PORT="0")
+    result_json = subprocess.run([PODVISOR, "config", "--json"], capture_output=True, text=True,
+                                 env=base_env(tmp_path / "state", JUPYTER_TOKEN=SECRET, JUPYTER_PASSWORD=SECRET))
+    assert SECRET not in result.stdout + result.stderr + result_json.stdout + result_json.stderr
+    config = json.loads(result_json.stdout)
+    assert config["jupyter"]["JUPYTER_TOKEN"] == "***"
+    assert config["jupyter"]["JUPYTER_PASSWORD"] == "***"
+    assert config["podvisor"]["PODVISOR_STATE_DIR"] == str(tmp_path / "state")
+
+
+def test_aliases_users_already_set_are_accepted(tmp_path):
+    result = subprocess.run([PODVISOR, "config", "--json"], capture_output=True, text=True,
+                            env=base_env(tmp_path / "state", JUPYTER_PASSWORD="letmein"))
+    assert json.loads(result.stdout)["jupyter"]["JUPYTER_PASSWORD"] == "***"

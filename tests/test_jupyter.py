@@ -1,0 +1,49 @@
+"""A real Jupyter Lab under supervisord, as the login user, behind its token."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import requests
+
+from conftest import base_env, free_port, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="running as the login user needs root")
+TOKEN = "jupyter-secret-7f3a"
+
+
+def _env(root, port, **extra):
+    return base_env(root / "state", PODVISOR_BIND_HOST="127.0.0.1", SSH_ENABLED="false", SSH_USER="pvtest",
+                    JUPYTER_PORT=str(port), JUPYTER_ROOT_DIR=str(root / "work"), **extra)
+
+
+def _status(port, token=None):
+    headers = {"Authorization": f"token {token}"} if token else {}
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/api/status", headers=headers, timeout=5).status_code
+    except requests.ConnectionError:
+        return None
+
+
+@pytest.mark.parametrize("variable", ["JUPYTER_TOKEN", "JUPYTER_PASSWORD"])
+def test_token_is_required(open_tmp, stack_factory, variable):
+    port = free_port()
+    stack = stack_factory(_env(open_tmp, port, **{variable: TOKEN}))
+    wait_for(lambda: _status(port, TOKEN) == 200, 90, 0.5, lambda: f"jupyter up\n{stack.output}")
+    assert _status(port) == 403
+    assert _status(port, "wrong-token") == 403
+    jupyter = stack.status()["services"]["jupyter"]
+    assert jupyter["ready"] is True
+    import psutil
+    proc = psutil.Process(jupyter["pid"])
+    assert proc.username() == "pvtest"
+    assert TOKEN not in " ".join(proc.cmdline()), "the token must not show in ps"
+    assert TOKEN not in stack.output
+    assert stack.stop() == 0
+
+
+def test_no_auth_means_not_started_and_status_says_why(open_tmp, stack_factory):
+    stack = stack_factory(_env(open_tmp, free_port()))
+    jupyter = stack.wait_state("jupyter", "DISABLED")
+    assert "JUPYTER_TOKEN" in jupyter["reason"]
+    assert stack.stop() == 0
