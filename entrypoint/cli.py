@@ -5,7 +5,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable
 
 from pydantic import SecretStr
 
@@ -69,7 +68,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser(extra: list[Callable[[argparse._SubParsersAction], None]] | None = None) -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podvisor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("start", help="validate, bootstrap and run every enabled service under supervisord")
@@ -85,6 +84,11 @@ def build_parser(extra: list[Callable[[argparse._SubParsersAction], None]] | Non
     p = sub.add_parser("env-example", help="print env.example from the schema")
     p.add_argument("--readme", metavar="README", help="rewrite the variable table in this README instead")
     p.set_defaults(func=cmd_env_example)
+    from entrypoint.registry import discover
+
+    for svc in discover():
+        if svc.cli is not None:
+            svc.cli(sub)
     return parser
 
 

@@ -61,6 +61,8 @@ class Service:
     """(the port it listens on, "ssh" or "http"), so status can print the public address."""
     status: Callable[["PodContext"], dict[str, Any]] | None = None
     """Extra facts for `podvisor status` (a queue depth, an idle countdown)."""
+    cli: Callable[[Any], None] | None = None
+    """Adds this service's subcommands to `podvisor` (given argparse's subparsers)."""
     exit_codes: tuple[int, ...] = (0,)
     extra: dict[str, str] = field(default_factory=dict)
     """Further supervisord program options, for what the fields above do not cover."""

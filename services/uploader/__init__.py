@@ -1,0 +1,67 @@
+"""uploader: every fully written checkpoint, uploaded once per destination, verified, drained on stop.
+It starts first and stops last, so it can drain what the job wrote last."""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+import time
+
+from entrypoint.context import PodContext
+from entrypoint.registry import Readiness, Service
+from services.uploader import cli
+from services.uploader.settings import UploadSettings
+
+log = logging.getLogger("podvisor")
+
+
+def _settings(ctx: PodContext) -> UploadSettings:
+    return ctx.section("uploader")  # type: ignore[return-value]
+
+
+def prepare(ctx: PodContext) -> None:
+    settings = _settings(ctx)
+    for root in settings.upload_watch_dirs:
+        root.mkdir(parents=True, exist_ok=True)
+    if not settings.upload_destinations:
+        log.warning("uploader: UPLOAD_DESTINATIONS is empty: checkpoints are watched but not uploaded")
+    if settings.restore_on_start and settings.upload_destinations:
+        from services.uploader.restore import restore
+
+        try:
+            restore(ctx)
+        except Exception as exc:  # a failed restore must not keep the pod from booting
+            log.error("restore failed, booting without it: %s: %s", type(exc).__name__, exc)
+
+
+def _environment(ctx: PodContext) -> dict[str, str]:
+    env = {}
+    if _settings(ctx).hf_hub_enable_hf_transfer and "HF_XET_HIGH_PERFORMANCE" not in os.environ:
+        env["HF_XET_HIGH_PERFORMANCE"] = "1"  # hf_transfer's successor in huggingface_hub 1.x
+    return env
+
+
+STATUS_FRESH_SECONDS = 10
+
+
+def ready(ctx: PodContext) -> Readiness:
+    """Ready once the uploader publishes its state (it does several times a second while it runs)."""
+    info = cli.summary(ctx)
+    fresh = time.time() - float(info["uploads"].get("updated_epoch", 0)) < STATUS_FRESH_SECONDS
+    return Readiness(fresh, info["summary"] if fresh else "the uploader has not reported yet")
+
+
+SERVICE = Service(
+    name="uploader",
+    settings=UploadSettings,
+    enabled=lambda ctx: _settings(ctx).upload_enabled,
+    command=lambda ctx: shlex.join([sys.executable, "-m", "services.uploader"]),
+    priority=5,
+    stop_wait=None,
+    prepare=prepare,
+    ready=ready,
+    environment=_environment,
+    status=cli.summary,
+    cli=cli.register,
+)

@@ -1,0 +1,93 @@
+"""`podvisor upload status [--json]`, `podvisor upload now PATH`, `podvisor restore`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from entrypoint.context import PodContext, current
+from services.uploader.scanner import Rules, unit_files, unit_of
+from services.uploader.uploader import enqueue_unit, queue_path, status_path
+from services.uploader.queue import Queue
+
+
+def summary(ctx: PodContext) -> dict[str, Any]:
+    """The uploader's state for `podvisor status` and the autostop gate: the queue is read from SQLite (the
+    truth, even when the uploader is down), the live figures from the status file it writes."""
+    try:
+        live = json.loads(status_path(ctx).read_text())
+    except (OSError, ValueError):
+        live = {}
+    pending = Queue(queue_path(ctx)).pending() if queue_path(ctx).exists() else []
+    settling = int(live.get("settling", 0))
+    text = f"{len(pending)} upload(s) pending, {settling} checkpoint(s) settling"
+    flights = live.get("in_flight") or []
+    if flights:
+        f = flights[0]
+        text += f"; sending {f['files'][0]} at {f['bytes_per_s'] / 1e6:.1f} MB/s"
+    for uri, info in (live.get("destinations") or {}).items():
+        last = info.get("last_durable")
+        if last:
+            text += f"; last durable at {uri}: {last['unit']}"
+        if info.get("last_error"):
+            text += f"; {uri} failing: {info['last_error'][:120]}"
+    full = [d["path"] for d in live.get("disk", []) if d.get("warning")]
+    if full:
+        text += f"; DISK OVER 90 % FULL: {', '.join(full)}"
+    return {"summary": text, "pending": len(pending), "settling": settling, "uploads": live}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    info = summary(current())
+    print(json.dumps(info, indent=2) if args.json else info["summary"])
+    return 0
+
+
+def cmd_now(args: argparse.Namespace) -> int:
+    """Queue PATH's checkpoint now, without waiting for it to settle."""
+    ctx = current()
+    settings = ctx.section("uploader")
+    roots = list(settings.upload_watch_dirs)  # type: ignore[attr-defined]
+    path = Path(args.path).resolve()
+    found = unit_of(path, roots)
+    if found is None:
+        print(f"{path} is not inside a watch dir ({', '.join(map(str, roots))})", file=sys.stderr)
+        return 2
+    root, unit = found
+    rules = Rules(settings.upload_include, settings.upload_exclude)  # type: ignore[attr-defined]
+    snapshot = unit_files(root, unit, rules)
+    if path.is_file():
+        snapshot = {k: v for k, v in snapshot.items() if k == str(path)}
+    queue = Queue(queue_path(ctx))
+    added = enqueue_unit(queue, list(settings.upload_destinations), roots, root, unit, snapshot,  # type: ignore
+                         queue.known_versions())
+    print(f"{added} upload(s) queued for {unit}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from services.uploader.restore import restore
+
+    logging.basicConfig(level=logging.INFO, format="podvisor: %(message)s", stream=sys.stdout)
+    started = time.monotonic()
+    name = restore(current(), force=args.force)
+    print(f"restored {name} in {time.monotonic() - started:.1f} s" if name else "nothing restored")
+    return 0
+
+
+def register(sub: Any) -> None:
+    upload = sub.add_parser("upload", help="the checkpoint uploader's queue")
+    verbs = upload.add_subparsers(dest="verb", required=True)
+    p = verbs.add_parser("status", help="queue depth, transfer in flight, last durable checkpoint")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    p = verbs.add_parser("now", help="queue a checkpoint (file or folder) now, without the settle wait")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_now)
+    p = sub.add_parser("restore", help="fetch the latest checkpoint from the destinations")
+    p.add_argument("--force", action="store_true", help="even when a local checkpoint exists")
+    p.set_defaults(func=cmd_restore)

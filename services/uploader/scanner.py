@@ -1,0 +1,180 @@
+"""Finding complete checkpoints: watchdog events (inotify, or polling for network filesystems) mark where to
+look, a periodic rescan catches what happened while nobody watched, and a checkpoint counts as complete only
+when its files are closed and unchanged for UPLOAD_SETTLE_SECONDS (and its sentinel file is there).
+
+A checkpoint is a top-level entry of a watch dir: a folder (`checkpoint-500/`, written file by file by
+transformers' Trainer) or a single file (`step_100.pt`).
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+log = logging.getLogger("uploader")
+Snapshot = dict[str, tuple[int, int]]
+"""{path: (size, mtime_ns)} of a checkpoint's files."""
+
+
+@dataclass(frozen=True)
+class Rules:
+    include: list[str]
+    exclude: list[str]
+    sentinel: str = ""
+
+    def excluded(self, name: str) -> bool:
+        return any(fnmatch.fnmatch(name, pattern) for pattern in self.exclude)
+
+    def wanted(self, path: Path, root: Path) -> bool:
+        parts = path.relative_to(root).parts
+        if any(self.excluded(part) for part in parts):
+            return False
+        return any(fnmatch.fnmatch(path.name, pattern) for pattern in self.include)
+
+
+@dataclass
+class Candidate:
+    root: Path
+    unit: str
+    snapshot: Snapshot = field(default_factory=dict)
+    changed_at: float = 0.0
+
+
+def unit_of(path: Path, roots: list[Path]) -> tuple[Path, str] | None:
+    for root in roots:
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            continue
+        return (root, rel.parts[0]) if rel.parts else None
+    return None
+
+
+def unit_files(root: Path, unit: str, rules: Rules) -> Snapshot:
+    top = root / unit
+    if rules.excluded(unit):
+        return {}
+    paths = [top] if top.is_file() else [p for p in top.rglob("*") if p.is_file()] if top.is_dir() else []
+    snapshot = {}
+    for path in paths:
+        if rules.wanted(path, root):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            snapshot[str(path)] = (stat.st_size, stat.st_mtime_ns)
+    return snapshot
+
+
+def open_for_writing(paths: set[str]) -> set[str]:
+    """Which of `paths` some process holds open for writing (from /proc: an fd's flags)."""
+    busy: set[str] = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"{fd_dir}/{fd}")
+                if target not in paths:
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                    flags = next(int(line.split()[1], 8) for line in info if line.startswith("flags:"))
+            except (OSError, StopIteration, ValueError):
+                continue
+            if flags & (os.O_WRONLY | os.O_RDWR):
+                busy.add(target)
+    return busy
+
+
+class Scanner:
+    """Yields complete checkpoints; `poll()` is called by the uploader's loop."""
+
+    def __init__(self, roots: list[Path], rules: Rules, settle: float, rescan: float, polling: bool,
+                 known: Callable[[Snapshot], bool] = lambda snapshot: False) -> None:
+        self.roots, self.rules, self.settle, self.rescan_every = roots, rules, settle, rescan
+        self.known = known
+        self.candidates: dict[tuple[Path, str], Candidate] = {}
+        self.dirty: set[tuple[Path, str]] = set()
+        self.lock = threading.Lock()
+        self.last_rescan = 0.0
+        self.observer = PollingObserver(timeout=1) if polling else Observer()
+        handler = _Handler(self)
+        for root in roots:
+            root.mkdir(parents=True, exist_ok=True)
+            self.observer.schedule(handler, str(root), recursive=True)
+
+    def start(self) -> None:
+        self.observer.start()
+
+    def stop(self) -> None:
+        self.observer.stop()
+        self.observer.join(5)
+
+    def touch(self, path: str) -> None:
+        found = unit_of(Path(path), self.roots)
+        if found:
+            with self.lock:
+                self.dirty.add(found)
+
+    def settling(self, now: float | None = None) -> int:
+        """Checkpoints still being written (changed within the settle time)."""
+        now = time.monotonic() if now is None else now
+        return sum(1 for c in self.candidates.values() if now - c.changed_at < self.settle)
+
+    def poll(self, now: float | None = None, force_rescan: bool = False) -> list[tuple[Path, str, Snapshot]]:
+        """Checkpoints that have just become complete: (watch dir, name, their files)."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            dirty, self.dirty = self.dirty, set()
+        if force_rescan or now - self.last_rescan >= self.rescan_every:
+            self.last_rescan = now
+            for root in self.roots:
+                dirty |= {(root, p.name) for p in root.iterdir()} if root.is_dir() else set()
+        for key in dirty:
+            candidate = self.candidates.setdefault(key, Candidate(*key, changed_at=now))
+            snapshot = unit_files(*key, self.rules)
+            if snapshot != candidate.snapshot:
+                candidate.snapshot, candidate.changed_at = snapshot, now
+            if self.known(snapshot):  # every file already queued or uploaded as it is now
+                del self.candidates[key]
+        complete = []
+        for key, candidate in list(self.candidates.items()):
+            if not candidate.snapshot:
+                del self.candidates[key]
+                continue
+            if now - candidate.changed_at < self.settle:
+                continue
+            if unit_files(*key, self.rules) != candidate.snapshot:  # changed without an event (NFS)
+                candidate.snapshot, candidate.changed_at = unit_files(*key, self.rules), now
+                continue
+            if self.rules.sentinel and (candidate.root / candidate.unit).is_dir() and not (
+                    candidate.root / candidate.unit / self.rules.sentinel).exists():
+                continue
+            if open_for_writing(set(candidate.snapshot)):
+                continue
+            del self.candidates[key]
+            complete.append((candidate.root, candidate.unit, candidate.snapshot))
+        return complete
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, scanner: Scanner) -> None:
+        self.scanner = scanner
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self.scanner.touch(os.fsdecode(event.src_path))
+        dest = getattr(event, "dest_path", "")
+        if dest:
+            self.scanner.touch(os.fsdecode(dest))

@@ -1,0 +1,256 @@
+"""The checkpoint uploader under a real supervisord, to a real S3 API server (rclone serve s3) and a real
+local volume: complete writes only, exactly once, verified, through outages, kill -9 and stops."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PODVISOR, base_env, wait_for
+from s3server import S3Server
+from services.uploader.queue import Queue
+
+MB = 1 << 20
+
+
+@pytest.fixture
+def s3(tmp_path):
+    server = S3Server(tmp_path / "s3")
+    server.start()
+    yield server
+    server.stop()
+
+
+def _env(tmp_path, dests, s3=None, **extra):
+    env = base_env(tmp_path / "state", SSH_ENABLED="false", JUPYTER_ENABLED="false",
+                   UPLOAD_WATCH_DIRS=str(tmp_path / "ckpt"), UPLOAD_DESTINATIONS=",".join(dests),
+                   UPLOAD_SETTLE_SECONDS="0.5", UPLOAD_RESCAN_SECONDS="2", UPLOAD_RETRY_MAX_SECONDS="2", **extra)
+    return {**env, **(s3.env() if s3 else {})}
+
+
+def _queue(tmp_path) -> Queue:
+    return Queue(tmp_path / "state" / "services" / "uploader" / "queue.sqlite3")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _durable(tmp_path, remote, dest=None) -> list:
+    return [r for r in _queue(tmp_path).rows() if r.remote == remote and r.status == "durable"
+            and (dest is None or r.dest == dest)]
+
+
+def _all_durable(tmp_path, count) -> bool:
+    rows = _queue(tmp_path).rows()
+    return len([r for r in rows if r.status == "durable"]) == count and not [r for r in rows if r.status in
+                                                                               ("queued", "uploading")]
+
+
+def test_slow_writer_is_uploaded_once_after_it_is_complete(tmp_path, s3, stack_factory):
+    local = tmp_path / "volume"
+    stack = stack_factory(_env(tmp_path, ["s3://ckpt/run1", f"file://{local}"], s3))
+    stack.wait_state("uploader", "RUNNING")
+    target = tmp_path / "ckpt" / "model_step_100.safetensors"
+    digest = hashlib.sha256()
+    with target.open("wb") as fh:  # 200 MB in 4 MB chunks, with pauses longer than the settle time
+        for i in range(50):
+            block = os.urandom(4 * MB)
+            fh.write(block)
+            fh.flush()
+            digest.update(block)
+            time.sleep(0.8 if i % 10 == 0 else 0.02)
+        closed_at = time.time()
+    wait_for(lambda: _all_durable(tmp_path, 2), 120, 0.5, lambda: stack.output[-3000:])
+    rows = _queue(tmp_path).rows()
+    assert len(rows) == 2 and {r.size for r in rows} == {200 * MB}
+    assert all(r.enqueued_at >= closed_at for r in rows), "queued before the writer closed the file"
+    assert all(r.sha256 == digest.hexdigest() for r in rows)
+    obj = s3.objects()["run1/model_step_100.safetensors"]
+    assert _sha(obj) == digest.hexdigest()
+    assert _sha(local / "model_step_100.safetensors") == digest.hexdigest()
+    first = obj.stat().st_mtime_ns, obj.stat().st_ino
+    time.sleep(5)  # two rescans later, nothing is sent again
+    assert (obj.stat().st_mtime_ns, obj.stat().st_ino) == first
+    assert len(_queue(tmp_path).rows()) == 2
+    assert stack.stop() == 0
+
+
+def test_torch_save_to_temp_then_rename_uploads_only_the_final_name(tmp_path, s3, stack_factory):
+    torch = pytest.importorskip("torch")
+    stack = stack_factory(_env(tmp_path, ["s3://ckpt"], s3))
+    stack.wait_state("uploader", "RUNNING")
+    (tmp_path / "ckpt").mkdir(exist_ok=True)
+    tmp, final = tmp_path / "ckpt" / "step_7.pt.tmp", tmp_path / "ckpt" / "step_7.pt"
+    torch.save({"w": torch.randn(512, 512), "step": 7}, tmp)
+    time.sleep(1.5)  # longer than the settle time: the temp name is complete, and still never uploaded
+    os.replace(tmp, final)
+    wait_for(lambda: _durable(tmp_path, "step_7.pt"), 60, 0.3, lambda: stack.output[-3000:])
+    assert set(s3.objects()) == {"step_7.pt"}
+    assert [r.remote for r in _queue(tmp_path).rows()] == ["step_7.pt"]
+    assert torch.load(s3.objects()["step_7.pt"])["step"] == 7
+
+
+def test_s3_outage_loses_nothing_and_uploads_nothing_twice(tmp_path, s3, stack_factory):
+    local = tmp_path / "volume"
+    s3.stop()
+    stack = stack_factory(_env(tmp_path, ["s3://ckpt", f"file://{local}"], s3))
+    stack.wait_state("uploader", "RUNNING")
+    ckpt = tmp_path / "ckpt" / "checkpoint-200"
+    ckpt.mkdir(parents=True)
+    (ckpt / "model.safetensors").write_bytes(os.urandom(3 * MB))
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 200}))
+    # The volume is not held back by the S3 outage.
+    wait_for(lambda: len(_durable(tmp_path, "checkpoint-200/model.safetensors", f"file://{local}")) == 1, 60)
+    wait_for(lambda: any(r.attempts >= 2 and r.dest == "s3://ckpt" for r in _queue(tmp_path).rows()), 60, 0.3)
+    failing = stack.status()["services"]["uploader"]["uploads"]["destinations"]["s3://ckpt"]
+    assert failing["last_error"] and failing["pending"] == 2
+    assert stack.status()["services"]["uploader"]["pending"] == 2
+    s3.start()
+    wait_for(lambda: _all_durable(tmp_path, 4), 60, 0.3, lambda: stack.output[-3000:])
+    objects = s3.objects()
+    assert set(objects) == {"checkpoint-200/model.safetensors", "checkpoint-200/trainer_state.json"}
+    assert _sha(objects["checkpoint-200/model.safetensors"]) == _sha(ckpt / "model.safetensors")
+    stamps = {k: (p.stat().st_mtime_ns, p.stat().st_ino) for k, p in objects.items()}
+    time.sleep(5)
+    assert {k: (p.stat().st_mtime_ns, p.stat().st_ino) for k, p in s3.objects().items()} == stamps
+    assert len(_queue(tmp_path).rows()) == 4
+    assert s3.env()["AWS_SECRET_ACCESS_KEY"] not in stack.output
+
+
+def test_sigkill_mid_queue_resumes_without_duplicates(tmp_path, s3, stack_factory):
+    root = tmp_path / "ckpt"
+    root.mkdir()
+    for step in range(1, 7):
+        (root / f"step_{step}.pt").write_bytes(os.urandom(40 * MB))
+    stack = stack_factory(_env(tmp_path, ["s3://ckpt"], s3))
+    wait_for(lambda: any(r.status == "durable" for r in _queue(tmp_path).rows())
+             if (tmp_path / "state/services/uploader/queue.sqlite3").exists() else False, 60, 0.1)
+    pid = stack.status()["services"]["uploader"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: stack.status()["services"]["uploader"].get("pid") not in (None, pid), 30, 0.3)
+    wait_for(lambda: _all_durable(tmp_path, 6), 120, 0.5, lambda: stack.output[-3000:])
+    rows = _queue(tmp_path).rows()
+    assert sorted(r.remote for r in rows) == [f"step_{s}.pt" for s in range(1, 7)]
+    objects = s3.objects()
+    assert set(objects) == {f"step_{s}.pt" for s in range(1, 7)}
+    for name, path in objects.items():
+        assert _sha(path) == _sha(root / name)
+
+
+def test_sigterm_drains_the_queue_within_the_grace(tmp_path, s3, stack_factory):
+    root = tmp_path / "ckpt"
+    root.mkdir()
+    stack = stack_factory(_env(tmp_path, ["s3://ckpt"], s3, PODVISOR_GRACE_SECONDS="20"))
+    stack.wait_state("uploader", "RUNNING")
+    for step in range(1, 5):
+        (root / f"step_{step}.pt").write_bytes(os.urandom(20 * MB))
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert stack.stop() == 0
+    assert time.monotonic() - started < 20
+    assert _all_durable(tmp_path, 4), stack.output[-3000:]
+    assert set(s3.objects()) == {f"step_{s}.pt" for s in range(1, 5)}
+    assert "all uploads drained" in stack.output
+
+
+def test_sigterm_with_a_destination_down_reports_and_keeps_the_queue(tmp_path, s3, stack_factory):
+    root = tmp_path / "ckpt"
+    root.mkdir()
+    s3.stop()
+    env = _env(tmp_path, ["s3://ckpt"], s3, PODVISOR_GRACE_SECONDS="8")
+    stack = stack_factory(env)
+    stack.wait_state("uploader", "RUNNING")
+    (root / "step_1.pt").write_bytes(os.urandom(MB))
+    wait_for(lambda: _queue(tmp_path).pending(), 30, 0.2)
+    started = time.monotonic()
+    assert stack.stop() == 0
+    assert time.monotonic() - started < 8
+    assert "stay queued for the next boot" in stack.output
+    assert [r.status for r in _queue(tmp_path).rows()] == ["queued"]
+    s3.start()  # the next boot uploads what was left
+    stack = stack_factory(env)
+    wait_for(lambda: _all_durable(tmp_path, 1), 60, 0.3, lambda: stack.output[-3000:])
+    assert set(s3.objects()) == {"step_1.pt"}
+
+
+def test_retention_never_deletes_what_is_not_durable_everywhere(tmp_path, s3, stack_factory):
+    root, local = tmp_path / "ckpt", tmp_path / "volume"
+    root.mkdir()
+    s3.stop()
+    stack = stack_factory(_env(tmp_path, [f"file://{local}", "s3://ckpt"], s3, UPLOAD_KEEP_LAST_LOCAL="2"))
+    stack.wait_state("uploader", "RUNNING")
+    for step in (100, 200, 300, 400):
+        (root / f"checkpoint-{step}").mkdir()
+        (root / f"checkpoint-{step}" / "model.bin").write_bytes(os.urandom(MB))
+    wait_for(lambda: len([r for r in _queue(tmp_path).rows() if r.status == "durable"]) == 4, 60, 0.3)
+    time.sleep(2)
+    assert sorted(p.name for p in root.iterdir()) == [f"checkpoint-{s}" for s in (100, 200, 300, 400)]
+    s3.start()
+    wait_for(lambda: sorted(p.name for p in root.iterdir()) == ["checkpoint-300", "checkpoint-400"], 60, 0.3,
+             lambda: stack.output[-3000:])
+    assert {f"checkpoint-{s}/model.bin" for s in (100, 200, 300, 400)} <= set(s3.objects())
+
+
+def test_restore_takes_the_highest_step_from_the_first_destination_that_has_one(tmp_path, s3):
+    first, second = tmp_path / "empty-volume", tmp_path / "volume"
+    first.mkdir()
+    for name in ("step_5", "step_10"):  # "step_5" sorts after "step_10" as text; step 10 is the latest
+        (second / name).mkdir(parents=True)
+        (second / name / "model.pt").write_text(name)
+    (tmp_path / "s3" / "ckpt" / "step_20").mkdir(parents=True)
+    (tmp_path / "s3" / "ckpt" / "step_20" / "model.pt").write_text("step_20")
+    env = _env(tmp_path, [f"file://{first}", f"file://{second}", "s3://ckpt"], s3)
+    out = subprocess.run([PODVISOR, "restore"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    root = tmp_path / "ckpt"
+    assert [p.name for p in root.iterdir()] == ["step_10"]
+    assert (root / "step_10" / "model.pt").read_text() == "step_10"
+    assert "restored step_10" in out.stdout
+    # Restored from the volume: recorded durable there, so it is not sent back.
+    assert [(r.dest, r.status) for r in _queue(tmp_path).rows()] == [(f"file://{second}", "durable")]
+
+
+def test_restore_on_boot_from_s3(tmp_path, s3, stack_factory):
+    for step in (900, 1000):
+        (tmp_path / "s3" / "ckpt" / "run" / f"model-{step}.pt").parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "s3" / "ckpt" / "run" / f"model-{step}.pt").write_bytes(b"x" * step)
+    stack = stack_factory(_env(tmp_path, ["s3://ckpt/run"], s3))
+    stack.wait_state("uploader", "RUNNING")
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["model-1000.pt"]
+    assert "restore: model-1000.pt restored" in stack.output
+
+
+def test_hf_commit_holds_the_checkpoint_and_the_token_only_in_the_auth_header(tmp_path, stack_factory):
+    from fakehub import FakeHub
+
+    hub = FakeHub()
+    token = "hf_FakeToken_abcdefghijklmnop"
+    try:
+        stack = stack_factory(_env(tmp_path, ["hf://me/ckpts/runs"], HF_TOKEN=token, HF_ENDPOINT=hub.url,
+                                   RESTORE_ON_START="false"))
+        stack.wait_state("uploader", "RUNNING")
+        ckpt = tmp_path / "ckpt" / "checkpoint-3"
+        ckpt.mkdir(parents=True)
+        (ckpt / "config.json").write_text('{"a": 1}')
+        (ckpt / "model.safetensors").write_bytes(os.urandom(4096))
+        wait_for(lambda: _all_durable(tmp_path, 2), 60, 0.3, lambda: stack.output[-3000:])
+        assert [c["paths"] for c in hub.commits] == [["runs/checkpoint-3/config.json",
+                                                      "runs/checkpoint-3/model.safetensors"]]
+        assert hub.files["runs/checkpoint-3/model.safetensors"] == (ckpt / "model.safetensors").read_bytes()
+        for request in hub.requests:
+            assert token not in request["path"] and token.encode() not in request["body"]
+            others = {k: v for k, v in request["headers"].items() if k.lower() != "authorization"}
+            assert token not in json.dumps(others)
+        authed = [r for r in hub.requests if r["method"] == "POST"]
+        assert authed and all(r["headers"].get("authorization") == f"Bearer {token}" for r in authed)
+        assert token not in stack.output
+    finally:
+        hub.close()
