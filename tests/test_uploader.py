@@ -196,7 +196,8 @@ def test_retention_never_deletes_what_is_not_durable_everywhere(tmp_path, s3, st
     s3.start()
     wait_for(lambda: sorted(p.name for p in root.iterdir()) == ["checkpoint-300", "checkpoint-400"], 60, 0.3,
              lambda: stack.output[-3000:])
-    assert {f"checkpoint-{s}/model.bin" for s in (100, 200, 300, 400)} <= set(s3.objects())
+    wait_for(lambda: _all_durable(tmp_path, 8), 60, 0.3)
+    assert {f"checkpoint-{s}/model.bin" for s in (100, 200, 300, 400)} == set(s3.objects())
 
 
 def test_restore_takes_the_highest_step_from_the_first_destination_that_has_one(tmp_path, s3):

@@ -22,7 +22,6 @@ CREATE TABLE IF NOT EXISTS uploads (
     size        INTEGER NOT NULL,
     mtime_ns    INTEGER NOT NULL,
     sha256      TEXT NOT NULL,
-    md5         TEXT NOT NULL,
     status      TEXT NOT NULL DEFAULT 'queued',
     attempts    INTEGER NOT NULL DEFAULT 0,
     last_error  TEXT,
@@ -48,7 +47,6 @@ class Row:
     size: int
     mtime_ns: int
     sha256: str
-    md5: str
     status: str
     attempts: int
     last_error: str | None
@@ -87,7 +85,7 @@ class Queue:
             db.close()
 
     def enqueue(self, dest: str, root: str, unit: str, remote: str, local: str, size: int, mtime_ns: int,
-                sha256: str, md5: str) -> bool:
+                sha256: str) -> bool:
         """Queue one version for one destination; False when that version was queued or uploaded before."""
         db = self._connect()
         try:
@@ -96,9 +94,9 @@ class Queue:
             db.execute("UPDATE uploads SET status='superseded' WHERE dest=? AND remote=? AND status='queued' "
                        "AND sha256<>?", (dest, remote, sha256))
             added = db.execute(
-                "INSERT OR IGNORE INTO uploads (dest, root, unit, remote, local, size, mtime_ns, sha256, md5, "
-                "enqueued_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (dest, root, unit, remote, local, size, mtime_ns, sha256, md5, time.time())).rowcount
+                "INSERT OR IGNORE INTO uploads (dest, root, unit, remote, local, size, mtime_ns, sha256, "
+                "enqueued_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (dest, root, unit, remote, local, size, mtime_ns, sha256, time.time())).rowcount
             if not added:
                 # This content was seen before. Identical to the latest version: remember the new mtime and
                 # upload nothing. Changed back after another version (A, B, A): it must go up again.

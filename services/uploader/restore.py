@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from entrypoint.context import PodContext
-from services.uploader.destinations import Destination, file_hashes, parse
+from services.uploader.destinations import Destination, file_hash, parse
 from services.uploader.queue import Queue
 from services.uploader.steps import newest_first, step_of
 from services.uploader.uploader import queue_path, remote_name
@@ -59,11 +59,11 @@ def _fetch(dest: Destination, unit: str, root: Path, roots: list[Path], queue: Q
     files = [target] if target.is_file() else [p for p in target.rglob("*") if p.is_file()]
     total = 0
     for path in files:
-        size, sha256, md5 = file_hashes(path)
+        size, sha256 = file_hash(path)
         total += size
         remote = remote_name(roots, root, path)
         # Already at this destination: recorded as durable there, so it is not sent back.
-        queue.enqueue(dest.uri, str(root), unit, remote, str(path), size, path.stat().st_mtime_ns, sha256, md5)
+        queue.enqueue(dest.uri, str(root), unit, remote, str(path), size, path.stat().st_mtime_ns, sha256)
         rows = [r for r in queue.pending(dest.uri) if r.remote == remote and r.sha256 == sha256]
         queue.mark([r.id for r in rows], "durable")
     took = time.monotonic() - started

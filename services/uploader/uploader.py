@@ -17,14 +17,16 @@ from pathlib import Path
 
 from entrypoint.context import PodContext
 from entrypoint.redact import redact, secrets_of
-from services.uploader.destinations import Destination, FileVersion, file_hashes, parse
+from services.uploader.destinations import Destination, FileVersion, file_hash, parse
 from services.uploader.queue import Queue, Row
 from services.uploader.scanner import Rules, Scanner, Snapshot
 from services.uploader.settings import UploadSettings
 from services.uploader.steps import newest_first, step_of
 
 log = logging.getLogger("uploader")
-TICK_SECONDS = 0.25
+TICK_SECONDS = 0.1
+STATUS_EVERY_SECONDS = 1.0
+IDLE_WAIT_SECONDS = 0.5
 DISK_WARN_PERCENT = 90
 STOP_MARGIN_SECONDS = 1.0
 
@@ -52,13 +54,13 @@ def enqueue_unit(queue: Queue, dests: list[str], roots: list[Path], root: Path, 
         if known.get(path_text) == (size, mtime_ns):
             continue
         path = Path(path_text)
-        real_size, sha256, md5 = file_hashes(path)
+        real_size, sha256 = file_hash(path)
         stat = path.stat()
         if (real_size, stat.st_mtime_ns) != (size, mtime_ns):
             continue  # changed while hashed: the scanner will see it settle again
         remote = remote_name(roots, root, path)
         for dest in dests:
-            added += queue.enqueue(dest, str(root), unit, remote, path_text, size, mtime_ns, sha256, md5)
+            added += queue.enqueue(dest, str(root), unit, remote, path_text, size, mtime_ns, sha256)
         known[path_text] = (size, mtime_ns)
     return added
 
@@ -77,6 +79,8 @@ class Uploader:
                                self.settings.upload_rescan_seconds, self.settings.upload_polling,
                                known=lambda snap: all(self.known.get(p) == v for p, v in snap.items()))
         self.stopping = threading.Event()
+        self.wake = {dest.uri: threading.Event() for dest in self.dests}
+        self.status_written = 0.0
         self.deadline = float("inf")
         self.in_flight: dict[str, dict] = {}
         self.errors: dict[str, str] = {}
@@ -122,8 +126,11 @@ class Uploader:
                                  self.known)
             if added:
                 log.info("checkpoint %s complete: %d upload(s) queued", unit, added)
+                for event in self.wake.values():
+                    event.set()
         self.retain()
-        self.write_status()
+        if time.monotonic() - self.status_written >= STATUS_EVERY_SECONDS:
+            self.write_status()
 
     def drained_or_late(self) -> bool:
         if time.monotonic() >= self.deadline:
@@ -158,7 +165,8 @@ class Uploader:
             if not batch:
                 if self.stopping.is_set() and not self.queue.pending(dest.uri):
                     return
-                time.sleep(TICK_SECONDS)
+                self.wake[dest.uri].wait(IDLE_WAIT_SECONDS)  # woken at once when something is queued
+                self.wake[dest.uri].clear()
                 continue
             self.upload(dest, batch)
 
@@ -175,7 +183,7 @@ class Uploader:
                             dest.uri)
                 self.queue.mark([row.id], "superseded")
                 continue
-            files.append(FileVersion(Path(row.local), row.remote, row.size, row.sha256, row.md5))
+            files.append(FileVersion(Path(row.local), row.remote, row.size, row.sha256))
             ids.append(row.id)
         if not files:
             return
@@ -250,7 +258,7 @@ class Uploader:
 
     # -- state for status and autostop --------------------------------------------------------------------
     def write_status(self) -> None:
-        now = time.monotonic()
+        now = self.status_written = time.monotonic()
         rows = self.queue.pending()
         with self.lock:
             flights = [{"dest": uri, "files": f["files"], "bytes": f["bytes"], "sent": f["sent"],

@@ -5,7 +5,7 @@ import os
 import shutil
 from pathlib import Path
 
-from services.uploader.destinations import Destination, FileVersion, Progress, VerifyError, file_hashes
+from services.uploader.destinations import Destination, FileVersion, Progress, VerifyError, file_hash
 
 COPY_CHUNK = 16 << 20
 
@@ -36,7 +36,7 @@ class LocalDestination(Destination):
                     progress(sent)
                 dst.flush()
                 os.fsync(dst.fileno())
-            size, sha256, _ = file_hashes(partial)
+            size, sha256 = file_hash(partial)
             if (size, sha256) != (version.size, version.sha256):
                 partial.unlink(missing_ok=True)
                 raise VerifyError(f"{version.remote}: copy differs from the source (size {size} != {version.size} "

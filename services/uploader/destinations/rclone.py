@@ -11,9 +11,10 @@ import signal
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from services.uploader.destinations import Destination, FileVersion, Progress, VerifyError
+from services.uploader.destinations import Destination, FileVersion, Progress, VerifyError, file_hash
 
 S3_REMOTE = "podvisor_s3"
 COMMON_FLAGS = ["--retries", "1", "--low-level-retries", "3", "--contimeout", "15s", "--timeout", "60s"]
@@ -69,17 +70,19 @@ class RcloneDestination(Destination):
     def upload(self, files: list[FileVersion], progress: Progress) -> None:
         for version in files:
             target = self._path(version.remote)
-            self._run("copyto", str(version.local), target)
-            progress(version.size)
-            self._verify(version, target)
+            with ThreadPoolExecutor(1) as pool:  # md5 (what S3 keeps) is computed while the bytes travel
+                md5 = pool.submit(file_hash, version.local, "md5")
+                self._run("copyto", str(version.local), target)
+                progress(version.size)
+                self._verify(version, target, md5.result()[1])
 
-    def _verify(self, version: FileVersion, target: str) -> None:
+    def _verify(self, version: FileVersion, target: str, md5: str) -> None:
         listing = json.loads(self._run("lsjson", "--hash", "--stat", target) or "{}")
         size = listing.get("Size")
         if size != version.size:
             raise VerifyError(f"{version.remote}: destination holds {size} bytes, expected {version.size}")
         hashes = {k.lower(): v for k, v in (listing.get("Hashes") or {}).items()}
-        ours = {"md5": version.md5, "sha256": version.sha256}
+        ours = {"md5": md5, "sha256": version.sha256}
         for kind, value in ours.items():
             if hashes.get(kind) and hashes[kind] != value:
                 raise VerifyError(f"{version.remote}: {kind} at the destination differs from the source")
