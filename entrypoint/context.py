@@ -40,6 +40,10 @@ class PodContext:
         """A service's own state (queues, stamps, host keys), kept on the volume across restarts."""
         return self.state_dir / "services" / name
 
+    def heartbeat_file(self, name: str) -> Path:
+        """A file service `name` touches on activity (API requests); the idle autostop reads its mtime."""
+        return self.state_dir / "heartbeats" / name
+
     @property
     def supervisord_conf(self) -> Path:
         return self.state_dir / "supervisord.conf"

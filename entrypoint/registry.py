@@ -61,6 +61,10 @@ class Service:
     """(the port it listens on, "ssh" or "http"), so status can print the public address."""
     status: Callable[["PodContext"], dict[str, Any]] | None = None
     """Extra facts for `podvisor status` (a queue depth, an idle countdown)."""
+    busy_while_running: bool = False
+    """Its RUNNING state alone counts as activity for the idle autostop (a training job)."""
+    stop_blocker: Callable[["PodContext"], str | None] | None = None
+    """Why the pod must not be stopped yet (uploads pending), or None: autostop and the job wait on it."""
     cli: Callable[[Any], None] | None = None
     """Adds this service's subcommands to `podvisor` (given argparse's subparsers)."""
     exit_codes: tuple[int, ...] = (0,)

@@ -52,6 +52,14 @@ def ready(ctx: PodContext) -> Readiness:
     return Readiness(fresh, info["summary"] if fresh else "the uploader has not reported yet")
 
 
+def stop_blocker(ctx: PodContext) -> str | None:
+    """The pod must not stop while a checkpoint is queued, in flight or still being written."""
+    info = cli.summary(ctx)
+    if info["pending"] or info["settling"]:
+        return f"waiting for {info['pending']} upload(s), {info['settling']} checkpoint(s) settling"
+    return None
+
+
 SERVICE = Service(
     name="uploader",
     settings=UploadSettings,
@@ -63,5 +71,6 @@ SERVICE = Service(
     ready=ready,
     environment=_environment,
     status=cli.summary,
+    stop_blocker=stop_blocker,
     cli=cli.register,
 )

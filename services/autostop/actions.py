@@ -1,0 +1,141 @@
+"""Stop actions, tried in the order AUTOSTOP_ACTION gives until one works.
+
+API keys travel only in `Authorization: Bearer` headers to their own provider's host: never in a URL (the
+settings drop any query from the base URLs), a command line or a log line."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import time
+from typing import Callable
+from urllib.parse import urlsplit
+
+import requests
+
+from entrypoint.context import PodContext
+from services.autostop.settings import AutostopSettings
+
+log = logging.getLogger("autostop")
+HTTP_ATTEMPTS = 3
+HTTP_BACKOFF_SECONDS = 0.5
+
+
+class ActionFailed(RuntimeError):
+    pass
+
+
+def http(method: str, url: str, key: str, json: dict | None = None) -> dict:
+    """One API call with retries; raises ActionFailed naming the status, never the key."""
+    last = ""
+    for attempt in range(HTTP_ATTEMPTS):
+        try:
+            response = requests.request(method, url, json=json, timeout=15,
+                                        headers={"Authorization": f"Bearer {key}"})
+            if response.status_code < 400:
+                body = response.json() if response.content else {}
+                if isinstance(body, dict) and body.get("errors"):
+                    raise ActionFailed(f"{method} {urlsplit(url).path}: API errors {str(body['errors'])[:200]}")
+                return body if isinstance(body, dict) else {"result": body}
+            last = f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            last = type(exc).__name__
+        time.sleep(HTTP_BACKOFF_SECONDS * 2 ** attempt)
+    raise ActionFailed(f"{method} {urlsplit(url).path} failed after {HTTP_ATTEMPTS} attempts: {last}")
+
+
+def _secret(value) -> str:
+    return value.get_secret_value() if value else ""
+
+
+class Actions:
+    def __init__(self, ctx: PodContext, settings: AutostopSettings, alive_for: Callable[[float], None]) -> None:
+        self.ctx, self.settings = ctx, settings
+        self.wait_for_stop = alive_for
+        """Waits up to N seconds for the provider to stop this container; returning means it did not."""
+
+    def run(self, names: list[str]) -> str:
+        """Try each action in order; returns the one that worked, raises when none did."""
+        failures = []
+        for name in names:
+            try:
+                getattr(self, name)()
+                return name
+            except Exception as exc:
+                failures.append(f"{name}: {exc}")
+                log.error("stop action %s failed: %s; trying the next one", name, exc)
+        raise ActionFailed("; ".join(failures) or "no stop action configured")
+
+    # -- RunPod ---------------------------------------------------------------------------------------------
+    def runpod(self) -> None:
+        s, pod = self.settings, self.ctx.cloud.instance_id if self.ctx.cloud.provider == "runpod" else None
+        pod = pod or os.environ.get("RUNPOD_POD_ID")
+        key = _secret(s.autostop_runpod_api_key) or _secret(s.runpod_api_key)
+        if not pod or not key:
+            raise ActionFailed("needs RUNPOD_POD_ID and RUNPOD_API_KEY (or AUTOSTOP_RUNPOD_API_KEY)")
+        verb = "terminate" if s.autostop_terminate else "stop"
+        attempts: list[tuple[str, Callable[[], None]]] = []
+        if shutil.which("runpodctl"):
+            attempts.append(("runpodctl", lambda: self._runpodctl(pod, key)))
+        mutation = (f'mutation {{ podTerminate(input: {{podId: "{pod}"}}) }}' if s.autostop_terminate else
+                    f'mutation {{ podStop(input: {{podId: "{pod}"}}) {{ id desiredStatus }} }}')
+        attempts.append(("graphql", lambda: http("POST", s.runpod_graphql_url, key, {"query": mutation})))
+        rest = f"{s.runpod_rest_url.rstrip('/')}/pods/{pod}"
+        attempts.append(("rest", lambda: http("DELETE", rest, key) if s.autostop_terminate
+                         else http("POST", f"{rest}/stop", key)))
+        self._first_that_works(f"runpod {verb}", attempts)
+
+    def _runpodctl(self, pod: str, key: str) -> None:
+        verb = ["remove", "pod"] if self.settings.autostop_terminate else ["stop", "pod"]
+        result = subprocess.run(["runpodctl", *verb, pod], env={**os.environ, "RUNPOD_API_KEY": key},
+                                capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise ActionFailed(f"runpodctl exited {result.returncode}")
+
+    # -- Vast.ai --------------------------------------------------------------------------------------------
+    def vast(self) -> None:
+        s = self.settings
+        instance = self.ctx.cloud.instance_id if self.ctx.cloud.provider == "vast" else os.environ.get("CONTAINER_ID")
+        key = _secret(s.vast_api_key) or _secret(s.container_api_key)
+        if not instance or not key:
+            raise ActionFailed("needs CONTAINER_ID and CONTAINER_API_KEY (or VAST_API_KEY)")
+        url = f"{s.vast_api_url.rstrip('/')}/instances/{instance}/"
+        if s.autostop_terminate:
+            call = lambda: http("DELETE", url, key)  # noqa: E731
+        else:
+            call = lambda: http("PUT", url, key, {"state": "stopped"})  # noqa: E731
+        self._first_that_works("vast " + ("terminate" if s.autostop_terminate else "stop"), [("api", call)])
+
+    def _first_that_works(self, what: str, attempts: list[tuple[str, Callable[[], object]]]) -> None:
+        errors = []
+        for how, call in attempts:
+            try:
+                call()
+            except Exception as exc:
+                errors.append(f"{how}: {exc}")
+                continue
+            log.warning("%s requested through %s; waiting for it to take effect", what, how)
+            # The provider stops the container from outside. Exiting instead would make RunPod restart it;
+            # so sshd stays up while we wait, and a stop that never comes is reported.
+            self.wait_for_stop(self.settings.autostop_stop_timeout_seconds)
+            raise ActionFailed(f"{what} was accepted through {how} but the pod is still running after "
+                               f"{self.settings.autostop_stop_timeout_seconds:.0f} s")
+        raise ActionFailed("; ".join(errors))
+
+    # -- local ----------------------------------------------------------------------------------------------
+    def exit(self) -> None:
+        """Stop supervisord: every service stops in order and the container exits 0 (a Job, `docker run --rm`)."""
+        from entrypoint.status import supervisor_proxy
+
+        supervisor_proxy(self.ctx).supervisor.shutdown()
+
+    def command(self) -> None:
+        if not self.settings.autostop_command:
+            raise ActionFailed("AUTOSTOP_COMMAND is empty")
+        result = subprocess.run(self.settings.autostop_command, shell=True, timeout=300)
+        if result.returncode != 0:
+            raise ActionFailed(f"AUTOSTOP_COMMAND exited {result.returncode}")
+
+    def none(self) -> None:
+        log.warning("dry-run (AUTOSTOP_ACTION=none): this is where the pod would be stopped")

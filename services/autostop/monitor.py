@@ -1,0 +1,145 @@
+"""The autostop process: evaluate the signals every AUTOSTOP_POLL_SECONDS, publish the decision, warn, and
+run the stop actions once the pod has been idle long enough and nothing (an upload) holds the stop."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+from entrypoint.context import PodContext
+from entrypoint.redact import redact, secrets_of
+from entrypoint.registry import discover
+from services.autostop import signals as sig
+from services.autostop.actions import Actions
+from services.autostop.settings import AutostopSettings
+from services.autostop.timeline import Decision, Timeline
+
+log = logging.getLogger("autostop")
+RETRY_FAILED_STOP_SECONDS = 300
+
+
+def decision_path(ctx: PodContext) -> Path:
+    return ctx.service_dir("autostop") / "decision.json"
+
+
+def enabled_services(ctx: PodContext) -> list:
+    return [svc for svc in discover() if svc.name in ctx.config.sections and svc.enabled(ctx)]
+
+
+class Monitor:
+    def __init__(self, ctx: PodContext, clock: Callable[[], float] = time.time) -> None:
+        self.ctx, self.clock = ctx, clock
+        self.settings: AutostopSettings = ctx.section("autostop")  # type: ignore[assignment]
+        self.actions = self.settings.actions(ctx.cloud.provider)
+        try:
+            boot = json.loads((ctx.state_dir / "boot.json").read_text())["started_epoch_ms"] / 1000
+        except (OSError, ValueError, KeyError):
+            boot = clock()
+        s = self.settings
+        self.timeline = Timeline(boot, s.autostop_idle_minutes * 60, s.autostop_warn_seconds,
+                                 s.autostop_grace_seconds, self.actions, busy_window=2 * s.autostop_poll_seconds)
+        self.gpu = sig.GpuSampler(s.autostop_gpu_util_percent, s.autostop_gpu_memory_counts)
+        self.services = enabled_services(ctx)
+        self.secrets = secrets_of(ctx.config)
+        self.fired_at: float | None = None
+        self.last_error = ""
+        if s.autostop_cpu_percent:
+            sig.cpu(100)  # primes psutil's CPU counter: the next reading covers one poll period
+
+    def signals(self) -> list[sig.Signal]:
+        s, names = self.settings, {svc.name for svc in self.services}
+        found = [sig.probe("gpu", self.gpu)]
+        if "sshd" in names:
+            found.append(sig.probe("ssh", lambda: sig.ssh_sessions(self.ctx.section("sshd").ssh_port)))
+        if "jupyter" in names:
+            found.append(sig.probe("jupyter", lambda: sig.jupyter(*sig.jupyter_base(self.ctx))))
+        found.append(sig.probe("inference", lambda: sig.heartbeat("inference", self.ctx.heartbeat_file("inference"))))
+        if s.autostop_heartbeat_file:
+            found.append(sig.probe("heartbeat", lambda: sig.heartbeat("heartbeat", s.autostop_heartbeat_file)))
+        if s.autostop_busy_processes:
+            found.append(sig.probe("processes", lambda: sig.busy_processes(s.autostop_busy_processes)))
+        busy_services = [svc.name for svc in self.services if svc.busy_while_running]
+        if busy_services:
+            found.append(sig.probe("services", lambda: sig.running_services(self.ctx, busy_services)))
+        if s.autostop_cpu_percent:
+            found.append(sig.probe("cpu", lambda: sig.cpu(s.autostop_cpu_percent)))
+        return found
+
+    def blockers(self) -> list[str]:
+        out = []
+        for svc in self.services:
+            if svc.stop_blocker is None:
+                continue
+            try:
+                reason = svc.stop_blocker(self.ctx)
+            except Exception as exc:  # an unreadable state holds the stop: it may be an upload
+                reason = f"{svc.name} state unreadable ({type(exc).__name__})"
+            if reason:
+                out.append(reason)
+        return out
+
+    def step(self) -> Decision:
+        now = self.clock()
+        decision = self.timeline.evaluate(now, self.signals(), self.blockers())
+        if decision.state == "busy":
+            self.fired_at = None
+        if decision.state == "warning":
+            self.warn(decision.message)
+        if decision.state == "stop" and (self.fired_at is None or now - self.fired_at > RETRY_FAILED_STOP_SECONDS):
+            self.fired_at = now
+            self.publish(decision)
+            self.stop(decision)
+        self.publish(decision)
+        return decision
+
+    def warn(self, message: str) -> None:
+        log.warning("autostop: %s", message)
+        if shutil.which("wall"):
+            subprocess.run(["wall", f"podvisor: {message}"], capture_output=True, timeout=10)
+
+    def stop(self, decision: Decision) -> None:
+        log.warning("autostop: %s", decision.message)
+        try:
+            used = Actions(self.ctx, self.settings, alive_for=time.sleep).run(self.actions)
+            self.last_error = ""
+            log.warning("autostop: stop action %s done", used)
+        except Exception as exc:
+            self.last_error = redact(str(exc), self.secrets)
+            log.error("autostop: every stop action failed: %s; trying again in %d s", self.last_error,
+                      RETRY_FAILED_STOP_SECONDS)
+
+    def publish(self, decision: Decision) -> None:
+        path = decision_path(self.ctx)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"state": decision.state, "message": decision.message, "idle_seconds": round(decision.idle_seconds),
+                "stops_in": None if decision.stops_in is None else round(decision.stops_in),
+                "actions": self.actions, "last_error": self.last_error or None, "evaluated_epoch": self.clock(),
+                "signals": [{"name": s.name, "active_at": s.active_at, "reason": s.reason, "failed": s.failed}
+                            for s in decision.signals]}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+
+    def run(self) -> None:
+        log.info("autostop: idle %.1f min + warning %.0f s, grace %.0f s, actions %s",
+                 self.settings.autostop_idle_minutes, self.settings.autostop_warn_seconds,
+                 self.settings.autostop_grace_seconds, ", ".join(self.actions))
+        last_state = ""
+        while True:
+            decision = self.step()
+            if decision.state != last_state:
+                log.info("autostop: %s", decision.message)
+                last_state = decision.state
+            time.sleep(self.settings.autostop_poll_seconds)
+
+
+def main() -> None:
+    from entrypoint.context import current
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    Monitor(current()).run()

@@ -1,0 +1,208 @@
+"""The autostop service under a real supervisord: real activity keeps the pod, an idle pod is stopped through
+a loopback stand-in for the provider's API, never before its grace, never with an upload pending."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+import requests
+
+from conftest import base_env, free_port, make_key, ssh, wait_for
+from fakeapi import FakeApi
+from s3server import S3Server
+
+KEY = "vast-instance-key-0123456789abcdef"
+IDLE_S = 3  # AUTOSTOP_IDLE_MINUTES=0.05
+
+
+@pytest.fixture
+def api():
+    server = FakeApi()
+    yield server
+    server.close()
+
+
+def _env(tmp_path, api, actions="vast,exit", **extra):
+    settings = dict(SSH_ENABLED="false", JUPYTER_ENABLED="false", UPLOAD_ENABLED="false",
+                    AUTOSTOP_IDLE_MINUTES="0.05", AUTOSTOP_WARN_SECONDS="1", AUTOSTOP_GRACE_SECONDS="0",
+                    AUTOSTOP_POLL_SECONDS="0.3", AUTOSTOP_STOP_TIMEOUT_SECONDS="1", AUTOSTOP_CPU_PERCENT="0",
+                    AUTOSTOP_ACTION=actions, VAST_API_URL=f"{api.url}/api/v0?api_key=leak", CONTAINER_ID="4242",
+                    CONTAINER_API_KEY=KEY)
+    return base_env(tmp_path / "state", **{**settings, **extra})
+
+
+def _decision(tmp_path) -> dict:
+    try:
+        return json.loads((tmp_path / "state/services/autostop/decision.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _assert_vast_stop(api):
+    sent = api.requests[0]
+    assert (sent["method"], sent["path"], sent["body"]) == ("PUT", "/api/v0/instances/4242/", {"state": "stopped"})
+    assert sent["headers"]["Authorization"] == f"Bearer {KEY}"
+    assert all(KEY not in r["path"] and "api_key" not in r["path"] for r in api.requests)
+
+
+def test_idle_pod_is_stopped_after_the_idle_time_and_not_before_the_grace(tmp_path, api, stack_factory):
+    stack = stack_factory(_env(tmp_path, api, AUTOSTOP_GRACE_SECONDS="6"))
+    started = time.monotonic()
+    wait_for(lambda: api.requests, 40, 0.1, lambda: stack.output[-3000:])
+    assert time.monotonic() - started >= 6, "stopped inside the boot grace"
+    _assert_vast_stop(api)
+    # Vast accepted, but the pod did not go away within AUTOSTOP_STOP_TIMEOUT_SECONDS: reported, then `exit`.
+    assert stack.proc.wait(30) == 0
+    assert "still running after 1 s" in stack.output
+    assert KEY not in stack.output
+    for path in (tmp_path / "state").rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".log", ".jsonl"):
+            assert KEY not in path.read_text(errors="replace"), path
+    gpu = [s for s in json.loads((tmp_path / "state/services/autostop/decision.json").read_text())["signals"]
+           if s["name"] == "gpu"]
+    assert gpu and gpu[0]["reason"].startswith("no GPU")
+
+
+def test_http_500_is_retried_then_the_next_action_runs(tmp_path, stack_factory):
+    failing = FakeApi(status=500)
+    try:
+        stack = stack_factory(_env(tmp_path, failing))
+        assert stack.proc.wait(60) == 0, "the `exit` action after vast failed"
+        assert [r["method"] for r in failing.requests] == ["PUT", "PUT", "PUT"]
+        assert "vast stop" not in stack.output or "HTTP 500" in stack.output
+    finally:
+        failing.close()
+
+
+def test_runpod_graphql_request_is_exact(tmp_path, stack_factory):
+    api = FakeApi(body={"data": {"podStop": {"id": "pod123", "desiredStatus": "EXITED"}}})
+    user_key, pod_key = "rp-user-key-abcdef0123456789", "rp-pod-key-abcdef0123456789"
+    try:
+        env = _env(tmp_path, api, actions="runpod,exit", RUNPOD_POD_ID="pod123", RUNPOD_API_KEY=pod_key,
+                   AUTOSTOP_RUNPOD_API_KEY=user_key, RUNPOD_GRAPHQL_URL=f"{api.url}/graphql",
+                   RUNPOD_REST_URL=f"{api.url}/v1", PODVISOR_PROVIDER="runpod")
+        env["PATH"] = env["PATH"].replace("/usr/local/bin:", "")  # no runpodctl here
+        stack = stack_factory(env)
+        assert stack.proc.wait(60) == 0
+        first = api.requests[0]
+        assert (first["method"], first["path"]) == ("POST", "/graphql")
+        assert first["body"] == {"query": 'mutation { podStop(input: {podId: "pod123"}) { id desiredStatus } }'}
+        assert first["headers"]["Authorization"] == f"Bearer {user_key}", "the user's key overrides the pod's"
+        assert user_key not in stack.output and pod_key not in stack.output
+    finally:
+        api.close()
+
+
+def test_none_sends_nothing(tmp_path, api, stack_factory):
+    stack = stack_factory(_env(tmp_path, api, actions="none"))
+    wait_for(lambda: "dry-run" in stack.output, 30, 0.2, lambda: stack.output[-3000:])
+    time.sleep(1)
+    assert api.requests == []
+    assert stack.proc.poll() is None
+
+
+def _keeps_alive(tmp_path, api, stack, seconds):
+    """While the activity lasts (longer than idle + warning), nothing is sent; afterwards the stop comes."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert api.requests == [], f"stopped while busy: {_decision(tmp_path)}"
+        time.sleep(0.3)
+    assert _decision(tmp_path)["state"] == "busy", _decision(tmp_path)
+
+
+def test_busy_process_and_heartbeat_keep_the_pod(tmp_path, api, stack_factory):
+    beat = tmp_path / "alive"
+    stack = stack_factory(_env(tmp_path, api, actions="vast", AUTOSTOP_BUSY_PROCESSES=r"sleep 7\.5",
+                               AUTOSTOP_HEARTBEAT_FILE=str(beat)))
+    stack.wait_state("autostop", "RUNNING")
+    busy = subprocess.Popen(["sleep", "7.5"])
+    _keeps_alive(tmp_path, api, stack, 7)
+    assert "busy process" in _decision(tmp_path)["message"]
+    busy.wait()
+    deadline = time.monotonic() + 7
+    while time.monotonic() < deadline:
+        beat.touch()
+        assert api.requests == []
+        time.sleep(0.5)
+    wait_for(lambda: api.requests, 20, 0.2)
+    _assert_vast_stop(api)
+
+
+def test_inference_heartbeat_keeps_the_pod(tmp_path, api, stack_factory):
+    stack = stack_factory(_env(tmp_path, api, actions="vast"))
+    stack.wait_state("autostop", "RUNNING")
+    beat = tmp_path / "state" / "heartbeats" / "inference"
+    beat.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + 7
+    while time.monotonic() < deadline:
+        beat.touch()
+        assert api.requests == []
+        time.sleep(0.5)
+    wait_for(lambda: api.requests, 20, 0.2)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the login user needs root")
+def test_ssh_session_keeps_the_pod(open_tmp, api, stack_factory):
+    key, pub = make_key(open_tmp, "k")
+    port = free_port()
+    env = _env(open_tmp, api, actions="vast", SSH_ENABLED="true", SSH_PORT=str(port), PUBLIC_KEY=pub,
+               SSH_USER="pvtest", PODVISOR_BIND_HOST="127.0.0.1")
+    stack = stack_factory(env)
+    stack.wait_state("sshd", "RUNNING")
+    result = {}
+    import threading
+    session = threading.Thread(target=lambda: result.update(r=ssh(port, "pvtest", key, "sleep 8")))
+    session.start()
+    time.sleep(0.5)
+    _keeps_alive(open_tmp, api, stack, 6)
+    assert "ssh session" in _decision(open_tmp)["message"]
+    session.join()
+    assert result["r"].returncode == 0
+    wait_for(lambda: api.requests, 20, 0.2)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the login user needs root")
+def test_busy_jupyter_kernel_keeps_the_pod_and_polling_does_not(open_tmp, api, stack_factory):
+    import websocket
+
+    token, port = "jtok-0123456789", free_port()
+    env = _env(open_tmp, api, actions="vast", JUPYTER_ENABLED="true", JUPYTER_PORT=str(port), JUPYTER_TOKEN=token,
+               JUPYTER_ROOT_DIR=str(open_tmp / "nb"), SSH_USER="pvtest", PODVISOR_BIND_HOST="127.0.0.1",
+               AUTOSTOP_GRACE_SECONDS="0")
+    stack = stack_factory(env)
+    base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"token {token}"}
+    wait_for(lambda: stack.state("jupyter") == "RUNNING" and stack.status()["services"]["jupyter"]["ready"], 90, 0.5)
+    kernel = requests.post(f"{base}/api/kernels", headers=auth, json={"name": "python3"}, timeout=30).json()
+    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/api/kernels/{kernel['id']}/channels?token={token}")
+    ws.send(json.dumps({"header": {"msg_id": "1", "username": "t", "session": "s", "msg_type": "execute_request",
+                                   "version": "5.3"}, "parent_header": {}, "metadata": {}, "channel": "shell",
+                        "content": {"code": "import time; time.sleep(8)", "silent": False}}))
+    wait_for(lambda: "kernel(s) busy" in _decision(open_tmp).get("message", ""), 20, 0.2)
+    _keeps_alive(open_tmp, api, stack, 6)
+    ws.close()
+    # Once the kernel is idle, the watchdog's own polling of /api/status and /api/kernels keeps nothing alive.
+    wait_for(lambda: api.requests, 30, 0.2, lambda: json.dumps(_decision(open_tmp)))
+
+
+def test_pending_upload_holds_the_stop_until_drained(tmp_path, api, stack_factory):
+    s3 = S3Server(tmp_path / "s3")
+    try:
+        env = {**_env(tmp_path, api, actions="vast", UPLOAD_ENABLED="true", UPLOAD_WATCH_DIRS=str(tmp_path / "ck"),
+                      UPLOAD_DESTINATIONS="s3://ckpt", UPLOAD_SETTLE_SECONDS="0.3", UPLOAD_RETRY_MAX_SECONDS="1"),
+               **s3.env()}
+        (tmp_path / "ck").mkdir()
+        (tmp_path / "ck" / "step_1.pt").write_bytes(os.urandom(1 << 20))
+        stack = stack_factory(env)
+        wait_for(lambda: _decision(tmp_path).get("state") == "waiting", 30, 0.2, lambda: stack.output[-2000:])
+        assert "waiting for 1 upload(s)" in _decision(tmp_path)["message"]
+        assert "waiting for 1 upload(s)" in stack.status()["services"]["autostop"]["summary"]
+        time.sleep(2)
+        assert api.requests == []
+        s3.start()
+        wait_for(lambda: api.requests, 40, 0.2, lambda: stack.output[-2000:])
+        assert set(s3.objects()) == {"step_1.pt"}
+    finally:
+        s3.stop()
