@@ -10,7 +10,7 @@ from pathlib import Path
 from entrypoint.context import PodContext
 from services.uploader.destinations import Destination, file_hash, parse
 from services.uploader.queue import Queue
-from services.uploader.steps import newest_first, step_of
+from entrypoint.steps import newest_first, step_of
 from services.uploader.uploader import queue_path, remote_name
 
 log = logging.getLogger("podvisor")

@@ -21,7 +21,7 @@ from services.uploader.destinations import Destination, FileVersion, file_hash, 
 from services.uploader.queue import Queue, Row
 from services.uploader.scanner import Rules, Scanner, Snapshot
 from services.uploader.settings import UploadSettings
-from services.uploader.steps import newest_first, step_of
+from entrypoint.steps import newest_first, step_of
 
 log = logging.getLogger("uploader")
 TICK_SECONDS = 0.1

@@ -1,0 +1,55 @@
+"""inference: FastAPI + uvicorn serving the newest model, hot-reloaded, dynamically batched, behind a token."""
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+
+from entrypoint.context import PodContext
+from entrypoint.probes import http_status, local_host
+from entrypoint.registry import Readiness, Service
+from services.inference.settings import InferenceSettings
+
+log = logging.getLogger("podvisor")
+
+
+def _settings(ctx: PodContext) -> InferenceSettings:
+    return ctx.section("inference")  # type: ignore[return-value]
+
+
+def bind_host(ctx: PodContext) -> str:
+    """Without a token the API stays on loopback, unless the user explicitly allows an open API."""
+    settings = _settings(ctx)
+    if settings.inference_api_token or settings.inference_allow_unauthenticated:
+        return ctx.core.podvisor_bind_host
+    return "127.0.0.1"
+
+
+def prepare(ctx: PodContext) -> None:
+    settings = _settings(ctx)
+    if not settings.inference_api_token and ctx.core.podvisor_bind_host not in ("127.0.0.1", "localhost"):
+        if settings.inference_allow_unauthenticated:
+            log.warning("!!! the inference API is open to the network WITHOUT a token "
+                        "(INFERENCE_ALLOW_UNAUTHENTICATED=true) !!!")
+        else:
+            log.info("inference: no INFERENCE_API_TOKEN, so the API listens on 127.0.0.1 only")
+
+
+def ready(ctx: PodContext) -> Readiness:
+    settings = _settings(ctx)
+    token = settings.inference_api_token.get_secret_value() if settings.inference_api_token else None
+    return http_status(f"http://{local_host(bind_host(ctx))}:{settings.inference_port}/readyz",
+                       headers={"Authorization": f"Bearer {token}"} if token else None)
+
+
+SERVICE = Service(
+    name="inference",
+    settings=InferenceSettings,
+    enabled=lambda ctx: _settings(ctx).inference_enabled,
+    command=lambda ctx: shlex.join([sys.executable, "-m", "services.inference"]),
+    priority=30,
+    stop_wait=5,
+    prepare=prepare,
+    ready=ready,
+    endpoint=(lambda ctx: _settings(ctx).inference_port, "http"),
+)

@@ -1,0 +1,214 @@
+"""The HTTP API: /healthz, /readyz, /model, /infer, /metrics, /reload; Bearer auth on all but /healthz."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from services.inference.batching import Batcher
+from services.inference.model import Loaded, ModelHolder
+from services.inference.settings import InferenceSettings
+
+log = logging.getLogger("inference")
+INPUT_DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+HEARTBEAT_EVERY_SECONDS = 1.0
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("inference_requests_total", "Requests by endpoint and status",
+                                ["endpoint", "status"], registry=self.registry)
+        self.errors = Counter("inference_model_errors_total", "Model calls that raised", registry=self.registry)
+        self.latency = Histogram("inference_latency_seconds", "Time in /infer, parse to response",
+                                 registry=self.registry,
+                                 buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5))
+        self.batch = Histogram("inference_batch_size", "Rows per model call", registry=self.registry,
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.load = Histogram("inference_model_load_seconds", "Model load and warm-up time", registry=self.registry,
+                              buckets=(.1, .5, 1, 2, 5, 10, 30, 60, 120))
+
+
+def parse_inputs(body: Any, model_dtype: str) -> tuple[dict[str, Any], int, tuple]:
+    """Named inputs as nested lists (or {"data", "dtype", "shape"}) -> tensors; ValueError names the problem."""
+    import torch
+
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), dict) or not body["inputs"]:
+        raise ValueError('expected a JSON object {"inputs": {"<name>": [[...]], ...}}')
+    default_dtype = body.get("dtype", "float32")
+    tensors, rows, signature = {}, None, []
+    for name, spec in body["inputs"].items():
+        data, dtype, shape = (spec.get("data"), spec.get("dtype", default_dtype), spec.get("shape")) \
+            if isinstance(spec, dict) else (spec, default_dtype, None)
+        if dtype not in INPUT_DTYPES:
+            raise ValueError(f"input {name!r}: dtype {dtype!r} is not supported; expected one of "
+                             f"{', '.join(INPUT_DTYPES)}")
+        try:
+            tensor = torch.tensor(data, dtype=getattr(torch, dtype))
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"input {name!r}: not a rectangular nested list of numbers ({exc})") from None
+        if shape is not None and list(tensor.shape) != list(shape):
+            raise ValueError(f"input {name!r}: data has shape {list(tensor.shape)} but shape says {list(shape)}")
+        if tensor.dim() == 0:
+            raise ValueError(f"input {name!r}: a scalar; expected a batch (first dimension = rows)")
+        if rows is not None and tensor.shape[0] != rows:
+            raise ValueError(f"input {name!r}: {tensor.shape[0]} rows, other inputs have {rows}")
+        rows = tensor.shape[0]
+        if model_dtype and tensor.is_floating_point():
+            tensor = tensor.to(getattr(torch, model_dtype))
+        tensors[name] = tensor
+        signature.append((name, str(tensor.dtype), tuple(tensor.shape[1:])))
+    return tensors, rows or 0, tuple(signature)
+
+
+def to_json(value: Any) -> Any:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().float().tolist() if value.dtype == torch.bfloat16 else value.detach().cpu().tolist()
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    return value
+
+
+def create_app(settings: InferenceSettings, heartbeat: Path | None = None) -> FastAPI:
+    metrics = Metrics()
+    holder = ModelHolder(settings)
+    holder.on_load = lambda loaded: metrics.load.observe(loaded.load_seconds)
+    stop = threading.Event()
+    state: dict[str, Any] = {"beat": 0.0}
+    token = settings.inference_api_token.get_secret_value() if settings.inference_api_token else ""
+
+    def run_model(batch: dict[str, Any]) -> Any:
+        loaded: Loaded | None = holder.current
+        if loaded is None:
+            raise RuntimeError("no model loaded")
+        return loaded.call({k: v.to(loaded.device) for k, v in batch.items()})
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher = Batcher(run_model, settings.inference_max_batch, settings.inference_max_wait_ms,
+                          metrics.batch.observe)
+        batcher.start()
+        state["batcher"] = batcher
+        watcher = threading.Thread(target=lambda: (holder.check(), holder.watch(stop)), name="model-watch",
+                                   daemon=True)
+        watcher.start()
+        yield
+        stop.set()
+
+    app = FastAPI(title="podvisor inference", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    def authorized(request: Request) -> None:
+        if not token:
+            return
+        header = request.headers.get("authorization", "")
+        if not (header.startswith("Bearer ") and secrets.compare_digest(header[7:].encode(), token.encode())):
+            metrics.requests.labels(request.url.path, "401").inc()
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    guarded = [Depends(authorized)]
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"ok": True}
+
+    @app.get("/readyz", dependencies=guarded)
+    async def readyz() -> JSONResponse:
+        loaded = holder.current
+        if loaded is None:
+            return JSONResponse({"ready": False, "reason": holder.reason}, status_code=503)
+        return JSONResponse({"ready": True, "model": loaded.version, "last_reload_error": holder.last_error})
+
+    @app.get("/model", dependencies=guarded)
+    async def model() -> dict:
+        loaded = holder.current
+        if loaded is None:
+            raise HTTPException(503, holder.reason)
+        return {"path": str(loaded.path), "format": loaded.format, "device": loaded.device,
+                "version": loaded.version, "loaded_at": loaded.loaded_at, "load_seconds": loaded.load_seconds,
+                "last_reload_error": holder.last_error}
+
+    @app.post("/reload", dependencies=guarded)
+    async def reload() -> dict:
+        swapped = await asyncio.get_running_loop().run_in_executor(None, holder.check, True)
+        loaded = holder.current
+        return {"reloaded": swapped, "model": loaded.version if loaded else None, "error": holder.last_error}
+
+    @app.get("/metrics", dependencies=guarded)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/infer", dependencies=guarded)
+    async def infer(request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        batcher: Batcher = state["batcher"]
+        batcher.arriving += 1
+        queued = False
+        try:
+            limit = settings.inference_max_body_mb * 2**20
+            if int(request.headers.get("content-length") or 0) > limit:
+                return _invalid(metrics, f"request body over INFERENCE_MAX_BODY_MB ({settings.inference_max_body_mb:g} MB)")
+            raw = await request.body()
+            if len(raw) > limit:
+                return _invalid(metrics, f"request body over INFERENCE_MAX_BODY_MB ({settings.inference_max_body_mb:g} MB)")
+            loaded = holder.current
+            if loaded is None:
+                metrics.requests.labels("/infer", "503").inc()
+                return JSONResponse({"error": holder.reason}, status_code=503)
+            try:
+                inputs, rows, signature = parse_inputs(json.loads(raw), settings.inference_dtype)
+            except ValueError as exc:  # JSONDecodeError included
+                return _invalid(metrics, str(exc))
+            batcher.arriving -= 1
+            queued = True
+            try:
+                outputs = await batcher.submit(inputs, signature, rows)
+            except Exception:
+                request_id = uuid.uuid4().hex[:12]
+                log.exception("model failed on request %s", request_id)
+                metrics.errors.inc()
+                metrics.requests.labels("/infer", "500").inc()
+                return JSONResponse({"error": "the model raised an exception", "request_id": request_id},
+                                    status_code=500)
+            latency = time.perf_counter() - started
+            metrics.latency.observe(latency)
+            metrics.requests.labels("/infer", "200").inc()
+            _beat(heartbeat, state)
+            return JSONResponse({"outputs": to_json(outputs), "latency_ms": round(latency * 1000, 3),
+                                 "device": loaded.device, "model_version": holder.current.version
+                                 if holder.current else loaded.version})
+        finally:
+            if not queued:
+                batcher.arriving -= 1
+
+    return app
+
+
+def _invalid(metrics: Metrics, problem: str) -> JSONResponse:
+    metrics.requests.labels("/infer", "422").inc()
+    return JSONResponse({"error": problem}, status_code=422)
+
+
+def _beat(path: Path | None, state: dict[str, Any]) -> None:
+    """Tell the idle autostop the API is in use; only real inference counts (not health checks or scrapes,
+    which would keep an idle pod alive forever)."""
+    now = time.monotonic()
+    if path is None or now - state["beat"] < HEARTBEAT_EVERY_SECONDS:
+        return
+    state["beat"] = now
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()

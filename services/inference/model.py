@@ -1,0 +1,154 @@
+"""Finding and loading the model: the newest file by the run's step number then mtime, loaded as TorchScript,
+a saved torch.export program, or through a user handler; a load that fails never replaces a working model."""
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from services.inference.settings import InferenceSettings
+from entrypoint.steps import step_of
+
+log = logging.getLogger("inference")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One loaded model: swapped in whole, so a request sees either the old one or the new one."""
+
+    path: Path
+    mtime_ns: int
+    format: str
+    device: str
+    call: Callable[[dict[str, Any]], Any]
+    loaded_at: float
+    load_seconds: float
+
+    @property
+    def version(self) -> str:
+        return self.path.name
+
+
+def newest(settings: InferenceSettings) -> Path | None:
+    if settings.inference_model_path:
+        return settings.inference_model_path if settings.inference_model_path.exists() else None
+    folder = settings.inference_model_dir
+    if not folder.is_dir():
+        return None
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+             and any(fnmatch.fnmatch(p.name, g) for g in settings.inference_model_glob)]
+    if not files:
+        return None
+    return max(files, key=lambda p: (step_of(p.name) is not None, step_of(p.name) or 0, p.stat().st_mtime_ns))
+
+
+def device_for(settings: InferenceSettings) -> str:
+    import torch
+
+    if settings.inference_device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return settings.inference_device
+
+
+def load(path: Path, settings: InferenceSettings) -> Loaded:
+    """Load, move to the device, cast, and warm up; raises on any failure."""
+    import torch
+
+    started = time.monotonic()
+    device = device_for(settings)
+    dtype = getattr(torch, settings.inference_dtype) if settings.inference_dtype else None
+    example: dict[str, Any] = {}
+    if settings.inference_handler:
+        module_name, factory = settings.inference_handler.split(":")
+        call = getattr(importlib.import_module(module_name), factory)(str(path), device)
+        kind = "handler"
+    elif path.suffix == ".pt2":
+        program = torch.export.load(str(path))
+        module = program.module().to(device)
+        args, kwargs = program.example_inputs or ((), {})
+        names = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+        example = {**dict(zip(names, args)), **kwargs}
+        call, kind = _module_call(module, dtype), "torch.export"
+    else:
+        module = torch.jit.load(str(path), map_location=device).eval()
+        call, kind = _module_call(module, dtype), "torchscript"
+    shapes = settings.warmup_shapes()
+    if shapes:
+        example = {name: torch.zeros(shape) for name, shape in shapes.items()}
+    if example:
+        call({name: t.to(device) if dtype is None or not t.is_floating_point() else t.to(device, dtype)
+              for name, t in example.items()})
+    took = time.monotonic() - started
+    return Loaded(path, path.stat().st_mtime_ns, kind, device, call, time.time(), took)
+
+
+def _module_call(module: Any, dtype: Any) -> Callable[[dict[str, Any]], Any]:
+    import torch
+
+    if dtype is not None:
+        module = module.to(dtype)
+
+    def call(batch: dict[str, Any]) -> Any:
+        with torch.inference_mode():
+            return module(**batch)
+
+    return call
+
+
+class ModelHolder:
+    """The model in service, and a reloader that swaps in a newer file only once it loads and warms up."""
+
+    def __init__(self, settings: InferenceSettings) -> None:
+        self.settings = settings
+        self.current: Loaded | None = None
+        self.reason = "no model loaded yet"
+        self.last_error: str | None = None
+        self.failed: tuple[str, int] | None = None
+        self.lock = threading.Lock()
+        self.on_load: Callable[[Loaded], None] = lambda loaded: None
+
+    def check(self, force: bool = False) -> bool:
+        """Load the newest model when it is new (or `force`); returns True when a new model was swapped in."""
+        with self.lock:
+            try:
+                import torch  # noqa: F401
+            except ImportError:
+                self.reason = "torch is not installed in this image; the API stays up without a model"
+                return False
+            path = newest(self.settings)
+            if path is None:
+                where = self.settings.inference_model_path or self.settings.inference_model_dir
+                if self.current is None:
+                    self.reason = f"no model file at {where} yet"
+                return False
+            stat = path.stat()
+            key = (str(path), stat.st_mtime_ns)
+            if not force and (self.failed == key or (self.current and (str(self.current.path),
+                                                                         self.current.mtime_ns) == key)):
+                return False
+            if time.time() - stat.st_mtime < 1.0:
+                return False  # still being written: look again at the next check
+            try:
+                loaded = load(path, self.settings)
+            except Exception as exc:
+                self.failed = key
+                self.last_error = f"loading {path.name} failed: {type(exc).__name__}: {str(exc)[:300]}"
+                log.exception("loading %s failed; %s", path, "the previous model keeps serving" if self.current
+                              else "no model is served")
+                if self.current is None:
+                    self.reason = self.last_error
+                return False
+            self.current, self.failed, self.last_error = loaded, None, None
+            log.info("serving %s (%s on %s), loaded in %.2f s", path.name, loaded.format, loaded.device,
+                     loaded.load_seconds)
+            self.on_load(loaded)
+            return True
+
+    def watch(self, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.inference_reload_seconds):
+            self.check()

@@ -1,0 +1,201 @@
+"""The inference API: real uvicorn under supervisord, real TorchScript models built here, real HTTP."""
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+import httpx
+import pytest
+import requests
+
+from conftest import base_env, free_port, wait_for
+
+torch = pytest.importorskip("torch")
+TOKEN = "inference-token-0123456789"
+
+
+class Net(torch.nn.Module):
+    def __init__(self, seed: int, heavy: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.linear = torch.nn.Linear(4, 3)
+        self.heavy = heavy
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        for _ in range(self.heavy):  # a slower model, so concurrent requests queue up behind a batch
+            y = y + torch.sin(torch.randn(64, 256) @ torch.randn(256, 256)).mean() * 0
+        return y
+
+
+def assert_close(got, expected):
+    torch.testing.assert_close(torch.tensor(got), torch.as_tensor(expected), atol=1e-5, rtol=1e-5)
+
+
+def save_model(path, seed, heavy=0):
+    """Save atomically (temp name, then rename), as a training loop should."""
+    model = torch.jit.script(Net(seed, heavy).eval())
+    tmp = path.with_name(path.name + ".tmp")
+    model.save(str(tmp))
+    os.replace(tmp, path)
+    past = time.time() - 5  # not "still being written"
+    os.utime(path, (past, past))
+    return model
+
+
+def _env(tmp_path, port, **extra):
+    settings = dict(SSH_ENABLED="false", JUPYTER_ENABLED="false", UPLOAD_ENABLED="false", AUTOSTOP_ENABLED="false",
+                    INFERENCE_PORT=str(port), INFERENCE_MODEL_DIR=str(tmp_path / "models"),
+                    INFERENCE_RELOAD_SECONDS="0.3", INFERENCE_API_TOKEN=TOKEN, PODVISOR_BIND_HOST="127.0.0.1")
+    return base_env(tmp_path / "state", **{**settings, **extra})
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _get(port, path, auth=True):
+    try:
+        return requests.get(f"http://127.0.0.1:{port}{path}", headers=AUTH if auth else {}, timeout=10)
+    except requests.ConnectionError:
+        return None
+
+
+def _infer(port, rows, **extra):
+    return requests.post(f"http://127.0.0.1:{port}/infer", headers=AUTH, json={"inputs": {"x": rows}, **extra},
+                         timeout=30)
+
+
+@pytest.fixture
+def api(tmp_path, stack_factory):
+    port = free_port()
+    (tmp_path / "models").mkdir()
+    stack = stack_factory(_env(tmp_path, port))
+    wait_for(lambda: _get(port, "/healthz", auth=False), 60, 0.2, lambda: stack.output[-2000:])
+    return port, stack
+
+
+def test_ready_only_with_a_model_and_results_equal_the_direct_call(tmp_path, api):
+    port, stack = api
+    wait_for(lambda: "no model file" in _get(port, "/readyz").json()["reason"], 30, 0.2)
+    assert _get(port, "/readyz").status_code == 503
+    model = save_model(tmp_path / "models" / "model_step_1.pt", seed=1)
+    wait_for(lambda: _get(port, "/readyz").status_code == 200, 30, 0.2, lambda: stack.output[-2000:])
+    info = _get(port, "/model").json()
+    assert (info["format"], info["device"], info["version"]) == ("torchscript", "cpu", "model_step_1.pt")
+    rows = [[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.5, 2.0]]
+    out = _infer(port, rows)
+    assert out.status_code == 200
+    expected = model(torch.tensor(rows)).tolist()
+    assert_close(out.json()["outputs"], expected)
+    assert out.json()["model_version"] == "model_step_1.pt" and out.json()["device"] == "cpu"
+    assert (tmp_path / "state" / "heartbeats" / "inference").exists(), "autostop's heartbeat"
+    assert stack.status()["services"]["inference"]["ready"] is True
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(tmp_path, api):
+    port, stack = api
+    model = save_model(tmp_path / "models" / "model_step_1.pt", seed=2, heavy=20)
+    wait_for(lambda: _get(port, "/readyz").status_code == 200, 30, 0.2)
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=60, headers=AUTH) as client:
+            return await asyncio.gather(*[client.post(f"http://127.0.0.1:{port}/infer",
+                                                      json={"inputs": {"x": [[float(i), 0.0, 1.0, -float(i)]]}})
+                                          for i in range(32)])
+
+    answers = asyncio.run(burst())
+    for i, answer in enumerate(answers):
+        assert answer.status_code == 200
+        expected = model(torch.tensor([[float(i), 0.0, 1.0, -float(i)]])).tolist()
+        assert_close(answer.json()["outputs"], expected)
+    metrics = _get(port, "/metrics").text
+    single = float(next(l.split()[-1] for l in metrics.splitlines() if l.startswith('inference_batch_size_bucket{le="1.0"}')))
+    calls = float(next(l.split()[-1] for l in metrics.splitlines() if l.startswith("inference_batch_size_count")))
+    assert calls < 32 and single < calls, "some model calls carried more than one request"
+
+
+def test_hot_reload_under_traffic_never_fails_a_request_and_a_broken_file_keeps_the_old_model(tmp_path, api):
+    port, stack = api
+    save_model(tmp_path / "models" / "model_step_1.pt", seed=3)
+    wait_for(lambda: _get(port, "/readyz").status_code == 200, 30, 0.2)
+    failures, versions, stop = [], set(), threading.Event()
+
+    def traffic():
+        while not stop.is_set():
+            response = _infer(port, [[1.0, 2.0, 3.0, 4.0]])
+            if response.status_code != 200:
+                failures.append(response.status_code)
+            else:
+                versions.add(response.json()["model_version"])
+
+    workers = [threading.Thread(target=traffic) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(1)
+        new = save_model(tmp_path / "models" / "model_step_2.pt", seed=4)
+        wait_for(lambda: _get(port, "/model").json()["version"] == "model_step_2.pt", 30, 0.2)
+        time.sleep(1)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert failures == [] and versions == {"model_step_1.pt", "model_step_2.pt"}
+    assert_close(_infer(port, [[1.0, 2.0, 3.0, 4.0]]).json()["outputs"], new(torch.tensor([[1.0, 2.0, 3.0, 4.0]])))
+    broken = tmp_path / "models" / "model_step_3.pt"
+    broken.write_bytes(b"this is not a model")
+    os.utime(broken, (time.time() - 5, time.time() - 5))
+    wait_for(lambda: (_get(port, "/readyz").json().get("last_reload_error") or "").startswith(
+        "loading model_step_3.pt failed"), 30, 0.2)
+    assert _get(port, "/readyz").status_code == 200
+    assert _infer(port, [[1.0, 2.0, 3.0, 4.0]]).json()["model_version"] == "model_step_2.pt"
+
+
+def test_auth_bad_input_and_model_errors(tmp_path, api):
+    port, stack = api
+    save_model(tmp_path / "models" / "model_step_1.pt", seed=5)
+    wait_for(lambda: _get(port, "/readyz").status_code == 200, 30, 0.2)
+    assert _get(port, "/healthz", auth=False).status_code == 200
+    for path in ("/readyz", "/model", "/metrics"):
+        assert _get(port, path, auth=False).status_code == 401
+    wrong = requests.post(f"http://127.0.0.1:{port}/infer", headers={"Authorization": "Bearer nope"},
+                          json={"inputs": {"x": [[1, 2, 3, 4]]}}, timeout=10)
+    assert wrong.status_code == 401
+    cases = [
+        ({"inputs": {"x": [[1.0, 2.0], [3.0]]}}, "not a rectangular"),
+        ({"inputs": {"x": {"data": [[1.0, 2.0, 3.0, 4.0]], "shape": [2, 4]}}}, "shape says [2, 4]"),
+        ({"inputs": {"x": [[1, 2, 3, 4]]}, "dtype": "complex"}, "dtype 'complex' is not supported"),
+        ({"x": [[1, 2, 3, 4]]}, "expected a JSON object"),
+    ]
+    for body, problem in cases:
+        response = requests.post(f"http://127.0.0.1:{port}/infer", headers=AUTH, json=body, timeout=10)
+        assert response.status_code == 422 and problem in response.json()["error"], (body, response.text)
+    huge = requests.post(f"http://127.0.0.1:{port}/infer", headers={**AUTH, "Content-Type": "application/json"},
+                         data=b"[" + b"1.0," * (5 * 2**20) + b"1.0]", timeout=30)
+    assert huge.status_code == 422 and "INFERENCE_MAX_BODY_MB" in huge.json()["error"]
+    failing = _infer(port, [[1.0, 2.0, 3.0]])  # 3 features for a 4-feature model: the model raises
+    assert failing.status_code == 500
+    assert set(failing.json()) == {"error", "request_id"} and "Traceback" not in failing.text
+    wait_for(lambda: failing.json()["request_id"] in stack.output, 10, 0.2)
+    assert "Traceback" in stack.output
+    assert TOKEN not in stack.output
+
+
+def test_without_torch_the_api_stays_up_and_not_ready(tmp_path, stack_factory):
+    hidden = tmp_path / "no-torch" / "torch"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('torch is hidden for this test')\n")
+    port = free_port()
+    (tmp_path / "models").mkdir()
+    save_model(tmp_path / "models" / "model_step_1.pt", seed=6)
+    stack = stack_factory({**_env(tmp_path, port), "PYTHONPATH": str(tmp_path / "no-torch")})
+    wait_for(lambda: "torch" in getattr(_get(port, "/readyz"), "text", ""), 60, 0.2,
+             lambda: f"{getattr(_get(port, '/readyz'), 'text', None)} {stack.output[-2000:]}")
+    not_ready = _get(port, "/readyz")
+    assert not_ready.status_code == 503 and "torch is not installed" in not_ready.json()["reason"]
+    assert _get(port, "/healthz", auth=False).status_code == 200
+    time.sleep(3)
+    assert stack.state("inference") == "RUNNING"
+    assert stack.output.count("spawned: 'inference'") == 1, "no crash loop"
