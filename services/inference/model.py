@@ -87,15 +87,33 @@ def load(path: Path, settings: InferenceSettings) -> Loaded:
     return Loaded(path, path.stat().st_mtime_ns, kind, device, call, time.time(), took)
 
 
+def _forward_names(module: Any) -> list[str]:
+    """The names of forward's parameters: TorchScript keeps them in its schema."""
+    import inspect
+
+    schema = getattr(getattr(module, "forward", None), "schema", None)
+    if schema is not None:
+        return [arg.name for arg in schema.arguments[1:]]
+    try:
+        return list(inspect.signature(module.forward).parameters)
+    except (TypeError, ValueError):
+        return []
+
+
 def _module_call(module: Any, dtype: Any) -> Callable[[dict[str, Any]], Any]:
+    """Inputs are passed by name when the names match forward's, else in the order the request gives them
+    (a Sequential's single parameter is called `input`; clients should not have to know that)."""
     import torch
 
     if dtype is not None:
         module = module.to(dtype)
+    names = set(_forward_names(module))
 
     def call(batch: dict[str, Any]) -> Any:
         with torch.inference_mode():
-            return module(**batch)
+            if set(batch) <= names:
+                return module(**batch)
+            return module(*batch.values())
 
     return call
 

@@ -1,0 +1,145 @@
+"""Inference API on a small MLP: latency through the API against a direct model call, and throughput at
+concurrency 1, 8 and 32 with dynamic batching on (INFERENCE_MAX_BATCH=32) and off (=1), all in one run.
+
+Goals (issue 6): <= 1 ms p50 overhead at concurrency 1; >= 3x throughput at concurrency 32 with batching.
+Load comes from wrk (a C load generator); the machine's cores are shared between it and the server.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REQUESTS_AT_1 = 1500
+SECONDS_PER_RUN = 4.0
+CONCURRENCY = [1, 8, 32]
+WIDTH_IN = 256
+HIDDEN_SIZES = [2048, 4096]
+"""Small MLPs (18 and 68 MB of weights) whose one-row call costs about what 32 rows cost: the case batching
+is for. The HTTP stack costs ~0.4 ms of CPU per request here, so the gain grows with the model's cost."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _model(folder: Path, hidden: int):
+    import torch
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(WIDTH_IN, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
+                              torch.nn.ReLU(), torch.nn.Linear(hidden, 10)).eval()
+    scripted = torch.jit.script(mlp)
+    path = folder / "mlp_step_1.pt"
+    scripted.save(str(path))
+    os.utime(path, (time.time() - 5, time.time() - 5))
+    return scripted
+
+
+def _server(folder: Path, max_batch: int) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    env = {**os.environ, "PODVISOR_STATE_DIR": str(folder / f"state-{max_batch}"), "PODVISOR_PROVIDER": "local",
+           "INFERENCE_PORT": str(port), "INFERENCE_MODEL_DIR": str(folder), "INFERENCE_MAX_BATCH": str(max_batch),
+           "INFERENCE_WARMUP_SHAPES": f"x=1x{WIDTH_IN}", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "services.inference"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    return proc, port
+
+
+def _ready(port: int) -> None:
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("inference server not ready")
+
+
+BODY = {"inputs": {"x": [[0.01 * i for i in range(WIDTH_IN)]]}}
+
+
+def _wrk(port: int, concurrency: int, folder: Path) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) from wrk, a C load generator that leaves the CPU to the server."""
+    script = folder / "post.lua"
+    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                      f"wrk.body = '{json.dumps(BODY)}'\n")
+    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{SECONDS_PER_RUN:g}s", "--latency", "-s",
+                          str(script), f"http://127.0.0.1:{port}/infer"], capture_output=True, text=True,
+                         check=True).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"failed requests under load:\n{out}")
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    return rate, _ms(pct["50"]), _ms(pct["99"])
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def _pct(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+def main() -> None:
+    if not shutil.which("wrk"):
+        raise SystemExit("the inference benchmark needs wrk (Debian/Ubuntu: apt-get install wrk)")
+    for hidden in HIDDEN_SIZES:
+        run(hidden)
+
+
+def run(hidden: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    folder = Path(tempfile.mkdtemp(prefix="podvisor-bench-inf-"))
+    model = _model(folder, hidden)
+    x = torch.tensor(BODY["inputs"]["x"])
+    direct = []
+    with torch.inference_mode():
+        for _ in range(200):
+            model(x)
+        for _ in range(REQUESTS_AT_1):
+            started = time.perf_counter()
+            model(x)
+            direct.append(time.perf_counter() - started)
+    servers = {batch: _server(folder, batch) for batch in (32, 1)}
+    try:
+        for _, port in servers.values():
+            _ready(port)
+        runs = {(batch, c): _wrk(port, c, folder) for batch, (_, port) in servers.items() for c in CONCURRENCY}
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(10)
+    shutil.rmtree(folder, ignore_errors=True)
+    print(f"\nInference API on a {WIDTH_IN}-{hidden}-{hidden}-10 MLP (TorchScript, CPU, 1 torch thread), "
+          "load from wrk on the same 2 cores")
+    _, api50, api99 = runs[(32, 1)]
+    print(f"{'path':<28} | {'p50 ms':>8} | {'p99 ms':>8}")
+    print("-" * 50)
+    print(f"{'direct model call':<28} | {_pct(direct, .5):>8.3f} | {_pct(direct, .99):>8.3f}")
+    print(f"{'through the API (c=1, wrk)':<28} | {api50:>8.3f} | {api99:>8.3f}")
+    print(f"p50 overhead: {api50 - _pct(direct, .5):.3f} ms (goal <= 1 ms)")
+    rates = {key: value[0] for key, value in runs.items()}
+    print(f"\n{'concurrency':>11} | {'batching off req/s':>18} | {'batching on req/s':>17} | {'on/off':>6} |"
+          f" {'on vs c=1 off':>13}")
+    print("-" * 78)
+    for c in CONCURRENCY:
+        off, on = rates[(1, c)], rates[(32, c)]
+        print(f"{c:>11} | {off:>18.0f} | {on:>17.0f} | {on / off:>5.2f}x | {on / rates[(1, 1)]:>12.2f}x")
+    print("goal: >= 3x at concurrency 32 (batching on vs off)")
