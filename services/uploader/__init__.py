@@ -55,8 +55,8 @@ def ready(ctx: PodContext) -> Readiness:
 def stop_blocker(ctx: PodContext) -> str | None:
     """The pod must not stop while a checkpoint is queued, in flight or still being written."""
     info = cli.summary(ctx)
-    if info["pending"] or info["settling"]:
-        return f"waiting for {info['pending']} upload(s), {info['settling']} checkpoint(s) settling"
+    if info["pending"] or info["unqueued"]:
+        return f"waiting for {info['pending']} upload(s), {info['unqueued']} file(s) not queued yet"
     return None
 
 

@@ -16,15 +16,17 @@ from services.uploader.queue import Queue
 
 
 def summary(ctx: PodContext) -> dict[str, Any]:
-    """The uploader's state for `podvisor status` and the autostop gate: the queue is read from SQLite (the
-    truth, even when the uploader is down), the live figures from the status file it writes."""
+    """The uploader's state for `podvisor status` and the stop gate (autostop, the job). What is pending comes
+    from the disk and the SQLite queue, the truth even when the uploader is down or has not looked yet: a file
+    on disk that the queue does not hold as it is now is not safe. Live figures come from its status file."""
     try:
         live = json.loads(status_path(ctx).read_text())
     except (OSError, ValueError):
         live = {}
-    pending = Queue(queue_path(ctx)).pending() if queue_path(ctx).exists() else []
-    settling = int(live.get("settling", 0))
-    text = f"{len(pending)} upload(s) pending, {settling} checkpoint(s) settling"
+    queue = Queue(queue_path(ctx))
+    pending = queue.pending()
+    unqueued = len(unqueued_files(ctx, queue))
+    text = f"{len(pending)} upload(s) pending, {unqueued} file(s) not queued yet"
     flights = live.get("in_flight") or []
     if flights:
         f = flights[0]
@@ -38,7 +40,23 @@ def summary(ctx: PodContext) -> dict[str, Any]:
     full = [d["path"] for d in live.get("disk", []) if d.get("warning")]
     if full:
         text += f"; DISK OVER 90 % FULL: {', '.join(full)}"
-    return {"summary": text, "pending": len(pending), "settling": settling, "uploads": live}
+    return {"summary": text, "pending": len(pending), "unqueued": unqueued, "uploads": live}
+
+
+def unqueued_files(ctx: PodContext, queue: Queue) -> list[str]:
+    """Files in the watch dirs that the queue does not know in their current version (a checkpoint folder
+    still lacking its UPLOAD_SENTINEL is incomplete by the user's own rule, and does not count)."""
+    settings = ctx.section("uploader")
+    rules = Rules(settings.upload_include, settings.upload_exclude)  # type: ignore[attr-defined]
+    sentinel = settings.upload_sentinel  # type: ignore[attr-defined]
+    known = queue.known_versions()
+    out = []
+    for root in settings.upload_watch_dirs:  # type: ignore[attr-defined]
+        for entry in (root.iterdir() if root.is_dir() else []):
+            if sentinel and entry.is_dir() and not (entry / sentinel).exists():
+                continue
+            out += [path for path, version in unit_files(root, entry.name, rules).items() if known.get(path) != version]
+    return out
 
 
 def cmd_status(args: argparse.Namespace) -> int:

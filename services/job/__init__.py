@@ -1,0 +1,53 @@
+"""job: the user's training command, with restarts that resume, and an optional stop of the pod when done."""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from typing import Any
+
+import os
+import pwd
+
+from entrypoint import login_user
+from entrypoint.context import PodContext
+from entrypoint.registry import Service
+from services.job.runner import checkpoint_dir, status_path
+from services.job.settings import JobSettings
+
+
+def prepare(ctx: PodContext) -> None:
+    """The job runs as the login user: its checkpoint folder must be its own to write in."""
+    folder = checkpoint_dir(ctx)
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0 and folder.stat().st_uid == 0:
+        user = pwd.getpwnam(login_user.name(ctx))
+        os.chown(folder, user.pw_uid, user.pw_gid)
+
+
+def status(ctx: PodContext) -> dict[str, Any]:
+    try:
+        job = json.loads(status_path(ctx).read_text())
+    except (OSError, ValueError):
+        return {"summary": "not started"}
+    parts = [job["state"], f"attempt {job['attempts']}"]
+    if job.get("exit_code") is not None:
+        parts.append(f"exit code {job['exit_code']}")
+    if job.get("total_duration_s") is not None:
+        parts.append(f"{job['total_duration_s']:.0f} s")
+    return {"summary": ", ".join(parts), "job": job}
+
+
+SERVICE = Service(
+    name="job",
+    settings=JobSettings,
+    enabled=lambda ctx: bool(ctx.section("job").job_command),  # type: ignore[attr-defined]
+    command=lambda ctx: shlex.join([sys.executable, "-m", "services.job"]),
+    priority=50,
+    stop_wait=15,
+    restart="false",
+    start_seconds=0,
+    busy_while_running=True,
+    prepare=prepare,
+    status=status,
+)

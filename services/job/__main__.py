@@ -1,0 +1,4 @@
+"""`python -m services.job`: the job wrapper supervisord runs."""
+from services.job.runner import main
+
+main()

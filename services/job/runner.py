@@ -1,0 +1,216 @@
+"""The job wrapper supervisord runs: it owns the restart policy (so each restart can be told where to resume),
+runs the command as the login user, records running/succeeded/failed, and with JOB_ON_EXIT=stop waits for the
+uploads to drain before stopping the pod through the autostop actions."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from entrypoint import login_user
+from entrypoint.context import PodContext
+from entrypoint.gpu import inventory
+from entrypoint.registry import discover
+from entrypoint.steps import newest_first, step_of
+from services.job.settings import JobSettings
+
+log = logging.getLogger("job")
+NCCL_DEFAULTS = {"NCCL_DEBUG": "WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "NCCL_IB_DISABLE": "0"}
+DRAIN_POLL_SECONDS = 1.0
+
+
+def status_path(ctx: PodContext) -> Path:
+    return ctx.service_dir("job") / "status.json"
+
+
+def checkpoint_dir(ctx: PodContext) -> Path:
+    settings: JobSettings = ctx.section("job")  # type: ignore[assignment]
+    if settings.job_checkpoint_dir:
+        return settings.job_checkpoint_dir
+    uploader = ctx.config.sections.get("uploader")
+    if uploader is not None:
+        return uploader.upload_watch_dirs[0]  # type: ignore[attr-defined]
+    return ctx.core.podvisor_workspace / "checkpoints"
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    if not folder.is_dir():
+        return None
+    names = [p.name for p in folder.iterdir() if step_of(p.name) is not None and not p.name.startswith(".")]
+    return folder / newest_first(names)[0] if names else None
+
+
+def command_line(settings: JobSettings, resume: Path | None, gpus: int) -> list[str]:
+    """The job's argv: JOB_COMMAND (+ resume args), through torchrun when several processes are asked for."""
+    argv = shlex.split(settings.job_command)
+    if resume and settings.job_resume_args:
+        argv += shlex.split(settings.job_resume_args.replace("{checkpoint}", shlex.quote(str(resume))))
+    nproc = max(gpus, 1) if settings.job_nproc == "auto" else int(settings.job_nproc)
+    if nproc > 1:
+        if Path(argv[0]).name.startswith("python"):
+            argv = argv[1:]
+        argv = ["torchrun", "--standalone", f"--nproc-per-node={nproc}", *argv]
+    return argv
+
+
+def job_environment(settings: JobSettings, resume: Path | None, attempt: int, nproc_many: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PODVISOR_SERVICE", None)
+    if resume:
+        env["PODVISOR_RESUME_FROM"] = str(resume)
+    else:
+        env.pop("PODVISOR_RESUME_FROM", None)
+    env["PODVISOR_JOB_ATTEMPT"] = str(attempt)
+    if not settings.wandb_mode and not (settings.wandb_api_key and settings.wandb_api_key.get_secret_value()):
+        env["WANDB_MODE"] = "offline"  # a run never fails for want of a key
+    if nproc_many:
+        for key, value in NCCL_DEFAULTS.items():
+            env.setdefault(key, value)
+        env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+class Runner:
+    def __init__(self, ctx: PodContext) -> None:
+        self.ctx = ctx
+        self.settings: JobSettings = ctx.section("job")  # type: ignore[assignment]
+        self.child: subprocess.Popen | None = None
+        self.stopping = False
+        self.status: dict[str, Any] = {"state": "starting", "attempts": 0, "exit_code": None}
+
+    def write(self, **changes: Any) -> None:
+        self.status.update(changes)
+        path = status_path(self.ctx)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status, indent=1))
+        os.replace(tmp, path)
+
+    def resume_point(self) -> Path | None:
+        folder = checkpoint_dir(self.ctx)
+        found = latest_checkpoint(folder)
+        uploader = self.ctx.config.sections.get("uploader")
+        if found is None and uploader is not None and uploader.upload_destinations:  # type: ignore[attr-defined]
+            from services.uploader.restore import restore
+
+            try:
+                restore(self.ctx)
+            except Exception as exc:
+                log.error("job: restoring a checkpoint failed: %s", type(exc).__name__)
+            found = latest_checkpoint(folder)
+        return found
+
+    def attempt(self, number: int) -> int:
+        resume = self.resume_point()
+        gpus = len(inventory()[0])
+        argv = command_line(self.settings, resume, gpus)
+        env = job_environment(self.settings, resume, number, argv[0] == "torchrun")
+        user = pwd.getpwnam(login_user.name(self.ctx))
+        env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name)
+        workdir = self.settings.job_workdir or self._default_workdir()
+        log.info("job: attempt %d: %s%s", number + 1, shlex.join(argv),
+                 f" (resuming from {resume})" if resume else "")
+        started = time.time()
+        self.write(state="running", attempts=number + 1, started_epoch=started, resume_from=str(resume or "") or None,
+                   exit_code=None, duration_s=None)
+        as_user = {} if os.geteuid() != 0 else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        self.child = subprocess.Popen(argv, cwd=workdir, env=env, start_new_session=True, **as_user)
+        code = self.child.wait()
+        self.write(exit_code=code, duration_s=round(time.time() - started, 1))
+        return code
+
+    def _default_workdir(self) -> str:
+        repo = os.environ.get("REPO_DIR")
+        for candidate in (repo, str(self.ctx.core.podvisor_workspace)):
+            if candidate and Path(candidate).is_dir():
+                return candidate
+        return "/"
+
+    def run(self) -> int:
+        started = time.time()
+        code, number = 1, 0
+        while True:
+            code = self.attempt(number)
+            if code == 0 or self.stopping:
+                break
+            if self.settings.job_restart == "never" or number >= self.settings.job_max_restarts:
+                break
+            number += 1
+            delay = min(60.0, 2.0 ** number)
+            log.warning("job: exited with %d; restart %d of %d in %.0f s", code, number,
+                        self.settings.job_max_restarts, delay)
+            self.write(state="restarting")
+            time.sleep(delay)
+        state = "stopped" if self.stopping else ("succeeded" if code == 0 else "failed")
+        duration = round(time.time() - started, 1)
+        self.write(state=state, exit_code=code, total_duration_s=duration)
+        log.info("job: %s (exit code %d) after %.1f s and %d attempt(s)", state, code, duration, number + 1)
+        if self.settings.job_on_exit == "stop" and not self.stopping:
+            self.finish(state, code, duration)
+        return 0
+
+    def finish(self, state: str, code: int, duration: float) -> None:
+        """Drain, record, then stop the pod the way autostop would."""
+        self.write(state=f"{state}, waiting for uploads")
+        while reasons := self.blockers():
+            log.info("job: %s before stopping the pod", "; ".join(reasons))
+            time.sleep(DRAIN_POLL_SECONDS)
+        self.write(state=state)
+        record_in_manifest(self.ctx, {"state": state, "exit_code": code, "duration_s": duration,
+                                      "attempts": self.status["attempts"]})
+        from services.autostop.actions import Actions
+
+        autostop = self.ctx.config.sections.get("autostop")
+        if autostop is None:
+            log.error("job: JOB_ON_EXIT=stop, but the AUTOSTOP_* settings are invalid; the pod keeps running")
+            return
+        actions = autostop.actions(self.ctx.cloud.provider)  # type: ignore[attr-defined]
+        log.warning("job: stopping the pod (%s)", ", ".join(actions))
+        try:
+            Actions(self.ctx, autostop, alive_for=time.sleep).run(actions)  # type: ignore[arg-type]
+        except Exception as exc:
+            log.error("job: stopping the pod failed: %s", exc)
+
+    def blockers(self) -> list[str]:
+        out = []
+        for svc in discover():
+            if svc.stop_blocker and svc.name in self.ctx.config.sections and svc.enabled(self.ctx):
+                reason = svc.stop_blocker(self.ctx)
+                if reason:
+                    out.append(reason)
+        return out
+
+    def terminate(self, *_: object) -> None:
+        """The pod is stopping: pass SIGTERM to the whole job so it can save a last checkpoint."""
+        self.stopping = True
+        if self.child and self.child.poll() is None:
+            os.killpg(self.child.pid, signal.SIGTERM)
+
+
+def record_in_manifest(ctx: PodContext, job: dict[str, Any]) -> None:
+    path = ctx.state_dir / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    manifest["job"] = job
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    from entrypoint.context import current
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    runner = Runner(current())
+    signal.signal(signal.SIGTERM, runner.terminate)
+    raise SystemExit(runner.run())

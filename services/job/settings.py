@@ -1,0 +1,45 @@
+"""JOB_* variables, and the W&B ones a training job reads."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from entrypoint.schema import Section
+
+
+class JobSettings(Section):
+    """Training job: run JOB_COMMAND as the login user, resume it, and stop the pod when it is done."""
+
+    job_command: str = Field("", description="The training command (runs when set), e.g. python train.py --lr 3e-4.")
+    job_workdir: Path | None = Field(None, description="Where the job runs (default: REPO_DIR, else the workspace).")
+    job_restart: Literal["never", "on-failure"] = Field("on-failure", description="Restart policy after a failure.")
+    job_max_restarts: int = Field(3, ge=0, le=1000, description="Restarts after failures before the job is failed.")
+    job_resume_args: str = Field(
+        "", description="Appended when resuming, {checkpoint} replaced by the path, e.g. --resume {checkpoint}."
+    )
+    job_checkpoint_dir: Path | None = Field(
+        None, description="Where the job writes checkpoints (default: the first UPLOAD_WATCH_DIRS)."
+    )
+    job_nproc: str = Field("1", description="Processes per node: 1, a number, or auto (one per GPU, via torchrun).")
+    job_on_exit: Literal["stay", "stop"] = Field(
+        "stay", description="stop: once the job ends and uploads drained, stop the pod via AUTOSTOP_ACTION."
+    )
+    wandb_api_key: SecretStr | None = Field(None, description="Weights & Biases key (passed to the job, never logged).")
+    wandb_mode: str = Field("", description="W&B mode; defaults to offline when no WANDB_API_KEY is set.")
+
+    @field_validator("job_nproc")
+    @classmethod
+    def _nproc(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|[1-9]\d{0,2}", value):
+            raise ValueError(f"{value!r} is not a process count; expected auto or a number from 1")
+        return value
+
+    @field_validator("job_resume_args")
+    @classmethod
+    def _resume(cls, value: str) -> str:
+        if value and "{checkpoint}" not in value:
+            raise ValueError(f"{value!r} does not say where the checkpoint goes; expected e.g. --resume {{checkpoint}}")
+        return value
