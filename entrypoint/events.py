@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ class Listener:
         self.states: dict[str, str] = {}
         self.partial: dict[tuple[str, str], str] = {}
         self.all_running_seen = False
+        self.post_start_started = False
 
     def handle(self, headers: dict[str, str], payload: str) -> None:
         event = headers["eventname"]
@@ -60,6 +62,17 @@ class Listener:
         if state == "RUNNING" and not self.all_running_seen and self._all_running():
             self.all_running_seen = True
             self._all_running_reached()
+        if not self.post_start_started and self._settled():
+            self.post_start_started = True
+            self._post_start()
+
+    def _settled(self) -> bool:
+        """Every service up, or given up on: the moment for the manifest and the post-start hook."""
+        return all(self.states.get(name) in ("RUNNING", "FATAL", "EXITED") for name in self.expected)
+
+    def _post_start(self) -> None:
+        subprocess.Popen([sys.executable, "-m", "entrypoint.bootstrap.post_start"], stdout=self.out,
+                         stderr=self.out, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def _all_running(self) -> bool:
         return all(self.states.get(name) == "RUNNING" for name in self.expected)

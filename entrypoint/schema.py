@@ -101,7 +101,9 @@ def sections() -> list[tuple[str, type[Section]]]:
     """(name, class) of every section in documentation order: core first, then services by start order."""
     from entrypoint.registry import discover
 
-    found: list[tuple[str, type[Section]]] = [("podvisor", CoreSettings)]
+    from entrypoint.bootstrap.settings import BootstrapSettings
+
+    found: list[tuple[str, type[Section]]] = [("podvisor", CoreSettings), ("bootstrap", BootstrapSettings)]
     found += [(svc.name, svc.settings) for svc in discover() if svc.settings is not None]
     return found
 

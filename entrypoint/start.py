@@ -15,7 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
-from entrypoint import login_user
+from entrypoint import bootstrap, login_user
 from entrypoint.cloud import detect
 from entrypoint.context import PodContext
 from entrypoint.registry import Service, discover
@@ -35,7 +35,7 @@ def prepare(ctx: PodContext) -> tuple[list[Service], dict[str, str]]:
     """Run the prepare steps; returns the services to supervise and {disabled service: reason}."""
     disabled: dict[str, str] = {}
     for problem in ctx.config.problems:
-        if problem.section == "podvisor":
+        if problem.section in ("podvisor", "bootstrap"):
             log.error("config: %s (using the default instead)", problem)
         elif not problem.disables:
             log.error("config: %s (skipped; service %s still starts)", problem, problem.section)
@@ -81,6 +81,11 @@ def start() -> int:
             login_user.ensure(ctx)
     except Exception as exc:
         log.error("could not set up the login user %s: %s", ctx.core.ssh_user, exc)
+    try:
+        bootstrap.before_services(ctx)
+    except bootstrap.HookFailed as exc:
+        log.error("boot stopped: %s", exc)
+        return 1
     services, disabled = prepare(ctx)
     with phase(ctx.timings_file, run_id, "render"):
         os.environ.update({

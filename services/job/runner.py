@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint import login_user
+from entrypoint.bootstrap import manifest
 from entrypoint.context import PodContext
 from entrypoint.gpu import inventory
 from entrypoint.registry import discover
@@ -164,8 +165,8 @@ class Runner:
             log.info("job: %s before stopping the pod", "; ".join(reasons))
             time.sleep(DRAIN_POLL_SECONDS)
         self.write(state=state)
-        record_in_manifest(self.ctx, {"state": state, "exit_code": code, "duration_s": duration,
-                                      "attempts": self.status["attempts"]})
+        manifest.update(self.ctx.state_dir / "manifest.json", {"job": {
+            "state": state, "exit_code": code, "duration_s": duration, "attempts": self.status["attempts"]}})
         from services.autostop.actions import Actions
 
         autostop = self.ctx.config.sections.get("autostop")
@@ -193,18 +194,6 @@ class Runner:
         self.stopping = True
         if self.child and self.child.poll() is None:
             os.killpg(self.child.pid, signal.SIGTERM)
-
-
-def record_in_manifest(ctx: PodContext, job: dict[str, Any]) -> None:
-    path = ctx.state_dir / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        manifest = {}
-    manifest["job"] = job
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, path)
 
 
 def main() -> None:

@@ -1,0 +1,47 @@
+"""Start hooks and the requirements install: child processes whose output goes to the container log with a
+prefix, so a user sees what their script printed and where it failed."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+log = logging.getLogger("podvisor")
+
+
+def run_prefixed(argv: list[str], prefix: str, cwd: Path | None = None) -> int:
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout
+    for line in proc.stdout:
+        sys.stdout.write(f"[{prefix}] {line}")
+        sys.stdout.flush()
+    return proc.wait()
+
+
+def run_hook(path: Path, name: str) -> None:
+    """Run one hook script; raises when it fails (the caller decides whether that stops the boot)."""
+    if not path.exists():
+        raise RuntimeError(f"{name} {path} does not exist")
+    argv = [str(path)] if path.stat().st_mode & 0o111 else ["bash", str(path)]
+    code = run_prefixed(argv, f"hook:{name}", cwd=path.parent)
+    if code != 0:
+        raise RuntimeError(f"{name} {path} exited with {code}")
+    log.info("hook %s done", name)
+
+
+def install_requirements(requirements: Path, stamp: Path) -> str:
+    """pip install -r into the job's Python when the file changed since the last successful install."""
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text().strip() == digest:
+        return "requirements unchanged; nothing to install"
+    python = shutil.which("python3") or shutil.which("python") or sys.executable
+    code = run_prefixed([python, "-m", "pip", "install", "--progress-bar", "off", "-r", str(requirements)],
+                        "pip", cwd=requirements.parent)
+    if code != 0:
+        raise RuntimeError(f"pip install -r {requirements} failed (exit {code}); see the [pip] lines above")
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest)
+    return f"installed {requirements}"

@@ -1,0 +1,34 @@
+"""REPO_*, GIT_*, hook and requirements variables: the bootstrap steps the entrypoint runs before services."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+
+from entrypoint.fields import AbsPath
+from entrypoint.schema import Section
+
+
+class BootstrapSettings(Section):
+    """Bootstrap: your code in place, its requirements installed, your hooks run."""
+
+    repo_url: str = Field("", description="Git repository cloned into REPO_DIR at boot (https://, ssh or file://).")
+    repo_dir: AbsPath = Field(Path("/workspace/repo"), description="Where the repository lives (on the volume).")
+    repo_ref: str = Field("", description="Branch, tag or commit to check out (default: the remote's default).")
+    git_auto_pull: bool = Field(False, description="Fast-forward an existing checkout at every boot.")
+    git_token: SecretStr | None = Field(None, description="Token for a private repository (never written to disk).")
+    git_username: str = Field("x-access-token", description="User name sent with GIT_TOKEN (oauth2 for GitLab).")
+    requirements_install: bool = Field(True, description="pip install the repo's requirements.txt when it changed.")
+    pre_start_script: Path | None = Field(None, description="Script run before the services start.")
+    post_start_script: Path | None = Field(None, description="Script run once every service is up.")
+    hooks_strict: bool = Field(False, description="A failing hook stops the boot instead of being reported.")
+
+    @field_validator("repo_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not (value.startswith(("https://", "http://", "ssh://", "git@", "file://"))):
+            raise ValueError(f"{value.split('@')[-1]!r} is not a git URL; expected https://host/owner/repo.git, "
+                             "git@host:owner/repo.git or file:///path")
+        if "://" in value and "@" in value.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("REPO_URL carries credentials; expected the URL without them, and the token in GIT_TOKEN")
+        return value

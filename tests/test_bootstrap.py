@@ -1,0 +1,122 @@
+"""Bootstrap under a real `podvisor start`: git clone/pull from a local bare repo, mounted checkouts, the
+requirements install, hooks in order, and the run manifest."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+from conftest import base_env, wait_for
+
+TOKEN = "ghp_SecretGitToken0123456789"
+
+
+def _git(*args, cwd=None):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin", "HOME": str(cwd or "/tmp")})
+
+
+def _origin(tmp_path):
+    """A bare repo with one commit, and a work tree to push more from."""
+    bare, work = tmp_path / "origin.git", tmp_path / "author"
+    _git("init", "--bare", "-b", "main", str(bare))
+    _git("clone", str(bare), str(work))
+    (work / "train.py").write_text("print('v1')\n")
+    _git("add", ".", cwd=work)
+    _git("commit", "-m", "v1", cwd=work)
+    _git("push", "origin", "HEAD:main", cwd=work)
+    return bare, work
+
+
+def _env(tmp_path, **extra):
+    settings = dict(SSH_ENABLED="false", JUPYTER_ENABLED="false", INFERENCE_ENABLED="false", AUTOSTOP_ENABLED="false",
+                    UPLOAD_WATCH_DIRS=str(tmp_path / "ckpt"), UPLOAD_DESTINATIONS=f"file://{tmp_path / 'vol'}",
+                    REPO_DIR=str(tmp_path / "repo"), PODVISOR_WORKSPACE=str(tmp_path))
+    return base_env(tmp_path / "state", **{**settings, **extra})
+
+
+def _boot(stack_factory, env):
+    stack = stack_factory(env)
+    stack.wait_state("uploader", "RUNNING")
+    return stack
+
+
+def _phases(tmp_path) -> list[dict]:
+    return [json.loads(l) for l in (tmp_path / "state" / "timings.jsonl").read_text().splitlines()]
+
+
+def test_clone_then_pull_and_the_token_stays_secret(tmp_path, stack_factory):
+    bare, work = _origin(tmp_path)
+    env = _env(tmp_path, REPO_URL=f"file://{bare}", GIT_TOKEN=TOKEN, GIT_AUTO_PULL="true")
+    stack = _boot(stack_factory, env)
+    assert (tmp_path / "repo" / "train.py").read_text() == "print('v1')\n"
+    assert "bootstrap: cloned into" in stack.output, stack.output
+    assert stack.stop() == 0
+    (work / "train.py").write_text("print('v2')\n")
+    _git("commit", "-am", "v2", cwd=work)
+    _git("push", "origin", "HEAD:main", cwd=work)
+    stack = _boot(stack_factory, env)
+    assert (tmp_path / "repo" / "train.py").read_text() == "print('v2')\n"
+    assert "bootstrap: pulled" in stack.output
+    assert TOKEN not in stack.output
+    assert TOKEN not in (tmp_path / "repo" / ".git" / "config").read_text()
+    assert "bootstrap:repo" in [p["phase"] for p in _phases(tmp_path)]
+    wait_for(lambda: (tmp_path / "state" / "manifest.json").exists(), 60, 0.3)
+    manifest = json.loads((tmp_path / "state" / "manifest.json").read_text())
+    assert "GIT_TOKEN" in manifest["variables_set"] and TOKEN not in json.dumps(manifest)
+    assert manifest["repo_commit"] and manifest["python"] and manifest["gpus"].startswith("no GPU")
+    assert any(line.startswith("torch==") for line in manifest["pip_freeze"])
+
+
+def test_mounted_checkout_is_left_alone_and_other_content_is_skipped(tmp_path, stack_factory):
+    bare, _ = _origin(tmp_path)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "pyproject.toml").write_text("[project]\nname='mine'\n")
+    stack = _boot(stack_factory, _env(tmp_path, REPO_URL=f"file://{bare}"))
+    assert "mounted checkout (not git); left alone" in stack.output
+    assert sorted(p.name for p in repo.iterdir()) == ["pyproject.toml"]
+    assert stack.stop() == 0
+    (repo / "pyproject.toml").unlink()
+    (repo / "notes.txt").write_text("mine")
+    stack = _boot(stack_factory, _env(tmp_path, REPO_URL=f"file://{bare}"))
+    assert "not empty and not a checkout; not cloning into it" in stack.output
+    assert sorted(p.name for p in repo.iterdir()) == ["notes.txt"]
+
+
+def test_requirements_install_once_and_a_failure_does_not_stop_the_boot(tmp_path, stack_factory):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "requirements.txt").write_text("requests\n")
+    stack = _boot(stack_factory, _env(tmp_path))
+    assert "[pip] Requirement already satisfied: requests" in stack.output
+    assert "bootstrap: installed" in stack.output
+    assert stack.stop() == 0
+    stack = _boot(stack_factory, _env(tmp_path))
+    assert "requirements unchanged; nothing to install" in stack.output
+    assert stack.stop() == 0
+    (repo / "requirements.txt").write_text("--no-index\npodvisor-no-such-package==9.9.9\n")
+    stack = _boot(stack_factory, _env(tmp_path))
+    assert "bootstrap: requirements failed: pip install -r" in stack.output
+    assert stack.state("uploader") == "RUNNING"
+
+
+def test_hooks_run_in_order_and_a_failing_one_does_not_stop_the_boot(tmp_path, stack_factory):
+    trail = tmp_path / "trail"
+    pre, post = tmp_path / "pre.sh", tmp_path / "post.sh"
+    pre.write_text(f"echo pre >> {trail}\necho from-pre\nexit 3\n")
+    post.write_text(f"echo post >> {trail}\n")
+    (tmp_path / "on_start.sh").write_text(f"echo on_start >> {trail}\n")
+    stack = _boot(stack_factory, _env(tmp_path, PRE_START_SCRIPT=str(pre), POST_START_SCRIPT=str(post)))
+    wait_for(lambda: trail.exists() and "post" in trail.read_text(), 30, 0.2, lambda: stack.output[-2000:])
+    assert trail.read_text().split() == ["pre", "on_start", "post"]
+    assert "[hook:pre_start] from-pre" in stack.output
+    assert "bootstrap: pre_start failed" in stack.output and "exited with 3" in stack.output
+
+
+def test_strict_hooks_stop_the_boot(tmp_path, stack_factory):
+    pre = tmp_path / "pre.sh"
+    pre.write_text("exit 1\n")
+    stack = stack_factory(_env(tmp_path, PRE_START_SCRIPT=str(pre), HOOKS_STRICT="true"))
+    assert stack.proc.wait(60) == 1
+    assert "boot stopped: pre_start" in stack.output
