@@ -60,8 +60,8 @@ env-example: install
 image:
 	scripts/build_image.sh
 
-smoke:
-	scripts/smoke.sh
+smoke: install
+	$(BIN)/python scripts/smoke.py
 
 clean:
 	rm -rf $(VENV) .podvisor .local-uploads

@@ -55,6 +55,8 @@ def ensure(ctx: PodContext) -> None:
         sudoers.chmod(0o440)
     elif sudoers.exists():
         sudoers.unlink()
+    if core.podvisor_workspace.is_dir() and core.podvisor_workspace.stat().st_uid == 0:
+        own_dir(ctx, core.podvisor_workspace)
 
 
 def _ensure_group(user: str, gid: int) -> str:
@@ -65,3 +67,18 @@ def _ensure_group(user: str, gid: int) -> str:
     except KeyError:
         subprocess.run(["groupadd", "--gid", str(gid), user], check=True, capture_output=True)
         return user
+
+
+def own_dir(ctx: PodContext, path: Path) -> Path:
+    """Make `path` (and missing parents) a folder the login user can write in: SSH sessions, Jupyter and the
+    job run as that user and write checkpoints and notebooks there. Only folders podvisor creates, and a
+    root-owned top folder, change owner; nothing is re-owned recursively."""
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return path
+    user = pwd.getpwnam(name(ctx))
+    for folder in [*missing, path]:
+        if folder.stat().st_uid == 0 and folder != Path("/"):
+            os.chown(folder, user.pw_uid, user.pw_gid)
+    return path

@@ -6,9 +6,6 @@ import shlex
 import sys
 from typing import Any
 
-import os
-import pwd
-
 from entrypoint import login_user
 from entrypoint.context import PodContext
 from entrypoint.registry import Service
@@ -18,11 +15,7 @@ from services.job.settings import JobSettings
 
 def prepare(ctx: PodContext) -> None:
     """The job runs as the login user: its checkpoint folder must be its own to write in."""
-    folder = checkpoint_dir(ctx)
-    folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0 and folder.stat().st_uid == 0:
-        user = pwd.getpwnam(login_user.name(ctx))
-        os.chown(folder, user.pw_uid, user.pw_gid)
+    login_user.own_dir(ctx, checkpoint_dir(ctx))
 
 
 def status(ctx: PodContext) -> dict[str, Any]:

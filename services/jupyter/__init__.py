@@ -61,8 +61,7 @@ def prepare(ctx: PodContext) -> None:
     folder = ctx.service_dir("jupyter")
     folder.mkdir(parents=True, exist_ok=True)
     if not settings.jupyter_root_dir.exists():
-        settings.jupyter_root_dir.mkdir(parents=True)
-        os.chown(settings.jupyter_root_dir, user.pw_uid, user.pw_gid)
+        login_user.own_dir(ctx, settings.jupyter_root_dir)
     path = _config_file(ctx)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

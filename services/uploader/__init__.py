@@ -8,6 +8,7 @@ import shlex
 import sys
 import time
 
+from entrypoint import login_user
 from entrypoint.context import PodContext
 from entrypoint.registry import Readiness, Service
 from services.uploader import cli
@@ -23,7 +24,7 @@ def _settings(ctx: PodContext) -> UploadSettings:
 def prepare(ctx: PodContext) -> None:
     settings = _settings(ctx)
     for root in settings.upload_watch_dirs:
-        root.mkdir(parents=True, exist_ok=True)
+        login_user.own_dir(ctx, root)
     if not settings.upload_destinations:
         log.warning("uploader: UPLOAD_DESTINATIONS is empty: checkpoints are watched but not uploaded")
     if settings.restore_on_start and settings.upload_destinations:
