@@ -1,6 +1,7 @@
 """Reusable field types for the env schema, so every section parses lists, ports and paths the same way."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,3 +36,15 @@ Seconds = Annotated[float, Field(ge=0)]
 
 CsvPaths = Annotated[list[AbsPath], NoDecode, BeforeValidator(_split_csv)]
 """A comma-separated list of absolute paths."""
+
+
+def matching(pattern: str, expected: str, allow_empty: bool = False) -> Any:
+    """A text field that must match `pattern` entirely; the error says what was expected."""
+    regex = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if (value or not allow_empty) and not regex.fullmatch(value):
+            raise ValueError(f"{value!r} is not valid; expected {expected}")
+        return value
+
+    return Annotated[str, AfterValidator(check)]

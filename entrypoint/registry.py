@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 import os
 import pkgutil
+import shlex
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -70,6 +71,11 @@ class Service:
     exit_codes: tuple[int, ...] = (0,)
     extra: dict[str, str] = field(default_factory=dict)
     """Further supervisord program options, for what the fields above do not cover."""
+
+
+def python_module(module: str) -> Callable[["PodContext"], str]:
+    """The command of a service that is a Python module run with podvisor's own interpreter."""
+    return lambda ctx: shlex.join([sys.executable, "-m", module])
 
 
 def extra_dirs() -> list[Path]:

@@ -104,6 +104,16 @@ def test_none_sends_nothing(tmp_path, api, stack_factory):
     assert stack.proc.poll() is None
 
 
+def _touch_for(path, seconds, api):
+    """A heartbeat every half second for `seconds`: nothing may be sent meanwhile."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        path.touch()
+        assert api.requests == []
+        time.sleep(0.5)
+
+
 def _keeps_alive(tmp_path, api, stack, seconds):
     """While the activity lasts (longer than idle + warning), nothing is sent; afterwards the stop comes."""
     deadline = time.monotonic() + seconds
@@ -122,11 +132,7 @@ def test_busy_process_and_heartbeat_keep_the_pod(tmp_path, api, stack_factory):
     _keeps_alive(tmp_path, api, stack, 7)
     assert "busy process" in _decision(tmp_path)["message"]
     busy.wait()
-    deadline = time.monotonic() + 7
-    while time.monotonic() < deadline:
-        beat.touch()
-        assert api.requests == []
-        time.sleep(0.5)
+    _touch_for(beat, 7, api)
     wait_for(lambda: api.requests, 20, 0.2)
     _assert_vast_stop(api)
 
@@ -134,13 +140,7 @@ def test_busy_process_and_heartbeat_keep_the_pod(tmp_path, api, stack_factory):
 def test_inference_heartbeat_keeps_the_pod(tmp_path, api, stack_factory):
     stack = stack_factory(_env(tmp_path, api, actions="vast"))
     stack.wait_state("autostop", "RUNNING")
-    beat = tmp_path / "state" / "heartbeats" / "inference"
-    beat.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + 7
-    while time.monotonic() < deadline:
-        beat.touch()
-        assert api.requests == []
-        time.sleep(0.5)
+    _touch_for(tmp_path / "state" / "heartbeats" / "inference", 7, api)
     wait_for(lambda: api.requests, 20, 0.2)
 
 

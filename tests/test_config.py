@@ -38,6 +38,25 @@ MALFORMED = [
     ("JUPYTER_ROOT_DIR", "notebooks", "absolute path"),
     ("JUPYTER_BASE_URL", "lab", "starting with /"),
     ("JUPYTER_ALLOW_NO_AUTH", "sure", "true or false"),
+    ("UPLOAD_DESTINATIONS", "ftp://host/dir", "not a destination URI"),
+    ("UPLOAD_DESTINATIONS", "hf://only-a-name", "not a Hugging Face repo"),
+    ("UPLOAD_DESTINATIONS", "s3://Bad_Bucket!", "no valid bucket name"),
+    ("UPLOAD_SETTLE_SECONDS", "-1", ">= 0"),
+    ("UPLOAD_WATCH_DIRS", "checkpoints", "absolute path"),
+    ("AWS_ENDPOINT_URL", "localhost:9000", "not a URL"),
+    ("AUTOSTOP_ACTION", "runpod,shutdown", "not a stop action"),
+    ("AUTOSTOP_BUSY_PROCESSES", "train(", "not a regular expression"),
+    ("AUTOSTOP_IDLE_MINUTES", "0", "> 0"),
+    ("RUNPOD_GRAPHQL_URL", "api.runpod.io/graphql", "not a URL"),
+    ("INFERENCE_DEVICE", "gpu", "auto, cpu, cuda or cuda:N"),
+    ("INFERENCE_MAX_BATCH", "0", ">= 1"),
+    ("INFERENCE_DTYPE", "int4", "one of"),
+    ("INFERENCE_HANDLER", "just_a_module", "package.module:factory"),
+    ("JOB_NPROC", "0", "auto or a number"),
+    ("JOB_RESTART", "always", "one of"),
+    ("JOB_RESUME_ARGS", "--resume", "{checkpoint}"),
+    ("REPO_URL", "github.com/me/repo", "not a git URL"),
+    ("HOOKS_STRICT", "perhaps", "true or false"),
 ]
 
 
@@ -68,6 +87,12 @@ def test_every_problem_is_listed_at_once(tmp_path):
     assert result.returncode == 2
     named = {line.split(":")[0] for line in result.stdout.splitlines()}
     assert named >= set(bad)
+
+
+def test_credentials_in_a_url_are_refused_without_being_echoed(tmp_path):
+    result = _check(tmp_path, REPO_URL=f"https://me:{SECRET}@github.com/me/repo.git")
+    assert result.returncode == 2 and "REPO_URL: REPO_URL carries credentials" in result.stdout
+    assert SECRET not in result.stdout + result.stderr
 
 
 def test_secret_values_are_never_echoed(tmp_path):

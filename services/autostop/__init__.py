@@ -3,12 +3,10 @@ pending."""
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from typing import Any
 
 from entrypoint.context import PodContext
-from entrypoint.registry import Service
+from entrypoint.registry import Service, python_module
 from services.autostop.monitor import decision_path
 from services.autostop.settings import AutostopSettings
 
@@ -27,7 +25,7 @@ SERVICE = Service(
     name="autostop",
     settings=AutostopSettings,
     enabled=lambda ctx: ctx.section("autostop").autostop_enabled,  # type: ignore[attr-defined]
-    command=lambda ctx: shlex.join([sys.executable, "-m", "services.autostop"]),
+    command=python_module("services.autostop"),
     priority=40,
     stop_wait=2,
     status=status,

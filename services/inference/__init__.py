@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import logging
-import shlex
-import sys
 
 from entrypoint.context import PodContext
 from entrypoint.probes import http_status, local_host
-from entrypoint.registry import Readiness, Service
+from entrypoint.registry import Readiness, Service, python_module
 from services.inference.settings import InferenceSettings
 
 log = logging.getLogger("podvisor")
@@ -46,7 +44,7 @@ SERVICE = Service(
     name="inference",
     settings=InferenceSettings,
     enabled=lambda ctx: _settings(ctx).inference_enabled,
-    command=lambda ctx: shlex.join([sys.executable, "-m", "services.inference"]),
+    command=python_module("services.inference"),
     priority=30,
     stop_wait=5,
     prepare=prepare,

@@ -1,16 +1,14 @@
 """INFERENCE_* variables."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from typing import Literal
 
-from entrypoint.fields import CsvList, Port
+from pydantic import Field, SecretStr
+
+from entrypoint.fields import CsvList, Port, matching
 from entrypoint.schema import Section
-
-DTYPES = ("", "float32", "float16", "bfloat16")
-
 
 class InferenceSettings(Section):
     """Inference API (FastAPI + uvicorn) for the newest model the pod has trained."""
@@ -21,10 +19,14 @@ class InferenceSettings(Section):
     inference_model_dir: Path = Field(Path("/workspace/models"), description="Folder searched for the newest model.")
     inference_model_glob: CsvList = Field(default_factory=lambda: ["*.pt", "*.pth", "*.ts", "*.pt2"],
                                           description="Model file patterns in INFERENCE_MODEL_DIR.")
-    inference_handler: str = Field("", description="package.module:factory(path, device) -> callable on a batch.")
-    inference_device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
-    inference_dtype: str = Field("", description="Cast the model and float inputs to float32/float16/bfloat16.")
-    inference_warmup_shapes: str = Field(
+    inference_handler: matching(r"[\w.]+:\w+", "package.module:factory", allow_empty=True) = Field(
+        "", description="package.module:factory(path, device) -> callable on a batch.")
+    inference_device: matching(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N") = Field(
+        "auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
+    inference_dtype: Literal["", "float32", "float16", "bfloat16"] = Field(
+        "", description="Cast the model and float inputs to float32/float16/bfloat16.")
+    inference_warmup_shapes: matching(r"\w+=\d+(x\d+)*(;\w+=\d+(x\d+)*)*", "name=1x16[;name=...]",
+                                      allow_empty=True) = Field(
         "", description="Warm-up inputs as name=shape, e.g. x=1x16;mask=1x16 (zeros); export models need none."
     )
     inference_api_token: SecretStr | None = Field(None, description="Bearer token required on every endpoint but /healthz.")
@@ -37,34 +39,6 @@ class InferenceSettings(Section):
     )
     inference_max_body_mb: float = Field(16, gt=0, le=4096, description="Largest request body accepted.")
     inference_reload_seconds: float = Field(5, gt=0, le=3600, description="How often to look for a newer model.")
-
-    @field_validator("inference_handler")
-    @classmethod
-    def _handler(cls, value: str) -> str:
-        if value and not re.fullmatch(r"[\w.]+:\w+", value):
-            raise ValueError(f"{value!r} is not a handler reference; expected package.module:factory")
-        return value
-
-    @field_validator("inference_device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
-            raise ValueError(f"{value!r} is not a device; expected auto, cpu, cuda or cuda:N")
-        return value
-
-    @field_validator("inference_dtype")
-    @classmethod
-    def _dtype(cls, value: str) -> str:
-        if value not in DTYPES:
-            raise ValueError(f"{value!r} is not a model dtype; expected float32, float16 or bfloat16")
-        return value
-
-    @field_validator("inference_warmup_shapes")
-    @classmethod
-    def _shapes(cls, value: str) -> str:
-        if value and not re.fullmatch(r"\w+=\d+(x\d+)*(;\w+=\d+(x\d+)*)*", value):
-            raise ValueError(f"{value!r} is not a list of shapes; expected name=1x16[;name=...]")
-        return value
 
     def warmup_shapes(self) -> dict[str, list[int]]:
         pairs = [item.split("=") for item in self.inference_warmup_shapes.split(";") if item]

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from typing import Any
 
 from entrypoint import login_user
 from entrypoint.context import PodContext
-from entrypoint.registry import Service
+from entrypoint.registry import Service, python_module
 from services.job.runner import checkpoint_dir, status_path
 from services.job.settings import JobSettings
 
@@ -35,7 +33,7 @@ SERVICE = Service(
     name="job",
     settings=JobSettings,
     enabled=lambda ctx: bool(ctx.section("job").job_command),  # type: ignore[attr-defined]
-    command=lambda ctx: shlex.join([sys.executable, "-m", "services.job"]),
+    command=python_module("services.job"),
     priority=50,
     stop_wait=15,
     restart="false",

@@ -1,12 +1,12 @@
 """JOB_* variables, and the W&B ones a training job reads."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
+from entrypoint.fields import matching
 from entrypoint.schema import Section
 
 
@@ -23,19 +23,12 @@ class JobSettings(Section):
     job_checkpoint_dir: Path | None = Field(
         None, description="Where the job writes checkpoints (default: the first UPLOAD_WATCH_DIRS)."
     )
-    job_nproc: str = Field("1", description="Processes per node: 1, a number, or auto (one per GPU, via torchrun).")
+    job_nproc: matching(r"auto|[1-9]\d{0,2}", "auto or a number from 1") = Field("1", description="Processes per node: 1, a number, or auto (one per GPU, via torchrun).")
     job_on_exit: Literal["stay", "stop"] = Field(
         "stay", description="stop: once the job ends and uploads drained, stop the pod via AUTOSTOP_ACTION."
     )
     wandb_api_key: SecretStr | None = Field(None, description="Weights & Biases key (passed to the job, never logged).")
     wandb_mode: str = Field("", description="W&B mode; defaults to offline when no WANDB_API_KEY is set.")
-
-    @field_validator("job_nproc")
-    @classmethod
-    def _nproc(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|[1-9]\d{0,2}", value):
-            raise ValueError(f"{value!r} is not a process count; expected auto or a number from 1")
-        return value
 
     @field_validator("job_resume_args")
     @classmethod

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
-import sys
 import time
 
 from entrypoint import login_user
 from entrypoint.context import PodContext
-from entrypoint.registry import Readiness, Service
+from entrypoint.registry import Readiness, Service, python_module
 from services.uploader import cli
 from services.uploader.settings import UploadSettings
 
@@ -65,7 +63,7 @@ SERVICE = Service(
     name="uploader",
     settings=UploadSettings,
     enabled=lambda ctx: _settings(ctx).upload_enabled,
-    command=lambda ctx: shlex.join([sys.executable, "-m", "services.uploader"]),
+    command=python_module("services.uploader"),
     priority=5,
     stop_wait=None,
     prepare=prepare,
