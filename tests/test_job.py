@@ -73,14 +73,18 @@ def test_success_drains_uploads_then_stops_the_pod(open_tmp, api, stack_factory)
     wait_for(lambda: api.requests, 60, 0.2, lambda: stack.output[-3000:])
     stop_sent = time.time()
     rows = Queue(tmp_path / "state/services/uploader/queue.sqlite3").rows()
-    assert sorted(r.remote for r in rows) == ["step_1.pt", "step_2.pt"]
-    assert all(r.status == "durable" and r.durable_at <= stop_sent for r in rows), "stopped before uploads drained"
+    assert sorted(r.remote for r in rows) == ["_podvisor/job.log", "_podvisor/manifest.json", "step_1.pt",
+                                               "step_2.pt"]
+    assert all(r.status == "durable" and r.durable_at <= stop_sent for r in rows), [(r.remote, r.status) for r in rows]
     sent = api.requests[0]
     assert (sent["method"], sent["path"], sent["body"]) == ("PUT", "/api/v0/instances/77/", {"state": "stopped"})
     job = _job(stack)
     assert (job["state"], job["exit_code"], job["attempts"]) == ("succeeded", 0, 1)
     manifest = json.loads((tmp_path / "state" / "manifest.json").read_text())
     assert manifest["job"]["exit_code"] == 0 and manifest["job"]["duration_s"] > 0
+    shipped = json.loads((tmp_path / "volume" / "_podvisor" / "manifest.json").read_text())
+    assert shipped["job"] == manifest["job"]
+    assert "step 2" in (tmp_path / "volume" / "_podvisor" / "job.log").read_text()
     assert _attempts(tmp_path)[0]["wandb"] == "offline"
     assert "[job] step 2" in stack.output
 

@@ -7,6 +7,7 @@ import sys
 
 from entrypoint.bootstrap import hooks, manifest, repo, run_step, settings_of
 from entrypoint.context import current
+from services.uploader.ship import ship
 
 
 def main() -> None:
@@ -14,8 +15,9 @@ def main() -> None:
     ctx = current()
     settings = settings_of(ctx)
     commit = repo.commit(settings.repo_dir) if settings else None
-    run_step(ctx, "manifest", lambda: manifest.update(ctx.state_dir / "manifest.json",
-                                                      manifest.collect(ctx, commit)))
+    path = ctx.state_dir / "manifest.json"
+    run_step(ctx, "manifest", lambda: manifest.update(path, manifest.collect(ctx, commit)))
+    run_step(ctx, "ship_manifest", lambda: ship(ctx, [path]))
     if settings and settings.post_start_script:
         run_step(ctx, "post_start", lambda: hooks.run_hook(settings.post_start_script, "post_start"))
 

@@ -8,6 +8,7 @@ import logging
 import os
 import pwd
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from entrypoint.gpu import inventory
 from entrypoint.registry import discover
 from entrypoint.steps import newest_first, step_of
 from services.job.settings import JobSettings
+from services.uploader.ship import ship
 
 log = logging.getLogger("job")
 NCCL_DEFAULTS = {"NCCL_DEBUG": "WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "NCCL_IB_DISABLE": "0"}
@@ -159,14 +161,24 @@ class Runner:
         return 0
 
     def finish(self, state: str, code: int, duration: float) -> None:
-        """Drain, record, then stop the pod the way autostop would."""
+        """Record the outcome, ship it with the log, wait for every upload to drain, then stop the pod the way
+        autostop would."""
+        path = self.ctx.state_dir / "manifest.json"
+        manifest.update(path, {"job": {"state": state, "exit_code": code, "duration_s": duration,
+                                       "attempts": self.status["attempts"]}})
+        # The live log keeps growing (this wrapper writes to it); ship a copy frozen at the job's end.
+        frozen = self.ctx.service_dir("job") / "job.log"
+        if (self.ctx.logs_dir / "job.log").exists():
+            shutil.copyfile(self.ctx.logs_dir / "job.log", frozen)
+        ship(self.ctx, [path, frozen])
         self.write(state=f"{state}, waiting for uploads")
-        while reasons := self.blockers():
+        reasons = self.blockers()
+        if reasons:
             log.info("job: %s before stopping the pod", "; ".join(reasons))
+        while reasons:
             time.sleep(DRAIN_POLL_SECONDS)
+            reasons = self.blockers()
         self.write(state=state)
-        manifest.update(self.ctx.state_dir / "manifest.json", {"job": {
-            "state": state, "exit_code": code, "duration_s": duration, "attempts": self.status["attempts"]}})
         from services.autostop.actions import Actions
 
         autostop = self.ctx.config.sections.get("autostop")
