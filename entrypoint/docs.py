@@ -27,7 +27,7 @@ def type_name(annotation: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(type_name(a) for a in args if a is not type(None))
     if origin is typing.Literal:
-        return "|".join(str(a) for a in args)
+        return "|".join(str(a) if a != "" else '""' for a in args)
     if origin is list:
         return f"comma-separated {type_name(args[0])}s"
     names = {bool: "true/false", int: "integer", float: "number", str: "text", Path: "path", SecretStr: "secret"}

@@ -44,5 +44,7 @@ class S3Server:
                 "AWS_REGION": "us-east-1"}
 
     def objects(self) -> dict[str, Path]:
+        """The checkpoint objects (not the run manifest podvisor ships under _podvisor/)."""
         base = self.root / self.bucket
-        return {p.relative_to(base).as_posix(): p for p in base.rglob("*") if p.is_file()}
+        return {p.relative_to(base).as_posix(): p for p in base.rglob("*")
+                if p.is_file() and p.relative_to(base).parts[0] != "_podvisor"}

@@ -97,8 +97,11 @@ class HfDestination(Destination):
         os.replace(staging / root, target / unit)
 
     def delete(self, unit: str) -> None:
-        self.api.delete_folder(self._in_repo(unit), repo_id=self.repo_id, repo_type=self.repo_type,
-                               revision=self.revision, commit_message=f"podvisor: prune {unit}")
+        """One commit removing the checkpoint, whether it is a folder or a single file."""
+        root = self._in_repo(unit)
+        self.api.delete_files(self.repo_id, delete_patterns=[root, f"{root}/*", f"{root}/**"],
+                              repo_type=self.repo_type, revision=self.revision,
+                              commit_message=f"podvisor: prune {unit}")
 
 
 def _git_blob_sha1(path: Path) -> str:
