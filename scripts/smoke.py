@@ -112,7 +112,9 @@ def main() -> None:
     env = {"PUBLIC_KEY": (keys / "id.pub").read_text().strip(), "JUPYTER_TOKEN": TOKEN, "INFERENCE_API_TOKEN": API_TOKEN,
            "UPLOAD_DESTINATIONS": "file:///mnt/volume", "UPLOAD_SETTLE_SECONDS": "1", "AUTOSTOP_ACTION": "none",
            "SMOKE_MARKER": "seen-over-ssh"}
-    argv = ["podman", "run", "-d", "--name", NAME, "-v", f"{workspace}:/workspace", "-v", f"{volume}:/mnt/volume"]
+    # podman runs HEALTHCHECKs from systemd timers, which this machine lacks: the check runs by hand below.
+    argv = ["podman", "run", "-d", "--name", NAME, "--health-cmd", "none", "-v", f"{workspace}:/workspace",
+            "-v", f"{volume}:/mnt/volume"]
     for inner, outer in ports.items():
         argv += ["-p", f"127.0.0.1:{outer}:{inner}"]
     for key, value in env.items():
@@ -143,6 +145,8 @@ def main() -> None:
     durable = wait("upload", lambda: (volume / "step_7.pt").exists() and hashlib.sha256(
         (volume / "step_7.pt").read_bytes()).digest() == hashlib.sha256(source.read_bytes()).digest(), written, 60)
     status = json.loads(sh("podman", "exec", NAME, "podvisor", "status", "--json", capture_output=True).stdout)
+    health = sh("podman", "exec", NAME, "podvisor", "status", "--ready", check=False, capture_output=True)
+    assert health.returncode == 0, f"the image's HEALTHCHECK command fails:\n{health.stdout}"
     stopping = time.monotonic()
     sh("podman", "stop", "-t", "30", NAME, stdout=subprocess.DEVNULL)
     stop_s = time.monotonic() - stopping
