@@ -199,3 +199,40 @@ def test_without_torch_the_api_stays_up_and_not_ready(tmp_path, stack_factory):
     time.sleep(3)
     assert stack.state("inference") == "RUNNING"
     assert stack.output.count("spawned: 'inference'") == 1, "no crash loop"
+
+
+def test_torch_export_program_and_a_user_handler(tmp_path, stack_factory):
+    (tmp_path / "models").mkdir()
+    net = Net(7).eval()
+    program = torch.export.export(net, (torch.randn(2, 4),), dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, str(tmp_path / "models" / "model_step_1.pt2"))
+    os.utime(tmp_path / "models" / "model_step_1.pt2", (time.time() - 5, time.time() - 5))
+    port = free_port()
+    stack = stack_factory(_env(tmp_path, port))
+    wait_for(lambda: (_get(port, "/readyz") or requests.Response()).status_code == 200, 60, 0.3,
+             lambda: stack.output[-2000:])
+    assert _get(port, "/model").json()["format"] == "torch.export"
+    rows = [[0.5, -0.5, 1.0, 2.0]]
+    assert_close(_infer(port, rows).json()["outputs"], net(torch.tensor(rows)).detach())
+    assert stack.stop() == 0
+
+    handlers = tmp_path / "handlers"
+    handlers.mkdir()
+    (handlers / "my_handler.py").write_text(
+        "def make(path, device):\n"
+        "    scale = float(open(path).read())\n"
+        "    return lambda batch: {'scaled': batch['x'] * scale, 'device': batch['x'].sum() * 0}\n")
+    (tmp_path / "handled").mkdir()
+    (tmp_path / "handled" / "scale_step_3.pt").write_text("3.0")
+    os.utime(tmp_path / "handled" / "scale_step_3.pt", (time.time() - 5, time.time() - 5))
+    port = free_port()
+    env = {**_env(tmp_path, port, INFERENCE_HANDLER="my_handler:make", INFERENCE_MODEL_DIR=str(tmp_path / "handled")),
+           "PYTHONPATH": str(handlers)}
+    env["PODVISOR_STATE_DIR"] = str(tmp_path / "state2")
+    stack = stack_factory(env)
+    wait_for(lambda: (_get(port, "/readyz") or requests.Response()).status_code == 200, 60, 0.3,
+             lambda: stack.output[-2000:])
+    assert _get(port, "/model").json()["format"] == "handler"
+    answer = _infer(port, [[1.0, 2.0]])
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"]["scaled"] == [[3.0, 6.0]]

@@ -73,7 +73,7 @@ def load(path: Path, settings: InferenceSettings) -> Loaded:
         args, kwargs = program.example_inputs or ((), {})
         names = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
         example = {**dict(zip(names, args)), **kwargs}
-        call, kind = _module_call(module, dtype), "torch.export"
+        call, kind = _module_call(module, dtype, order=names), "torch.export"
     else:
         module = torch.jit.load(str(path), map_location=device).eval()
         call, kind = _module_call(module, dtype), "torchscript"
@@ -100,9 +100,10 @@ def _forward_names(module: Any) -> list[str]:
         return []
 
 
-def _module_call(module: Any, dtype: Any) -> Callable[[dict[str, Any]], Any]:
+def _module_call(module: Any, dtype: Any, order: list[str] | None = None) -> Callable[[dict[str, Any]], Any]:
     """Inputs are passed by name when the names match forward's, else in the order the request gives them
-    (a Sequential's single parameter is called `input`; clients should not have to know that)."""
+    (a Sequential's single parameter is called `input`; clients should not have to know that). An exported
+    program takes its inputs positionally, in the order it was exported with (`order`)."""
     import torch
 
     if dtype is not None:
@@ -111,6 +112,8 @@ def _module_call(module: Any, dtype: Any) -> Callable[[dict[str, Any]], Any]:
 
     def call(batch: dict[str, Any]) -> Any:
         with torch.inference_mode():
+            if order is not None:
+                return module(*([batch[n] for n in order] if set(batch) == set(order) else batch.values()))
             if set(batch) <= names:
                 return module(**batch)
             return module(*batch.values())
