@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ def update(path: Path, changes: dict[str, Any]) -> None:
 
 
 def collect(ctx: PodContext, repo_commit: str | None) -> dict[str, Any]:
-    python = shutil_python()
+    python = shutil.which("python3") or sys.executable  # the job's Python, which may not be podvisor's
     torch_info = _json_of([python, "-c", TORCH_PROBE]) or {"torch": None}
     gpus, summary = inventory()
     freeze = subprocess.run([python, "-m", "pip", "freeze"], capture_output=True, text=True, timeout=120)
@@ -50,12 +51,6 @@ def collect(ctx: PodContext, repo_commit: str | None) -> dict[str, Any]:
         "pip_freeze": freeze.stdout.splitlines() if freeze.returncode == 0 else [],
         "variables_set": sorted(name for name in os.environ if name in known),
     }
-
-
-def shutil_python() -> str:
-    import shutil
-
-    return shutil.which("python3") or sys.executable
 
 
 def _json_of(argv: list[str]) -> dict[str, Any] | None:
