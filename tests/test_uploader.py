@@ -234,9 +234,10 @@ def test_restore_on_boot_from_s3(tmp_path, s3, stack_factory):
         (tmp_path / "s3" / "ckpt" / "run" / f"model-{step}.pt").parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "s3" / "ckpt" / "run" / f"model-{step}.pt").write_bytes(b"x" * step)
     stack = stack_factory(_env(tmp_path, ["s3://ckpt/run"], s3))
-    stack.wait_state("uploader", "RUNNING")
+    wait_for(lambda: "restore: model-1000.pt restored" in stack.output, 60, 0.2, lambda: stack.output[-2000:])
     assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["model-1000.pt"]
-    assert "restore: model-1000.pt restored" in stack.output
+    # Restored from there: recorded durable, never sent back.
+    assert [(r.remote, r.status) for r in _queue(tmp_path).rows()] == [("model-1000.pt", "durable")]
 
 
 def test_hf_commit_holds_the_checkpoint_and_the_token_only_in_the_auth_header(tmp_path, stack_factory):

@@ -20,18 +20,12 @@ def _settings(ctx: PodContext) -> UploadSettings:
 
 
 def prepare(ctx: PodContext) -> None:
+    """Only folders here: a restore can take long, so it runs in the uploader process, after sshd is up."""
     settings = _settings(ctx)
     for root in settings.upload_watch_dirs:
         login_user.own_dir(ctx, root)
     if not settings.upload_destinations:
         log.warning("uploader: UPLOAD_DESTINATIONS is empty: checkpoints are watched but not uploaded")
-    if settings.restore_on_start and settings.upload_destinations:
-        from services.uploader.restore import restore
-
-        try:
-            restore(ctx)
-        except Exception as exc:  # a failed restore must not keep the pod from booting
-            log.error("restore failed, booting without it: %s: %s", type(exc).__name__, exc)
 
 
 def _environment(ctx: PodContext) -> dict[str, str]:

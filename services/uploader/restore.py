@@ -2,6 +2,7 @@
 starts, from the first destination that has one, in the order given."""
 from __future__ import annotations
 
+import fcntl
 import logging
 import shutil
 import time
@@ -21,7 +22,17 @@ def has_checkpoint(root: Path) -> bool:
 
 
 def restore(ctx: PodContext, force: bool = False) -> str | None:
-    """Fetch the highest-step checkpoint into the first watch dir; returns its name, or None."""
+    """Fetch the highest-step checkpoint into the first watch dir; returns its name, or None. The uploader
+    (at its start) and the job (before its first attempt) may both ask: a lock makes the second wait for the
+    first, then find the checkpoint there."""
+    lock = ctx.service_dir("uploader") / "restore.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        return _restore(ctx, force)
+
+
+def _restore(ctx: PodContext, force: bool) -> str | None:
     settings = ctx.section("uploader")
     roots = list(settings.upload_watch_dirs)  # type: ignore[attr-defined]
     root = roots[0]

@@ -92,6 +92,14 @@ class Uploader:
         recovered = self.queue.recover()
         if recovered:
             log.info("%d upload(s) were in flight at the last stop; queued again", recovered)
+        if self.settings.restore_on_start and self.dests:
+            from services.uploader.restore import restore
+
+            try:
+                restore(self.ctx)
+            except Exception as exc:  # a failed restore must not stop uploads of what gets written
+                log.error("restore failed: %s: %s", type(exc).__name__, redact(str(exc), self.secrets)[:300])
+            self.known = self.queue.known_versions()
         self.reconcile()
         self.scanner.start()
         workers = [threading.Thread(target=self.work, args=(dest,), name=f"upload:{dest.uri}", daemon=True)
