@@ -4,12 +4,15 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from entrypoint.cloud import Cloud, detect
 from entrypoint.schema import Config, CoreSettings, Section, load
 
+STOP_MARGIN_SECONDS = 2.0
+"""Kept back from the stop grace for the event listener and supervisord's own exit."""
 SOCKET_PATH_MAX = 100
 """AF_UNIX paths are limited to 108 bytes; a deep state dir gets its socket under /tmp instead."""
 
@@ -51,6 +54,20 @@ class PodContext:
     @property
     def credentials_file(self) -> Path:
         return self.state_dir / "supervisor.auth"
+
+    @property
+    def stop_requested_file(self) -> Path:
+        """Written (epoch seconds) by the event listener when supervisord begins to shut down."""
+        return self.state_dir / "stop_requested"
+
+    def stop_deadline(self) -> float:
+        """When the whole stop must be over (epoch seconds): the grace counted from the moment the shutdown
+        began, so the last program to stop gets whatever the others left of it."""
+        try:
+            began = float(self.stop_requested_file.read_text())
+        except (OSError, ValueError):
+            began = time.time()
+        return began + self.core.podvisor_grace_seconds - STOP_MARGIN_SECONDS
 
     @property
     def timings_file(self) -> Path:

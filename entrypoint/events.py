@@ -33,6 +33,8 @@ class Listener:
             head, _, data = payload.partition("\n")
             fields = childutils.get_headers(head)
             self._log(fields["processname"], fields.get("channel", "stdout"), data)
+        elif event == "SUPERVISOR_STATE_CHANGE_STOPPING":
+            self._stopping()
         elif event.startswith("PROCESS_STATE_"):
             fields = childutils.get_headers(payload.split("\n", 1)[0])
             self._state(event.removeprefix("PROCESS_STATE_"), fields)
@@ -44,6 +46,14 @@ class Listener:
         if rest:
             self.partial[key] = rest
         self._write("".join(f"[{name}] {line}\n" for line in lines))
+
+    def _stopping(self) -> None:
+        """Note when the shutdown began: the last program to stop drains until the grace counted from here."""
+        state_dir = os.environ.get("PODVISOR_STATE_DIR")
+        if state_dir:
+            path = Path(state_dir) / "stop_requested"
+            path.with_suffix(".tmp").write_text(f"{time.time():.3f}")
+            os.replace(path.with_suffix(".tmp"), path)
 
     def _state(self, state: str, fields: dict[str, str]) -> None:
         name = fields["processname"]

@@ -72,6 +72,7 @@ def start() -> int:
     with_dirs = time.monotonic()
     for folder in (ctx.state_dir, ctx.logs_dir, ctx.state_dir / "services"):
         folder.mkdir(parents=True, exist_ok=True)
+    ctx.stop_requested_file.unlink(missing_ok=True)  # a stop that ended the last run is no stop of this one
     record(ctx.timings_file, run_id, "validate", "ok" if config.ok else "problems", validate_ms)
     record(ctx.timings_file, run_id, "state_dirs", "ok", (time.monotonic() - with_dirs) * 1000)
     log.info("run %s on %s; state in %s", run_id, ctx.cloud.provider, ctx.state_dir)

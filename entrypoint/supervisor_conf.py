@@ -13,25 +13,24 @@ import shlex
 import sys
 from pathlib import Path
 
-from entrypoint.context import PodContext
+from entrypoint.context import STOP_MARGIN_SECONDS, PodContext
 from entrypoint.registry import Service
 
 SUPERVISOR_USER = "podvisor"
 EVENT_LISTENER = "podvisor-events"
-STOP_MARGIN_SECONDS = 2.0
-"""Kept back from the grace for the event listener and supervisord's own exit."""
 
 
 def stop_waits(services: list[Service], grace: float) -> dict[str, int]:
-    """Split the grace into per-program stop waits; stops run one program at a time in reverse order."""
+    """Split the grace into per-program stop waits; stops run one program at a time in reverse order. A
+    program with no fixed wait (the uploader, stopped last) may take the whole budget: it ends itself at
+    the deadline measured when the stop began (`PodContext.stop_deadline`), so it gets what the others leave."""
     budget = max(grace - STOP_MARGIN_SECONDS, len(services))
     fixed = {s.name: float(s.stop_wait) for s in services if s.stop_wait is not None}
     elastic = [s.name for s in services if s.stop_wait is None]
     reserve = 0.5 * budget if elastic else 0.0
     scale = min(1.0, (budget - reserve) / sum(fixed.values())) if fixed and sum(fixed.values()) else 1.0
     waits = {name: max(1, int(wait * scale)) for name, wait in fixed.items()}
-    left = budget - sum(waits.values())
-    waits.update({name: max(1, int(left / len(elastic))) for name in elastic})
+    waits.update({name: max(1, int(budget)) for name in elastic})
     return waits
 
 
@@ -98,7 +97,7 @@ def render(ctx: PodContext, services: list[Service]) -> str:
     lines += [
         f"[eventlistener:{EVENT_LISTENER}]",
         f"command={_value(shlex.join([sys.executable, '-m', 'entrypoint.events']))}",
-        "events=PROCESS_STATE,PROCESS_LOG",
+        "events=PROCESS_STATE,PROCESS_LOG,SUPERVISOR_STATE_CHANGE",
         "buffer_size=4096",
         "priority=1",
         "autorestart=true",

@@ -210,36 +210,6 @@ def test_retention_never_deletes_what_is_not_durable_everywhere(tmp_path, s3, st
     assert {f"checkpoint-{s}/model.bin" for s in (100, 200, 300, 400)} == set(s3.objects())
 
 
-def test_restore_takes_the_highest_step_from_the_first_destination_that_has_one(tmp_path, s3):
-    first, second = tmp_path / "empty-volume", tmp_path / "volume"
-    first.mkdir()
-    for name in ("step_5", "step_10"):  # "step_5" sorts after "step_10" as text; step 10 is the latest
-        (second / name).mkdir(parents=True)
-        (second / name / "model.pt").write_text(name)
-    (tmp_path / "s3" / "ckpt" / "step_20").mkdir(parents=True)
-    (tmp_path / "s3" / "ckpt" / "step_20" / "model.pt").write_text("step_20")
-    env = _env(tmp_path, [f"file://{first}", f"file://{second}", "s3://ckpt"], s3)
-    out = subprocess.run([PODVISOR, "restore"], env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    root = tmp_path / "ckpt"
-    assert [p.name for p in root.iterdir()] == ["step_10"]
-    assert (root / "step_10" / "model.pt").read_text() == "step_10"
-    assert "restored step_10" in out.stdout
-    # Restored from the volume: recorded durable there, so it is not sent back.
-    assert [(r.dest, r.status) for r in _queue(tmp_path).rows()] == [(f"file://{second}", "durable")]
-
-
-def test_restore_on_boot_from_s3(tmp_path, s3, stack_factory):
-    for step in (900, 1000):
-        (tmp_path / "s3" / "ckpt" / "run" / f"model-{step}.pt").parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "s3" / "ckpt" / "run" / f"model-{step}.pt").write_bytes(b"x" * step)
-    stack = stack_factory(_env(tmp_path, ["s3://ckpt/run"], s3))
-    wait_for(lambda: "restore: model-1000.pt restored" in stack.output, 60, 0.2, lambda: stack.output[-2000:])
-    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["model-1000.pt"]
-    # Restored from there: recorded durable, never sent back.
-    assert [(r.remote, r.status) for r in _queue(tmp_path).rows()] == [("model-1000.pt", "durable")]
-
-
 def test_hf_commit_holds_the_checkpoint_and_the_token_only_in_the_auth_header(tmp_path, stack_factory):
     from fakehub import FakeHub
 

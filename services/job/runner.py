@@ -28,6 +28,8 @@ from services.uploader.ship import ship
 log = logging.getLogger("job")
 NCCL_DEFAULTS = {"NCCL_DEBUG": "WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "NCCL_IB_DISABLE": "0"}
 DRAIN_POLL_SECONDS = 1.0
+RESTORE_RETRY_SECONDS = 10.0
+"""While held for a restore (no destination answers), how often the job asks again."""
 
 
 def status_path(ctx: PodContext) -> Path:
@@ -104,15 +106,31 @@ class Runner:
         if found is None and uploader is not None and uploader.upload_destinations:  # type: ignore[attr-defined]
             from services.uploader.restore import restore
 
-            try:
-                restore(self.ctx)
-            except Exception as exc:
-                log.error("job: restoring a checkpoint failed: %s", type(exc).__name__)
+            held = False
+            while not self.stopping:
+                try:
+                    outcome = restore(self.ctx)
+                except Exception as exc:
+                    log.error("job: restoring a checkpoint failed: %s", type(exc).__name__)
+                    break
+                if outcome.state != "held":
+                    break
+                if not held:  # said once; status shows it all along
+                    held = True
+                    log.error("job: held, not started: %s", outcome.detail)
+                self.write(state="held", held_reason=outcome.detail)
+                deadline = time.monotonic() + RESTORE_RETRY_SECONDS
+                while not self.stopping and time.monotonic() < deadline:
+                    time.sleep(0.5)
+            if held and not self.stopping:
+                log.info("job: restore settled; starting")
             found = latest_checkpoint(folder)
         return found
 
     def attempt(self, number: int) -> int:
         resume = self.resume_point()
+        if self.stopping:  # stopped while held for a restore: never started
+            return 0
         gpus = len(inventory()[0])
         argv = command_line(self.settings, resume, gpus)
         env = job_environment(self.settings, resume, number, argv[0] == "torchrun")

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.context import PodContext, current
-from services.uploader.scanner import Rules, unit_files, unit_of
-from services.uploader.uploader import enqueue_unit, queue_path, status_path
+from services.uploader.layout import SHIP_UNIT, queue_path, status_path
 from services.uploader.queue import Queue
+from services.uploader.restore import last_outcome
+from services.uploader.scanner import Rules, unit_files, unit_of
+from services.uploader.uploader import enqueue_unit
 
 
 def summary(ctx: PodContext) -> dict[str, Any]:
@@ -25,22 +27,33 @@ def summary(ctx: PodContext) -> dict[str, Any]:
         live = {}
     queue = Queue(queue_path(ctx))
     pending = queue.pending()
+    uncommitted = queue.uncommitted(SHIP_UNIT)
     unqueued = len(unqueued_files(ctx, queue))
-    text = f"{len(pending)} upload(s) pending, {unqueued} file(s) not queued yet"
-    flights = live.get("in_flight") or []
-    if flights:
-        f = flights[0]
-        text += f"; sending {f['files'][0]} at {f['bytes_per_s'] / 1e6:.1f} MB/s"
+    text = f"{len(pending)} upload(s) pending, {uncommitted} checkpoint(s) not committed, {unqueued} file(s) " \
+           "not queued yet"
+    restored = last_outcome(ctx)
+    if restored and restored["state"] in ("held", "unreachable"):
+        text += f"; RESTORE {restored['state'].upper()}: {restored['detail']}"
+    for f in live.get("in_flight") or []:
+        text += (f"; sending {f['unit']} to {f['dest']}: {f['arrived']}/{f['files']} file(s), "
+                 f"{f['bytes_per_s'] / 1e6:.1f} MB/s")
     for uri, info in (live.get("destinations") or {}).items():
-        last = info.get("last_durable")
+        last = info.get("last_committed")
         if last:
-            text += f"; last durable at {uri}: {last['unit']}"
+            text += f"; last durable at {uri}: {last['unit']} ({_ago(last['at_epoch'])})"
         if info.get("last_error"):
-            text += f"; {uri} failing: {info['last_error'][:120]}"
+            text += f"; {uri} FAILING: {info['last_error'][:200]}"
     full = [d["path"] for d in live.get("disk", []) if d.get("warning")]
     if full:
         text += f"; DISK OVER 90 % FULL: {', '.join(full)}"
-    return {"summary": text, "pending": len(pending), "unqueued": unqueued, "uploads": live}
+    return {"summary": text, "pending": len(pending), "uncommitted": uncommitted, "unqueued": unqueued,
+            "restore": restored, "uploads": live}
+
+
+def _ago(epoch: float) -> str:
+    seconds = max(0, time.time() - epoch)
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago" if seconds < 7200 else \
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
 
 
 def unqueued_files(ctx: PodContext, queue: Queue) -> list[str]:
@@ -92,9 +105,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="podvisor: %(message)s", stream=sys.stdout)
     started = time.monotonic()
-    name = restore(current(), force=args.force)
-    print(f"restored {name} in {time.monotonic() - started:.1f} s" if name else "nothing restored")
-    return 0
+    outcome = restore(current(), force=args.force)
+    if outcome.state == "restored":
+        print(f"restored {outcome.checkpoint} from {outcome.source} in {time.monotonic() - started:.1f} s")
+        return 0
+    print(f"nothing restored: {outcome.detail}")
+    return 1 if outcome.state in ("held", "unreachable") else 0
 
 
 def register(sub: Any) -> None:
@@ -106,6 +122,6 @@ def register(sub: Any) -> None:
     p = verbs.add_parser("now", help="queue a checkpoint (file or folder) now, without the settle wait")
     p.add_argument("path")
     p.set_defaults(func=cmd_now)
-    p = sub.add_parser("restore", help="fetch the latest checkpoint from the destinations")
-    p.add_argument("--force", action="store_true", help="even when a local checkpoint exists")
+    p = sub.add_parser("restore", help="fetch the newest committed checkpoint from the destinations, verified")
+    p.add_argument("--force", action="store_true", help="even when a local checkpoint exists (a same-named one is replaced)")
     p.set_defaults(func=cmd_restore)

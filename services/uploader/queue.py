@@ -32,8 +32,19 @@ CREATE TABLE IF NOT EXISTS uploads (
 );
 CREATE INDEX IF NOT EXISTS uploads_pending ON uploads (dest, status, next_try);
 CREATE INDEX IF NOT EXISTS uploads_local ON uploads (local);
+CREATE TABLE IF NOT EXISTS commits (
+    dest         TEXT NOT NULL,
+    root         TEXT NOT NULL,
+    unit         TEXT NOT NULL,
+    files        INTEGER NOT NULL,
+    bytes        INTEGER NOT NULL,
+    committed_at REAL NOT NULL,
+    PRIMARY KEY (dest, root, unit)
+);
 """
 PENDING = ("queued", "uploading")
+Item = tuple[str, str, str, str, str, int, int, str]
+"""(dest, root, unit, remote, local, size, mtime_ns, sha256) of one file version for one destination."""
 
 
 @dataclass(frozen=True)
@@ -84,35 +95,48 @@ class Queue:
         finally:
             db.close()
 
-    def enqueue(self, dest: str, root: str, unit: str, remote: str, local: str, size: int, mtime_ns: int,
-                sha256: str) -> bool:
-        """Queue one version for one destination; False when that version was queued or uploaded before."""
+    def enqueue(self, items: list[Item], status: str = "queued") -> int:
+        """Queue file versions in one transaction (a checkpoint is queued whole or not at all, so no worker
+        can commit it half-queued); returns how many are new. `status="durable"` records versions that are
+        already at their destination (a restore). A version queued or uploaded before is not queued again."""
         db = self._connect()
+        added = 0
         try:
             db.execute("BEGIN IMMEDIATE")
-            # An older version of the same file still waiting can never be uploaded as it was: drop it.
-            db.execute("UPDATE uploads SET status='superseded' WHERE dest=? AND remote=? AND status='queued' "
-                       "AND sha256<>?", (dest, remote, sha256))
-            added = db.execute(
-                "INSERT OR IGNORE INTO uploads (dest, root, unit, remote, local, size, mtime_ns, sha256, "
-                "enqueued_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (dest, root, unit, remote, local, size, mtime_ns, sha256, time.time())).rowcount
-            if not added:
-                # This content was seen before. Identical to the latest version: remember the new mtime and
-                # upload nothing. Changed back after another version (A, B, A): it must go up again.
-                latest = db.execute("SELECT sha256 FROM uploads WHERE dest=? AND remote=? "
-                                    "ORDER BY enqueued_at DESC LIMIT 1", (dest, remote)).fetchone()
-                again = latest is not None and latest[0] != sha256
-                db.execute("UPDATE uploads SET mtime_ns=?, local=?, size=? WHERE dest=? AND remote=? AND sha256=?",
-                           (mtime_ns, local, size, dest, remote, sha256))
-                if again:
-                    db.execute("UPDATE uploads SET status='queued', next_try=0, enqueued_at=? "
-                               "WHERE dest=? AND remote=? AND sha256=?", (time.time(), dest, remote, sha256))
-                added = int(again)
+            for dest, root, unit, remote, local, size, mtime_ns, sha256 in items:
+                added += self._enqueue_one(db, (dest, root, unit, remote, local, size, mtime_ns, sha256), status)
             db.execute("COMMIT")
-            return bool(added)
+            return added
         finally:
             db.close()
+
+    @staticmethod
+    def _enqueue_one(db: sqlite3.Connection, item: Item, status: str) -> int:
+        dest, root, unit, remote, local, size, mtime_ns, sha256 = item
+        now = time.time()
+        # An older version of the same file still waiting can never be uploaded as it was: drop it.
+        db.execute("UPDATE uploads SET status='superseded' WHERE dest=? AND remote=? AND status='queued' "
+                   "AND sha256<>?", (dest, remote, sha256))
+        added = db.execute(
+            "INSERT OR IGNORE INTO uploads (dest, root, unit, remote, local, size, mtime_ns, sha256, status, "
+            "enqueued_at, durable_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (dest, root, unit, remote, local, size, mtime_ns, sha256, status, now,
+             now if status == "durable" else None)).rowcount
+        if not added:
+            # This content was seen before. Identical to the latest version: remember the new mtime and
+            # upload nothing. Changed back after another version (A, B, A): it must go up again.
+            latest = db.execute("SELECT sha256 FROM uploads WHERE dest=? AND remote=? "
+                                "ORDER BY enqueued_at DESC LIMIT 1", (dest, remote)).fetchone()
+            again = latest is not None and latest[0] != sha256
+            db.execute("UPDATE uploads SET mtime_ns=?, local=?, size=? WHERE dest=? AND remote=? AND sha256=?",
+                       (mtime_ns, local, size, dest, remote, sha256))
+            if again:
+                db.execute("UPDATE uploads SET status=?, next_try=0, enqueued_at=? "
+                           "WHERE dest=? AND remote=? AND sha256=?", (status, now, dest, remote, sha256))
+            added = int(again)
+        if added and status != "durable":  # the checkpoint changed: its marker there is stale until re-written
+            db.execute("DELETE FROM commits WHERE dest=? AND root=? AND unit=?", (dest, root, unit))
+        return added
 
     def known_versions(self) -> dict[str, tuple[int, int]]:
         """{local path: (size, mtime_ns)} of the newest version recorded: what need not be hashed again."""
@@ -144,6 +168,15 @@ class Queue:
         self._write(f"UPDATE uploads SET status='queued', attempts=attempts+1, last_error=?, next_try=? "
                     f"WHERE id IN ({marks})", error, next_try, *ids)
 
+    def requeue(self, ids: list[int]) -> None:
+        """A transfer cancelled by a stop: not a failure, so no attempt is counted and no backoff applies."""
+        marks = ",".join("?" * len(ids))
+        self._write(f"UPDATE uploads SET status='queued' WHERE status='uploading' AND id IN ({marks})", *ids)
+
+    def retry_now(self, dest: str) -> int:
+        """The destination answers again: what waits for a backoff goes now, attempts start over."""
+        return self._write("UPDATE uploads SET next_try=0, attempts=0 WHERE dest=? AND status='queued'", dest)
+
     def pending(self, dest: str | None = None) -> list[Row]:
         if dest is None:
             return self._rows("SELECT * FROM uploads WHERE status IN ('queued','uploading') ORDER BY id")
@@ -153,18 +186,59 @@ class Queue:
     def rows(self) -> list[Row]:
         return self._rows("SELECT * FROM uploads ORDER BY id")
 
-    def last_durable(self) -> dict[str, Row]:
-        return {row.dest: row for row in self._rows(
-            "SELECT * FROM uploads WHERE status='durable' ORDER BY durable_at")}
+    def to_commit(self, dest: str, skip: str) -> list[tuple[str, str, list[Row]]]:
+        """Checkpoints (root, unit, their rows) whose every file is durable at `dest` and whose marker is not
+        written yet (unit `skip`, podvisor's own files, is never a checkpoint)."""
+        rows = self._rows(
+            "SELECT u.* FROM uploads u WHERE u.dest=? AND u.status='durable' AND u.unit<>? AND NOT EXISTS "
+            "(SELECT 1 FROM commits c WHERE c.dest=u.dest AND c.root=u.root AND c.unit=u.unit) AND NOT EXISTS "
+            "(SELECT 1 FROM uploads p WHERE p.dest=u.dest AND p.root=u.root AND p.unit=u.unit "
+            "AND p.status IN ('queued','uploading')) ORDER BY u.root, u.unit, u.remote, u.durable_at", dest, skip)
+        units: dict[tuple[str, str], dict[str, Row]] = {}
+        for row in rows:  # the newest durable version of each file
+            units.setdefault((row.root, row.unit), {})[row.remote] = row
+        return [(root, unit, list(files.values())) for (root, unit), files in units.items()]
 
-    def durable_everywhere(self, root: str, unit: str, dests: list[str]) -> bool:
-        """Every file of checkpoint `unit` durable at every destination, and nothing of it pending."""
-        rows = self._rows("SELECT * FROM uploads WHERE root=? AND unit=? AND status<>'superseded'", root, unit)
-        if not rows or any(row.status in PENDING for row in rows):
-            return False
-        durable = {(row.dest, row.remote) for row in rows if row.status == "durable"}
-        remotes = {row.remote for row in rows}
-        return all((dest, remote) in durable for dest in dests for remote in remotes)
+    def commit(self, dest: str, root: str, unit: str, files: int, size: int) -> None:
+        self._write("INSERT OR REPLACE INTO commits (dest, root, unit, files, bytes, committed_at) "
+                    "VALUES (?,?,?,?,?,?)", dest, root, unit, files, size, time.time())
+
+    def uncommitted(self, skip: str) -> int:
+        """Checkpoints with every file queued or durable somewhere but no marker yet at that destination."""
+        db = self._connect()
+        try:
+            return db.execute(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT dest, root, unit FROM uploads u WHERE u.unit<>? "
+                "AND u.status IN ('queued','uploading','durable') AND NOT EXISTS (SELECT 1 FROM commits c WHERE c.dest=u.dest "
+                "AND c.root=u.root AND c.unit=u.unit))", (skip,)).fetchone()[0]
+        finally:
+            db.close()
+
+    def last_committed(self) -> dict[str, dict]:
+        """{dest: {"unit", "at_epoch", "files", "bytes"}} of the newest commit at each destination."""
+        db = self._connect()
+        try:
+            rows = db.execute("SELECT dest, unit, committed_at, files, bytes FROM commits ORDER BY committed_at")
+            return {dest: {"unit": unit, "at_epoch": at, "files": files, "bytes": size}
+                    for dest, unit, at, files, size in rows}
+        finally:
+            db.close()
+
+    def committed_everywhere(self, root: str, unit: str, dests: list[str]) -> bool:
+        """Checkpoint `unit` committed (marker written) at every destination, and nothing of it pending."""
+        rows = self._rows("SELECT * FROM uploads WHERE root=? AND unit=? AND status IN ('queued','uploading')",
+                          root, unit)
+        db = self._connect()
+        try:
+            done = {d for (d,) in db.execute("SELECT dest FROM commits WHERE root=? AND unit=?", (root, unit))}
+        finally:
+            db.close()
+        return not rows and all(dest in done for dest in dests)
+
+    def pruned(self, dest: str, unit: str) -> None:
+        """Retention deleted checkpoint `unit` at `dest`: it is neither durable nor committed there now."""
+        self._write("UPDATE uploads SET status='pruned' WHERE dest=? AND unit=? AND status='durable'", dest, unit)
+        self._write("DELETE FROM commits WHERE dest=? AND unit=?", dest, unit)
 
     def forget_unit(self, root: str, unit: str) -> None:
         """The checkpoint was pruned locally: keep its history, but it no longer has local files."""

@@ -1,4 +1,4 @@
-"""UPLOAD_* variables, the destinations' credentials, and RESTORE_ON_START."""
+"""UPLOAD_* variables, the destinations' credentials, and RESTORE_*."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,7 +51,15 @@ class UploadSettings(Section):
     )
     upload_hf_private: bool = Field(True, description="Create a missing Hugging Face repo as private.")
     restore_on_start: bool = Field(
-        True, description="With no local checkpoint at boot, fetch the latest from the first destination having one."
+        True, description="With no local checkpoint at boot, fetch the newest committed checkpoint from the "
+                          "destinations, verified file by file, falling back to older ones."
+    )
+    restore_required: bool = Field(
+        True, description="With destinations set and none of them reachable at boot, hold the job (SSH and the "
+                          "rest stay up) instead of starting it from scratch; retried until one answers."
+    )
+    restore_timeout_seconds: float = Field(
+        30, ge=1, le=3600, description="How long a destination may take to list its checkpoints at restore."
     )
     hf_token: SecretStr | None = Field(None, description="Hugging Face token (write access to the repo).")
     hf_hub_enable_hf_transfer: bool = Field(

@@ -6,10 +6,8 @@ from pathlib import Path
 
 from entrypoint.context import PodContext
 from services.uploader.destinations import file_hash
+from services.uploader.layout import SHIP_UNIT, queue_path
 from services.uploader.queue import Queue
-from services.uploader.uploader import queue_path
-
-SHIP_UNIT = "_podvisor"
 
 
 def ship(ctx: PodContext, paths: list[Path]) -> int:
@@ -19,7 +17,7 @@ def ship(ctx: PodContext, paths: list[Path]) -> int:
         return 0
     queue = Queue(queue_path(ctx))
     known = queue.known_versions()
-    added = 0
+    items = []
     for path in paths:
         if not path.is_file():
             continue
@@ -27,7 +25,6 @@ def ship(ctx: PodContext, paths: list[Path]) -> int:
         if known.get(str(path)) == (stat.st_size, stat.st_mtime_ns):
             continue
         size, sha256 = file_hash(path)
-        for dest in settings.upload_destinations:  # type: ignore[attr-defined]
-            added += queue.enqueue(dest, str(ctx.state_dir), SHIP_UNIT, f"{SHIP_UNIT}/{path.name}", str(path), size,
-                                   stat.st_mtime_ns, sha256)
-    return added
+        items += [(dest, str(path.parent), SHIP_UNIT, f"{SHIP_UNIT}/{path.name}", str(path), size, stat.st_mtime_ns,
+                   sha256) for dest in settings.upload_destinations]  # type: ignore[attr-defined]
+    return queue.enqueue(items)

@@ -1,10 +1,13 @@
-"""The uploader process: find complete checkpoints, queue them per destination, upload and verify each with
-retries, prune by retention, publish its state, and drain the queue on SIGTERM within the stop grace.
+"""The uploader process: find complete checkpoints, queue them per destination, ship each in one transfer,
+write its commit marker last, prune by retention, publish its state, and drain on SIGTERM until the stop
+deadline.
 
-One worker thread per destination, so a destination that is down never holds back the others.
+One worker thread per destination, so a destination that is down never holds back the others. A restore
+runs beside them (in a thread), so checkpoints written meanwhile are queued as usual.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -17,11 +20,14 @@ from pathlib import Path
 
 from entrypoint.context import PodContext
 from entrypoint.redact import redact, secrets_of
-from services.uploader.destinations import Destination, FileVersion, file_hash, parse
-from services.uploader.queue import Queue, Row
+from entrypoint.steps import newest_first, step_of
+from services.uploader.destinations import Batch, Destination, FileVersion, file_hash, parse
+from services.uploader.layout import (SHIP_UNIT, marker_name, queue_path, remote_name, root_prefix, status_path,
+                                      unit_of_marker, writer_lock_path)
+from services.uploader.marker import Marker, MarkerFile
+from services.uploader.queue import Item, Queue, Row
 from services.uploader.scanner import Rules, Scanner, Snapshot
 from services.uploader.settings import UploadSettings
-from entrypoint.steps import newest_first, step_of
 
 log = logging.getLogger("uploader")
 TICK_SECONDS = 0.1
@@ -29,40 +35,51 @@ STATUS_EVERY_SECONDS = 1.0
 IDLE_WAIT_SECONDS = 0.5
 DISK_WARN_PERCENT = 90
 STOP_MARGIN_SECONDS = 1.0
-
-
-def queue_path(ctx: PodContext) -> Path:
-    return ctx.service_dir("uploader") / "queue.sqlite3"
-
-
-def status_path(ctx: PodContext) -> Path:
-    return ctx.service_dir("uploader") / "status.json"
-
-
-def remote_name(roots: list[Path], root: Path, path: Path) -> str:
-    """Where a local file goes under a destination: its path in the watch dir (prefixed by the watch dir's
-    name when there are several, so two `checkpoint-1/` never collide)."""
-    rel = path.relative_to(root).as_posix()
-    return f"{root.name}/{rel}" if len(roots) > 1 else rel
+"""Kept back from the stop deadline for the final status and exit."""
+PROBE_SECONDS = 3.0
+"""How often an unreachable destination is asked whether it answers again (then its backoff is dropped)."""
+PROBE_TIMEOUT_SECONDS = 10.0
+MARK_EVERY_SECONDS = 0.5
+"""Arrived files are recorded in the queue in groups: one fsync'd transaction per group, not per file."""
+RESTORE_RETRY_MAX_SECONDS = 60.0
+UNREACHABLE = ("connection refused", "no answer", "host not found")
+"""Causes a cheap probe can see go away; a 403 or a missing bucket needs a fix, not a probe."""
 
 
 def enqueue_unit(queue: Queue, dests: list[str], roots: list[Path], root: Path, unit: str,
                  snapshot: Snapshot, known: dict[str, tuple[int, int]]) -> int:
-    """Hash each new or changed file of a complete checkpoint and queue it for every destination."""
-    added = 0
+    """Hash each new or changed file of a complete checkpoint, then queue them all for every destination in
+    one transaction, so no worker ever sees (and commits) half of a checkpoint."""
+    items: list[Item] = []
+    hashed = {}
     for path_text, (size, mtime_ns) in sorted(snapshot.items()):
         if known.get(path_text) == (size, mtime_ns):
             continue
         path = Path(path_text)
         real_size, sha256 = file_hash(path)
-        stat = path.stat()
-        if (real_size, stat.st_mtime_ns) != (size, mtime_ns):
-            continue  # changed while hashed: the scanner will see it settle again
+        if (real_size, path.stat().st_mtime_ns) != (size, mtime_ns):
+            return 0  # changed while hashed: the scanner sees it settle again, and the unit is queued then
         remote = remote_name(roots, root, path)
-        for dest in dests:
-            added += queue.enqueue(dest, str(root), unit, remote, path_text, size, mtime_ns, sha256)
-        known[path_text] = (size, mtime_ns)
+        items += [(dest, str(root), unit, remote, path_text, size, mtime_ns, sha256) for dest in dests]
+        hashed[path_text] = (size, mtime_ns)
+    added = queue.enqueue(items)
+    known.update(hashed)
     return added
+
+
+def batches(rows: list[Row]) -> list[tuple[Batch, list[int]]]:
+    """Group one checkpoint's rows by (local folder, folder at the destination): one transfer each. A
+    checkpoint is one group; podvisor's own files (under `_podvisor/`) come from elsewhere."""
+    groups: dict[tuple[Path, str], list[tuple[FileVersion, int]]] = {}
+    for row in rows:
+        local, root = Path(row.local), Path(row.root)
+        rel = local.relative_to(root).as_posix() if local.is_relative_to(root) else ""
+        if not rel or not row.remote.endswith(rel):
+            root, rel = local.parent, local.name
+        groups.setdefault((root, row.remote[:len(row.remote) - len(rel)]), []).append(
+            (FileVersion(local, row.remote, row.size, row.sha256), row.id))
+    return [(Batch(root, prefix, rows[0].unit, [f for f, _ in members]), [i for _, i in members])
+            for (root, prefix), members in groups.items()]
 
 
 class Uploader:
@@ -71,7 +88,8 @@ class Uploader:
         self.settings: UploadSettings = ctx.section("uploader")  # type: ignore[assignment]
         self.secrets = secrets_of(ctx.config)
         self.roots = list(self.settings.upload_watch_dirs)
-        self.dests: list[Destination] = [parse(uri) for uri in self.settings.upload_destinations]
+        self.dests: list[Destination] = [parse(uri, hf_private=self.settings.upload_hf_private)
+                                         for uri in self.settings.upload_destinations]
         self.queue = Queue(queue_path(ctx))
         self.known = self.queue.known_versions()
         rules = Rules(self.settings.upload_include, self.settings.upload_exclude, self.settings.upload_sentinel)
@@ -84,28 +102,25 @@ class Uploader:
         self.deadline = float("inf")
         self.in_flight: dict[str, dict] = {}
         self.errors: dict[str, str] = {}
-        self.newly_durable: set[tuple[str, str, str]] = set()
+        self.probed: dict[str, float] = {}
+        self.commit_hold: dict[str, float] = {}
+        self.newly_committed: set[str] = set()
         self.lock = threading.Lock()
 
     # -- the main loop ------------------------------------------------------------------------------------
     def run(self) -> int:
+        holder = self._one_writer()
         recovered = self.queue.recover()
         if recovered:
             log.info("%d upload(s) were in flight at the last stop; queued again", recovered)
+        threads = [threading.Thread(target=self.work, args=(dest,), name=f"upload:{dest.uri}", daemon=True)
+                   for dest in self.dests]
         if self.settings.restore_on_start and self.dests:
-            from services.uploader.restore import restore
-
-            try:
-                restore(self.ctx)
-            except Exception as exc:  # a failed restore must not stop uploads of what gets written
-                log.error("restore failed: %s: %s", type(exc).__name__, redact(str(exc), self.secrets)[:300])
-            self.known = self.queue.known_versions()
+            threading.Thread(target=self.restore_until_settled, name="restore", daemon=True).start()
         self.reconcile()
         self.scanner.start()
-        workers = [threading.Thread(target=self.work, args=(dest,), name=f"upload:{dest.uri}", daemon=True)
-                   for dest in self.dests]
-        for worker in workers:
-            worker.start()
+        for thread in threads:
+            thread.start()
         log.info("watching %s -> %s", ", ".join(map(str, self.roots)),
                  ", ".join(d.uri for d in self.dests) or "no destination (nothing will be uploaded)")
         while True:
@@ -116,17 +131,54 @@ class Uploader:
         self.scanner.stop()
         for dest in self.dests:
             dest.close()
-        for worker in workers:
-            worker.join(max(0.0, self.deadline - time.monotonic()) + 2)
+        for thread in threads:
+            thread.join(max(0.0, self.deadline - time.monotonic()) + 2)
         self.queue.recover()
         left = self.queue.pending()
         self.write_status()
+        holder.close()
         if left:
             log.warning("stopping with %d upload(s) not done; they stay queued for the next boot: %s", len(left),
-                        ", ".join(sorted({f'{r.remote} -> {r.dest}' for r in left})[:10]))
+                        ", ".join(sorted({f'{r.unit} -> {r.dest}' for r in left})[:10]))
             return 0
-        log.info("all uploads drained; stopping")
+        log.info("all uploads drained and committed; stopping")
         return 0
+
+    def _one_writer(self):
+        """Hold the writer lock: a restarted uploader waits for a dying one, so no object has two writers."""
+        path = writer_lock_path(self.ctx)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        holder = path.open("w")
+        try:
+            fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another uploader holds %s; waiting for it to exit", path)
+            fcntl.flock(holder, fcntl.LOCK_EX)
+        for dest in self.dests:  # nothing of ours is in flight now: partial uploads at the store are stale
+            threading.Thread(target=self._cleanup, args=(dest,), daemon=True).start()
+        return holder
+
+    def _cleanup(self, dest: Destination) -> None:
+        try:
+            dest.cleanup()
+        except Exception as exc:  # not every S3-like store lists multipart uploads; nothing depends on it
+            log.debug("cleanup of partial uploads at %s skipped: %s", dest.uri, exc)
+
+    def restore_until_settled(self) -> None:
+        """Restore at start; while the destinations cannot be reached (restore held), ask again with backoff."""
+        from services.uploader.restore import restore
+
+        delay = 5.0
+        while not self.stopping.is_set():
+            try:
+                outcome = restore(self.ctx, dests=self.dests)
+            except Exception as exc:  # a failed restore must not stop uploads of what gets written
+                log.error("restore failed: %s: %s", type(exc).__name__, redact(str(exc), self.secrets)[:300])
+                return
+            if outcome.state != "held":
+                return
+            self.stopping.wait(delay)
+            delay = min(RESTORE_RETRY_MAX_SECONDS, delay * 2)
 
     def tick(self, force_rescan: bool = False) -> None:
         for root, unit, snapshot in self.scanner.poll(force_rescan=force_rescan):
@@ -143,124 +195,199 @@ class Uploader:
     def drained_or_late(self) -> bool:
         if time.monotonic() >= self.deadline:
             return True
-        return not self.queue.pending() and self.scanner.settling() == 0
+        return not self.queue.pending() and not self.queue.uncommitted(SHIP_UNIT) and self.scanner.settling() == 0
 
-    def stop(self, stop_wait: float) -> None:
-        """SIGTERM: keep scanning and uploading until drained or `stop_wait` (the stop grace) is spent."""
-        self.deadline = time.monotonic() + max(0.0, stop_wait - STOP_MARGIN_SECONDS)
+    def stop(self) -> None:
+        """SIGTERM: keep scanning, uploading and committing until drained or the stop deadline, counted from
+        when the shutdown began (the grace less what the other services took)."""
+        left = self.ctx.stop_deadline() - time.time() - STOP_MARGIN_SECONDS
+        self.deadline = time.monotonic() + max(0.0, left)
         self.stopping.set()
-        log.info("stop requested: draining %d pending upload(s) within %.0f s", len(self.queue.pending()),
-                 stop_wait - STOP_MARGIN_SECONDS)
+        for event in self.wake.values():
+            event.set()
+        log.info("stop requested: draining %d pending upload(s) within %.1f s", len(self.queue.pending()),
+                 max(0.0, left))
 
     def reconcile(self) -> None:
         """At start: queued versions whose file is gone or changed can never be uploaded as recorded."""
         for row in self.queue.pending():
-            try:
-                stat = Path(row.local).stat()
-                current = (stat.st_size, stat.st_mtime_ns)
-            except OSError:
-                current = None
-            if current != (row.size, row.mtime_ns):
+            if not _intact(row):
                 log.warning("%s changed or vanished while the uploader was down; its new version is rescanned",
                             row.remote)
                 self.queue.mark([row.id], "superseded")
         self.scanner.poll(force_rescan=True)
 
     # -- one destination ----------------------------------------------------------------------------------
-    def work(self, dest: Destination) -> None:
-        while not (self.stopping.is_set() and time.monotonic() >= self.deadline):
-            batch = self.queue.next_batch(dest.uri)
-            if not batch:
-                if self.stopping.is_set() and not self.queue.pending(dest.uri):
-                    return
-                self.wake[dest.uri].wait(IDLE_WAIT_SECONDS)  # woken at once when something is queued
-                self.wake[dest.uri].clear()
-                continue
-            self.upload(dest, batch)
+    def late(self) -> bool:
+        return self.stopping.is_set() and time.monotonic() >= self.deadline
 
-    def upload(self, dest: Destination, batch: list[Row]) -> None:
-        files, ids = [], []
-        for row in batch:
-            try:
-                stat = Path(row.local).stat()
-                intact = (stat.st_size, stat.st_mtime_ns) == (row.size, row.mtime_ns)
-            except OSError:
-                intact = False
-            if not intact:
+    def work(self, dest: Destination) -> None:
+        while not self.late():
+            batch = self.queue.next_batch(dest.uri)
+            if batch and self.unreachable(dest) and not self.answers(dest):
+                # A full transfer against a dead endpoint spends half a minute in retries; a listing fails
+                # in milliseconds with the same cause, so it goes first and the backoff grows meanwhile.
+                self.failed(dest, [r.id for r in batch], batch[0].attempts + 1, self.errors[dest.uri])
+                continue
+            if batch:
+                self.upload(dest, batch)
+                continue
+            if self.commit(dest):
+                continue
+            if self.stopping.is_set() and not self.queue.pending(dest.uri):
+                return
+            self.probe(dest)
+            self.wake[dest.uri].wait(IDLE_WAIT_SECONDS)  # woken at once when something is queued
+            self.wake[dest.uri].clear()
+
+    def upload(self, dest: Destination, rows: list[Row]) -> None:
+        intact = []
+        for row in rows:
+            if _intact(row):
+                intact.append(row)
+            else:
                 log.warning("%s changed or vanished before upload to %s; skipping this version", row.remote,
                             dest.uri)
                 self.queue.mark([row.id], "superseded")
-                continue
-            files.append(FileVersion(Path(row.local), row.remote, row.size, row.sha256))
-            ids.append(row.id)
-        if not files:
+        if not intact:
             return
-        total = sum(f.size for f in files)
+        total = sum(r.size for r in intact)
         started = time.monotonic()
         with self.lock:
-            self.in_flight[dest.uri] = {"files": [f.remote for f in files], "bytes": total, "sent": 0,
-                                        "started": started}
+            self.in_flight[dest.uri] = {"unit": intact[0].unit, "files": len(intact), "bytes": total, "sent": 0,
+                                        "arrived": 0, "started": started}
+        ids = [r.id for r in intact]
         self.queue.mark(ids, "uploading")
+        arrived = _Arrivals(self.queue)
 
         def progress(sent: int) -> None:
             with self.lock:
                 if dest.uri in self.in_flight:
-                    self.in_flight[dest.uri]["sent"] = sent
+                    self.in_flight[dest.uri].update(sent=sent, arrived=arrived.count)
 
         try:
-            dest.upload(files, progress)
+            for batch, batch_ids in batches(intact):
+                by_version = dict(zip(batch.files, batch_ids))
+                dest.upload(batch, lambda version: arrived.add(by_version[version]), progress)
         except Exception as exc:  # any failure: retried with backoff, never lost
-            attempts = batch[0].attempts + 1
-            delay = min(self.settings.upload_retry_max_seconds, 2.0 ** attempts) * random.uniform(0.5, 1.0)
-            error = redact(f"{type(exc).__name__}: {exc}", self.secrets)[:500]
-            self.queue.failed(ids, error, time.time() + delay)
-            with self.lock:
-                self.errors[dest.uri] = error
-            log.warning("upload of %s to %s failed (attempt %d), retry in %.0f s: %s", files[0].remote.split("/")[0],
-                        dest.uri, attempts, delay, error)
+            arrived.flush()
+            unsent = [i for i in ids if i not in arrived.ids]
+            if self.late():
+                self.queue.requeue(unsent)
+                log.info("upload of %s to %s cancelled at the stop deadline (%d of %d file(s) arrived); the rest "
+                         "stays queued", intact[0].unit, dest.uri, len(arrived.ids), len(ids))
+            else:
+                self.failed(dest, unsent, intact[0].attempts + 1, f"{type(exc).__name__}: {exc}")
         else:
-            self.queue.mark(ids, "durable")
+            arrived.flush()
             took = time.monotonic() - started
-            with self.lock:
-                self.errors.pop(dest.uri, None)
-                self.newly_durable.add((dest.uri, batch[0].root, batch[0].unit))
-            log.info("durable: %s (%d file(s), %.1f MB) at %s in %.2f s (%.1f MB/s)", batch[0].unit, len(files),
+            self.answered(dest)
+            log.info("uploaded: %s (%d file(s), %.1f MB) to %s in %.2f s (%.1f MB/s)", intact[0].unit, len(ids),
                      total / 1e6, dest.uri, took, total / 1e6 / max(took, 1e-6))
         finally:
             with self.lock:
                 self.in_flight.pop(dest.uri, None)
 
+    def commit(self, dest: Destination) -> bool:
+        """Write the marker of every checkpoint now wholly durable at `dest`, last; True if one was written."""
+        if time.monotonic() < self.commit_hold.get(dest.uri, 0.0):
+            return False
+        wrote = False
+        for root, unit, rows in self.queue.to_commit(dest.uri, SHIP_UNIT):
+            prefix = root_prefix(self.roots, Path(root)) if Path(root) in self.roots else ""
+            marker = Marker(unit, prefix, [MarkerFile(r.remote, r.size, r.sha256) for r in rows], self.ctx.run_id)
+            try:
+                dest.put_bytes(marker_name(prefix, unit), marker.to_bytes())
+            except Exception as exc:
+                self.failed(dest, [], 1, f"{type(exc).__name__}: {exc}")
+                self.commit_hold[dest.uri] = time.monotonic() + PROBE_SECONDS
+                return wrote
+            self.queue.commit(dest.uri, root, unit, len(rows), marker.bytes)
+            with self.lock:
+                self.newly_committed.add(dest.uri)
+            log.info("committed: %s at %s (%d file(s), %.1f MB, marker written last)", unit, dest.uri, len(rows),
+                     marker.bytes / 1e6)
+            wrote = True
+        return wrote
+
+    def failed(self, dest: Destination, ids: list[int], attempts: int, error: str) -> None:
+        """Back off and say so: one warning per destination when its error changes, not one per attempt."""
+        error = redact(error, self.secrets)[:500]
+        delay = min(self.settings.upload_retry_max_seconds, 2.0 ** attempts) * random.uniform(0.5, 1.0)
+        if ids:
+            self.queue.failed(ids, error, time.time() + delay)
+        with self.lock:
+            before, self.errors[dest.uri] = self.errors.get(dest.uri), error
+        if before is None or _cause(before) != _cause(error):
+            log.warning("uploads to %s failing: %s (retrying with backoff; nothing is lost)", dest.uri, error)
+
+    def answered(self, dest: Destination) -> None:
+        with self.lock:
+            before = self.errors.pop(dest.uri, None)
+        if before is not None:
+            log.info("%s answers again; uploads resume", dest.uri)
+
+    def unreachable(self, dest: Destination) -> bool:
+        error = self.errors.get(dest.uri)
+        return bool(error) and _cause(error).startswith(UNREACHABLE)
+
+    def answers(self, dest: Destination) -> bool:
+        """A cheap listing; when the destination answers again, what waits for a backoff goes at once."""
+        self.probed[dest.uri] = time.monotonic()
+        try:
+            dest.probe(PROBE_TIMEOUT_SECONDS)
+        except Exception:
+            return False
+        self.queue.retry_now(dest.uri)
+        self.commit_hold.pop(dest.uri, None)
+        self.answered(dest)
+        return True
+
+    def probe(self, dest: Destination) -> None:
+        """While a destination is unreachable, ask it every few seconds whether it answers again."""
+        if self.unreachable(dest) and time.monotonic() - self.probed.get(dest.uri, 0) >= PROBE_SECONDS:
+            self.answers(dest)
+
     # -- retention ----------------------------------------------------------------------------------------
     def retain(self) -> None:
         with self.lock:
-            fresh, self.newly_durable = self.newly_durable, set()
+            fresh, self.newly_committed = self.newly_committed, set()
         keep_remote = self.settings.upload_keep_last_remote
         if keep_remote and fresh:
             for dest in self.dests:
-                if any(d == dest.uri for d, _, _ in fresh):
+                if dest.uri in fresh:
                     self.prune_remote(dest, keep_remote)
         if self.settings.upload_keep_last_local and fresh:
             self.prune_local(self.settings.upload_keep_last_local)
 
     def prune_local(self, keep: int) -> None:
-        """Delete local checkpoints beyond the newest `keep`, but only those durable at every destination."""
+        """Delete local checkpoints beyond the newest `keep`, but only those committed at every destination."""
         uris = [d.uri for d in self.dests]
         for root in self.roots:
             names = [p.name for p in root.iterdir() if step_of(p.name) is not None and not p.name.startswith(".")]
             for name in newest_first(names)[keep:]:
-                if not uris or not self.queue.durable_everywhere(str(root), name, uris):
+                if not uris or not self.queue.committed_everywhere(str(root), name, uris):
                     continue
                 path = root / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
                 self.queue.forget_unit(str(root), name)
-                log.info("retention: deleted local %s (durable at every destination)", name)
+                log.info("retention: deleted local %s (committed at every destination)", name)
 
     def prune_remote(self, dest: Destination, keep: int) -> None:
+        """Keep the newest `keep` committed checkpoints per watch dir; the marker goes first, so a prune cut
+        short never leaves a marker over a half-deleted checkpoint."""
         try:
-            names = [n for n in dest.list_units() if step_of(n) is not None]
-            for name in newest_first(names)[keep:]:
-                dest.delete(name)
-                log.info("retention: deleted %s at %s", name, dest.uri)
+            committed: dict[str, list[str]] = {}
+            for name in dest.list_markers(PROBE_TIMEOUT_SECONDS):
+                found = unit_of_marker(name)
+                if found and step_of(found[1]) is not None:
+                    committed.setdefault(found[0], []).append(found[1])
+            for prefix, units in committed.items():
+                for unit in newest_first(units)[keep:]:
+                    dest.delete(marker_name(prefix, unit))
+                    dest.delete(prefix + unit)
+                    self.queue.pruned(dest.uri, unit)
+                    log.info("retention: deleted %s at %s", prefix + unit, dest.uri)
         except Exception as exc:
             log.warning("retention at %s failed: %s", dest.uri, redact(str(exc), self.secrets)[:300])
 
@@ -269,11 +396,12 @@ class Uploader:
         now = self.status_written = time.monotonic()
         rows = self.queue.pending()
         with self.lock:
-            flights = [{"dest": uri, "files": f["files"], "bytes": f["bytes"], "sent": f["sent"],
+            flights = [{"dest": uri, "unit": f["unit"], "files": f["files"], "arrived": f["arrived"],
+                        "bytes": f["bytes"], "sent": f["sent"],
                         "bytes_per_s": round(f["sent"] / max(now - f["started"], 1e-3))}
                        for uri, f in self.in_flight.items()]
             errors = dict(self.errors)
-        last = self.queue.last_durable()
+        last = self.queue.last_committed()
         disk = []
         for root in self.roots:
             try:
@@ -291,7 +419,7 @@ class Uploader:
             "in_flight": flights,
             "destinations": {d.uri: {"pending": sum(1 for r in rows if r.dest == d.uri),
                                      "last_error": errors.get(d.uri),
-                                     "last_durable": _durable(last.get(d.uri))} for d in self.dests},
+                                     "last_committed": last.get(d.uri)} for d in self.dests},
             "disk": disk,
             "stopping": self.stopping.is_set(),
         }
@@ -301,8 +429,44 @@ class Uploader:
         os.replace(tmp, path)
 
 
-def _durable(row: Row | None) -> dict | None:
-    return None if row is None else {"unit": row.unit, "file": row.remote, "at_epoch": row.durable_at}
+class _Arrivals:
+    """Files that arrived, recorded durable in groups (one fsync'd transaction per group)."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue, self.ids, self.waiting, self.flushed = queue, set(), [], time.monotonic()
+        self.lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+    def add(self, row_id: int) -> None:
+        with self.lock:
+            self.ids.add(row_id)
+            self.waiting.append(row_id)
+        if time.monotonic() - self.flushed >= MARK_EVERY_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            waiting, self.waiting, self.flushed = self.waiting, [], time.monotonic()
+        if waiting:
+            self.queue.mark(waiting, "durable")
+
+
+def _intact(row: Row) -> bool:
+    """The local file is still the version that was queued."""
+    try:
+        stat = Path(row.local).stat()
+    except OSError:
+        return False
+    return (stat.st_size, stat.st_mtime_ns) == (row.size, row.mtime_ns)
+
+
+def _cause(error: str) -> str:
+    """The kind of an error, for telling a new failure from the same one again."""
+    text = error.split(": ", 1)[-1] if error.startswith(("DestinationError", "VerifyError")) else error
+    return text.split(":", 1)[0][:60]
 
 
 def main() -> None:
@@ -310,9 +474,6 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     uploader = Uploader(current())
-    stop_wait = float(os.environ.get("PODVISOR_STOP_WAIT", "20"))
-    signal.signal(signal.SIGTERM, lambda *_: uploader.stop(stop_wait))
-    signal.signal(signal.SIGINT, lambda *_: uploader.stop(stop_wait))
+    signal.signal(signal.SIGTERM, lambda *_: uploader.stop())
+    signal.signal(signal.SIGINT, lambda *_: uploader.stop())
     raise SystemExit(uploader.run())
-
-

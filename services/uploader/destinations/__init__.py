@@ -1,5 +1,6 @@
-"""Upload destinations, parsed from UPLOAD_DESTINATIONS URIs. Each one uploads a checkpoint's files, proves
-they arrived intact (size, and a hash where the backend keeps one), and can list, fetch and prune checkpoints."""
+"""Upload destinations, parsed from UPLOAD_DESTINATIONS URIs. Each one ships a whole checkpoint in one
+transfer, reports each file as it arrives verified (size, and a hash where the backend keeps one), writes and
+reads small objects (the commit markers), lists markers, and fetches or prunes checkpoints."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 Progress = Callable[[int], None]
-"""Called with the bytes sent so far for the file in flight."""
+"""Called with the bytes sent so far for the checkpoint in flight."""
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,31 @@ class FileVersion:
     sha256: str
 
 
+@dataclass(frozen=True)
+class Batch:
+    """The files of one checkpoint (all of it, or what is left of it) bound for one destination."""
+
+    root: Path
+    """The watch dir they are in."""
+    prefix: str
+    """The watch dir's folder at the destination ('' or 'name/')."""
+    unit: str
+    files: list[FileVersion]
+
+    def relative(self, version: FileVersion) -> str:
+        return version.local.relative_to(self.root).as_posix()
+
+
+Arrived = Callable[[FileVersion], None]
+"""Called once a file of the batch is at the destination and verified."""
+
+
 class VerifyError(RuntimeError):
     """The destination holds something other than what was sent."""
+
+
+class DestinationError(RuntimeError):
+    """The destination failed or did not answer; the message is the backend's cause, in words."""
 
 
 class Destination(ABC):
@@ -31,28 +55,43 @@ class Destination(ABC):
     """The destination as the user wrote it (no secrets in it): also its key in the queue."""
 
     @abstractmethod
-    def upload(self, files: list[FileVersion], progress: Progress) -> None:
-        """Upload and verify every file of one checkpoint; raise on any failure."""
+    def upload(self, batch: Batch, arrived: Arrived, progress: Progress) -> None:
+        """Ship every file of the batch, calling `arrived` for each verified one; raise on any failure."""
 
     @abstractmethod
-    def list_units(self) -> list[str]:
-        """Names of the checkpoints (top-level entries) at the destination."""
+    def put_bytes(self, remote: str, data: bytes) -> None:
+        """Write a small object (a commit marker) durably."""
 
     @abstractmethod
-    def download(self, unit: str, target: Path) -> None:
-        """Fetch checkpoint `unit` into folder `target` (its parent, the watch dir)."""
+    def get_bytes(self, remote: str, timeout: float) -> bytes:
+        """Read a small object."""
 
     @abstractmethod
-    def delete(self, unit: str) -> None:
-        """Remove checkpoint `unit` from the destination."""
+    def list_markers(self, timeout: float) -> list[str]:
+        """Paths (under the root) of every commit marker; raise when the destination cannot be listed:
+        an unreachable destination is never taken for an empty one."""
+
+    @abstractmethod
+    def fetch(self, remotes: list[str], target: Path) -> None:
+        """Download exactly these files to `target/<remote>`."""
+
+    @abstractmethod
+    def delete(self, remote: str) -> None:
+        """Remove `remote` (a checkpoint folder, a file, a marker) from the destination."""
+
+    def probe(self, timeout: float) -> None:
+        """Raise unless the destination answers (a cheap listing)."""
+        self.list_markers(timeout)
+
+    def cleanup(self) -> None:
+        """At start: drop partial uploads a killed uploader left behind (billed on S3)."""
 
     def close(self) -> None:
         """Stop any transfer in flight (on a stop past its deadline)."""
 
 
 def file_hash(path: Path, algorithm: str = "sha256", chunk: int = 8 << 20) -> tuple[int, str]:
-    """(size, hex digest) in one read. sha256 is the queue's identity of a version (0.65 s/GB with SHA-NI);
-    md5, what S3 keeps, is twice as slow, so destinations that need it hash while they transfer."""
+    """(size, hex digest) in one read; sha256 is the queue's and the marker's identity of a version."""
     digest, size = hashlib.new(algorithm, usedforsecurity=False), 0
     with path.open("rb") as fh:
         while block := fh.read(chunk):
@@ -61,13 +100,15 @@ def file_hash(path: Path, algorithm: str = "sha256", chunk: int = 8 << 20) -> tu
     return size, digest.hexdigest()
 
 
-def parse(uri: str, environ: dict[str, str] | None = None) -> Destination:
+def parse(uri: str, environ: dict[str, str] | None = None, hf_private: bool = True) -> Destination:
     """A Destination for `uri`; ValueError names what is wrong and the expected form."""
     from services.uploader.destinations.hf import HfDestination
     from services.uploader.destinations.local import LocalDestination
     from services.uploader.destinations.rclone import RcloneDestination
 
-    for cls in (LocalDestination, RcloneDestination, HfDestination):
+    if uri.startswith(HfDestination.schemes):
+        return HfDestination.from_uri(uri, environ, hf_private)
+    for cls in (LocalDestination, RcloneDestination):
         if uri.startswith(cls.schemes):
             return cls.from_uri(uri, environ)
     raise ValueError(f"{uri!r} is not a destination URI; expected hf://owner/repo, rclone:remote:path, "

@@ -7,7 +7,8 @@ import os
 import re
 from pathlib import Path
 
-from services.uploader.destinations import Destination, FileVersion, Progress, VerifyError
+from services.uploader.destinations import Arrived, Batch, Destination, FileVersion, Progress, VerifyError
+from services.uploader.layout import MARKER_DIR
 
 REPO_TYPES = {"datasets/": "dataset", "spaces/": "space", "models/": "model"}
 
@@ -16,13 +17,14 @@ class HfDestination(Destination):
     schemes = ("hf://",)
 
     def __init__(self, uri: str, repo_id: str, repo_type: str, revision: str | None, prefix: str,
-                 environ: dict[str, str]) -> None:
+                 environ: dict[str, str], private: bool = True) -> None:
         self.uri, self.repo_id, self.repo_type = uri, repo_id, repo_type
         self.revision, self.prefix, self.environ = revision, prefix.strip("/"), environ
+        self.private = private
         self._api = None
 
     @classmethod
-    def from_uri(cls, uri: str, environ: dict[str, str] | None = None) -> "HfDestination":
+    def from_uri(cls, uri: str, environ: dict[str, str] | None = None, private: bool = True) -> "HfDestination":
         rest = uri.removeprefix("hf://")
         repo_type = "model"
         for marker, kind in REPO_TYPES.items():
@@ -33,8 +35,8 @@ class HfDestination(Destination):
             raise ValueError(f"{uri!r} is not a Hugging Face repo; expected "
                              "hf://[datasets/|spaces/]owner/repo[@revision][/prefix]")
         owner, name, revision, prefix = match.groups()
-        return cls(uri, f"{owner}/{name}", repo_type, revision, prefix or "", dict(os.environ if environ is None
-                                                                                    else environ))
+        return cls(uri, f"{owner}/{name}", repo_type, revision, prefix or "",
+                   dict(os.environ if environ is None else environ), private)
 
     @property
     def api(self):
@@ -44,7 +46,7 @@ class HfDestination(Destination):
             endpoint = self.environ.get("HF_ENDPOINT") or None
             self._api = HfApi(endpoint=endpoint, token=self.environ.get("HF_TOKEN") or None)
             self._api.create_repo(self.repo_id, repo_type=self.repo_type, exist_ok=True,
-                                  private=self.environ.get("UPLOAD_HF_PRIVATE", "true").lower() in ("1", "true", "yes", "on"))
+                                  private=self.private)
             if self.revision:
                 self._api.create_branch(self.repo_id, branch=self.revision, repo_type=self.repo_type,
                                         exist_ok=True)
@@ -53,16 +55,60 @@ class HfDestination(Destination):
     def _in_repo(self, remote: str) -> str:
         return f"{self.prefix}/{remote}" if self.prefix else remote
 
-    def upload(self, files: list[FileVersion], progress: Progress) -> None:
+    def upload(self, batch: Batch, arrived: Arrived, progress: Progress) -> None:
+        """One commit for the checkpoint (hf_xet moves the bytes in parallel), then every file verified."""
         from huggingface_hub import CommitOperationAdd
 
         operations = [CommitOperationAdd(path_in_repo=self._in_repo(v.remote), path_or_fileobj=str(v.local))
-                      for v in files]
-        unit = files[0].remote.split("/")[0]
-        self.api.create_commit(self.repo_id, operations, commit_message=f"podvisor: checkpoint {unit}",
+                      for v in batch.files]
+        self.api.create_commit(self.repo_id, operations, commit_message=f"podvisor: checkpoint {batch.unit}",
                                repo_type=self.repo_type, revision=self.revision)
-        progress(sum(v.size for v in files))
-        self._verify(files)
+        progress(sum(v.size for v in batch.files))
+        self._verify(batch.files)
+        for version in batch.files:
+            arrived(version)
+
+    def put_bytes(self, remote: str, data: bytes) -> None:
+        from huggingface_hub import CommitOperationAdd
+
+        self.api.create_commit(self.repo_id, [CommitOperationAdd(path_in_repo=self._in_repo(remote),
+                                                                 path_or_fileobj=data)],
+                               commit_message=f"podvisor: commit {remote}", repo_type=self.repo_type,
+                               revision=self.revision)
+
+    def get_bytes(self, remote: str, timeout: float) -> bytes:
+        import tempfile
+
+        from huggingface_hub import hf_hub_download
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = hf_hub_download(self.repo_id, self._in_repo(remote), repo_type=self.repo_type,
+                                   revision=self.revision, local_dir=folder, token=self.environ.get("HF_TOKEN"),
+                                   endpoint=self.environ.get("HF_ENDPOINT") or None, etag_timeout=timeout)
+            return Path(path).read_bytes()
+
+    def list_markers(self, timeout: float) -> list[str]:
+        from huggingface_hub.errors import EntryNotFoundError
+
+        try:
+            entries = list(self.api.list_repo_tree(self.repo_id, path_in_repo=self._in_repo(MARKER_DIR),
+                                                   recursive=True, repo_type=self.repo_type,
+                                                   revision=self.revision))
+        except EntryNotFoundError:
+            return []
+        strip = f"{self.prefix}/" if self.prefix else ""
+        return sorted(e.path.removeprefix(strip) for e in entries if e.path.endswith(".json"))
+
+    def fetch(self, remotes: list[str], target: Path) -> None:
+        from huggingface_hub import snapshot_download
+
+        staging = target / ".hf"
+        snapshot_download(self.repo_id, repo_type=self.repo_type, revision=self.revision, local_dir=staging,
+                          allow_patterns=[self._in_repo(r) for r in remotes], token=self.environ.get("HF_TOKEN"),
+                          endpoint=self.environ.get("HF_ENDPOINT") or None)
+        for remote in remotes:
+            (target / remote).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / self._in_repo(remote), target / remote)
 
     def _verify(self, files: list[FileVersion]) -> None:
         infos = {info.path: info for info in self.api.get_paths_info(
@@ -80,28 +126,12 @@ class HfDestination(Destination):
             if not lfs_sha and info.blob_id and info.blob_id != _git_blob_sha1(version.local):
                 raise VerifyError(f"{version.remote}: git blob id in the repo differs from the source")
 
-    def list_units(self) -> list[str]:
-        entries = self.api.list_repo_tree(self.repo_id, path_in_repo=self.prefix or None,
-                                          repo_type=self.repo_type, revision=self.revision)
-        names = [entry.path.removeprefix(f"{self.prefix}/" if self.prefix else "") for entry in entries]
-        return [n for n in names if not n.startswith(".")]
-
-    def download(self, unit: str, target: Path) -> None:
-        from huggingface_hub import snapshot_download
-
-        root = self._in_repo(unit)
-        staging = target / ".hf"
-        snapshot_download(self.repo_id, repo_type=self.repo_type, revision=self.revision, local_dir=staging,
-                          allow_patterns=[root, f"{root}/*", f"{root}/**"], token=self.environ.get("HF_TOKEN"),
-                          endpoint=self.environ.get("HF_ENDPOINT") or None)
-        os.replace(staging / root, target / unit)
-
-    def delete(self, unit: str) -> None:
-        """One commit removing the checkpoint, whether it is a folder or a single file."""
-        root = self._in_repo(unit)
+    def delete(self, remote: str) -> None:
+        """One commit removing a checkpoint (folder or single file) or a marker."""
+        root = self._in_repo(remote)
         self.api.delete_files(self.repo_id, delete_patterns=[root, f"{root}/*", f"{root}/**"],
                               repo_type=self.repo_type, revision=self.revision,
-                              commit_message=f"podvisor: prune {unit}")
+                              commit_message=f"podvisor: prune {remote}")
 
 
 def _git_blob_sha1(path: Path) -> str:

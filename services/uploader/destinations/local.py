@@ -5,7 +5,8 @@ import os
 import shutil
 from pathlib import Path
 
-from services.uploader.destinations import Destination, FileVersion, Progress, VerifyError, file_hash
+from services.uploader.destinations import (Arrived, Batch, Destination, Progress, VerifyError, file_hash)
+from services.uploader.layout import MARKER_DIR
 
 COPY_CHUNK = 16 << 20
 
@@ -23,48 +24,70 @@ class LocalDestination(Destination):
             raise ValueError(f"{uri!r} has no absolute path; expected file:///absolute/path")
         return cls(uri, Path(path))
 
-    def upload(self, files: list[FileVersion], progress: Progress) -> None:
-        for version in files:
+    def upload(self, batch: Batch, arrived: Arrived, progress: Progress) -> None:
+        sent = 0
+        for version in batch.files:
             target = self.root / version.remote
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f".{target.name}.podvisor-partial")
-            sent = 0
-            with version.local.open("rb") as src, partial.open("wb") as dst:
-                while block := src.read(COPY_CHUNK):
-                    dst.write(block)
-                    sent += len(block)
-                    progress(sent)
-                dst.flush()
-                os.fsync(dst.fileno())
+            partial = _write_partial(target, version.local, lambda n: progress(sent + n))
             size, sha256 = file_hash(partial)
             if (size, sha256) != (version.size, version.sha256):
                 partial.unlink(missing_ok=True)
                 raise VerifyError(f"{version.remote}: copy differs from the source (size {size} != {version.size} "
                                   "or sha256 mismatch); the file changed while it was read")
-            os.replace(partial, target)
-            _fsync_dir(target.parent)
+            _commit(partial, target)
+            sent += version.size
+            arrived(version)
 
-    def list_units(self) -> list[str]:
-        if not self.root.is_dir():
+    def put_bytes(self, remote: str, data: bytes) -> None:
+        target = self.root / remote
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.podvisor-partial")
+        with partial.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _commit(partial, target)
+
+    def get_bytes(self, remote: str, timeout: float) -> bytes:
+        return (self.root / remote).read_bytes()
+
+    def list_markers(self, timeout: float) -> list[str]:
+        if not self.root.exists():  # a fresh volume folder: empty, not unreachable
             return []
-        return [p.name for p in self.root.iterdir() if not p.name.startswith(".")]
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"{self.root} is not a folder")
+        folder = self.root / MARKER_DIR
+        return sorted(p.relative_to(self.root).as_posix() for p in folder.rglob("*.json")) if folder.is_dir() else []
 
-    def download(self, unit: str, target: Path) -> None:
-        source = self.root / unit
-        if source.is_dir():
-            shutil.copytree(source, target / unit, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns(".*podvisor-partial"))
-        else:
-            shutil.copy2(source, target / unit)
+    def fetch(self, remotes: list[str], target: Path) -> None:
+        for remote in remotes:
+            (target / remote).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(self.root / remote, target / remote)
 
-    def delete(self, unit: str) -> None:
-        path = self.root / unit
+    def delete(self, remote: str) -> None:
+        path = self.root / remote
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    """A rename is durable only once its directory is synced."""
-    fd = os.open(path, os.O_RDONLY)
+def _write_partial(target: Path, source: Path, progress: Progress) -> Path:
+    """Copy to a hidden name beside the target, synced: a crash never leaves a half file under its name."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.podvisor-partial")
+    sent = 0
+    with source.open("rb") as src, partial.open("wb") as dst:
+        while block := src.read(COPY_CHUNK):
+            dst.write(block)
+            sent += len(block)
+            progress(sent)
+        dst.flush()
+        os.fsync(dst.fileno())
+    return partial
+
+
+def _commit(partial: Path, target: Path) -> None:
+    """Rename into place, then sync the folder: a rename is durable only once its directory is synced."""
+    os.replace(partial, target)
+    fd = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

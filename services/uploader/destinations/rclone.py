@@ -1,6 +1,9 @@
 """rclone:remote:path (any rclone backend, configured by RCLONE_CONFIG_* env) and s3://bucket/prefix
 (an S3 remote built from the standard AWS_* variables). Credentials travel in the child's environment,
-never on its command line, where `ps` would show them."""
+never on its command line, where `ps` would show them.
+
+A checkpoint goes up in one `rclone copy` with parallel transfers; rclone checks each file's size and hash
+(md5 on S3) after it lands and skips what already arrived, so a retry resends only what is missing."""
 from __future__ import annotations
 
 import json
@@ -11,13 +14,33 @@ import signal
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
-from services.uploader.destinations import Destination, FileVersion, Progress, VerifyError, file_hash
+from services.uploader.destinations import (Arrived, Batch, Destination, DestinationError, Progress)
+from services.uploader.layout import MARKER_DIR
 
 S3_REMOTE = "podvisor_s3"
-COMMON_FLAGS = ["--retries", "1", "--low-level-retries", "3", "--contimeout", "15s", "--timeout", "60s"]
+COMMON_FLAGS = ["--retries", "1", "--low-level-retries", "3", "--contimeout", "10s", "--timeout", "30s",
+                "--use-json-log"]
+LISTING_FLAGS = ["--retries", "1", "--low-level-retries", "1", "--contimeout", "5s", "--timeout", "10s",
+                 "--use-json-log"]
+"""A listing answers "reachable or not" fast, with the first cause (connection refused), not after retries."""
+TRANSFERS = max(8, min(32, 4 * (os.cpu_count() or 2)))
+"""Files in flight at once: per-file latency, not the CPU, bounds many small files."""
+NOT_FOUND = 3
+"""rclone's exit code for a directory that does not exist."""
+CAUSES = [
+    (r"connection refused", "connection refused"),
+    (r"no such host|server misbehaving", "host not found"),
+    (r"i/o timeout|deadline exceeded|timed out|TLS handshake timeout", "no answer (timed out)"),
+    (r"NoSuchBucket|bucket does not exist", "no such bucket"),
+    (r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|StatusCode: 403|Forbidden", "access denied (403)"),
+    (r"StatusCode: 401|Unauthorized", "not authorized (401)"),
+    (r"no space left|QuotaExceeded|quota", "out of space or quota"),
+    (r"directory not found", "not found"),
+    (r"is a file not a directory", "cannot reach the path"),
+]
 
 
 def rclone_binary() -> str:
@@ -26,12 +49,31 @@ def rclone_binary() -> str:
     return str(local) if local.exists() else (shutil.which("rclone") or "rclone")
 
 
+def readable(stderr: str) -> str:
+    """The backend's error in words, from rclone's JSON log: its errors, never its notices (config file
+    not found ...), led by the cause (connection refused, 403, no such bucket)."""
+    messages, failures = [], []
+    for line in stderr.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = {"level": "error" if "ERROR" in line or "CRITICAL" in line else "notice", "msg": line}
+        msg = str(entry.get("msg", "")).strip()
+        if entry.get("level") in ("error", "critical"):
+            messages.append(msg)
+        elif msg.startswith("Failed"):
+            failures.append(msg)
+    text = (messages or failures or ["rclone failed without saying why"])[-1]
+    cause = next((name for pattern, name in CAUSES if re.search(pattern, text, re.IGNORECASE)), "")
+    return f"{cause}: {text}"[:400] if cause else text[:400]
+
+
 class RcloneDestination(Destination):
     schemes = ("rclone:", "s3://")
 
     def __init__(self, uri: str, remote: str, env: dict[str, str]) -> None:
         self.uri, self.remote, self.env = uri, remote.rstrip("/"), env
-        self._proc: subprocess.Popen | None = None
+        self._procs: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
 
     @classmethod
@@ -48,66 +90,130 @@ class RcloneDestination(Destination):
                              "(remote configured by RCLONE_CONFIG_<NAME>_TYPE=...)")
         return cls(uri, spec, environ)
 
+    @property
+    def is_s3(self) -> bool:
+        return self.uri.startswith("s3://") or self.env.get(
+            f"RCLONE_CONFIG_{self.remote.split(':')[0].upper()}_TYPE") == "s3"
+
     def _path(self, remote: str) -> str:
+        remote = remote.strip("/")
+        if not remote:
+            return self.remote
         return f"{self.remote}/{remote}" if not self.remote.endswith(":") else f"{self.remote}{remote}"
 
-    def _run(self, *args: str, timeout: float | None = None) -> str:
-        cmd = [rclone_binary(), *args, *COMMON_FLAGS]
-        # Its own session: a SIGTERM to the uploader's process group must not kill a transfer mid-file;
-        # the uploader decides whether to finish or cancel it.
+    def _dir(self, remote: str) -> str:
+        """A folder path with its trailing slash: rclone's S3 backend then skips the HEAD that asks whether
+        the path is a file, which turns any failure (connection refused, 403) into "is a file"."""
+        path = self._path(remote)
+        return path if path.endswith((":", "/")) else path + "/"
+
+    def _spawn(self, args: list[str], stdin: bool, flags: list[str] = COMMON_FLAGS) -> subprocess.Popen:
+        # Its own session, so a SIGTERM to the uploader's process group does not cut a transfer mid-file (the
+        # uploader decides to finish or cancel it), and a parent-death signal, so it dies with the uploader:
+        # a killed uploader never leaves a transfer running beside its successor's.
+        cmd = ["setpriv", "--pdeathsig", "KILL", "--", rclone_binary(), *args, *flags]
+        if not shutil.which("setpriv"):
+            cmd = cmd[4:]
+        proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         with self._lock:
-            self._proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True, start_new_session=True)
+            self._procs.add(proc)
+        return proc
+
+    def _done(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def _run(self, *args: str, input: str | None = None, timeout: float | None = None,
+             missing_ok: bool = False, flags: list[str] = COMMON_FLAGS) -> str:
+        proc = self._spawn(list(args), stdin=input is not None, flags=flags)
         try:
-            out, err = self._proc.communicate(timeout=timeout)
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise DestinationError(f"no answer (timed out): rclone {args[0]} took over {timeout:.0f} s") from None
         finally:
-            with self._lock:
-                code, self._proc = self._proc.returncode, None
-        if code != 0:
-            raise RuntimeError(f"rclone {args[0]} failed ({code}): {_last_lines(err)}")
+            self._done(proc)
+        if proc.returncode == NOT_FOUND and missing_ok:
+            return ""
+        if proc.returncode != 0:
+            raise DestinationError(readable(err))
         return out
 
-    def upload(self, files: list[FileVersion], progress: Progress) -> None:
-        for version in files:
-            target = self._path(version.remote)
-            with ThreadPoolExecutor(1) as pool:  # md5 (what S3 keeps) is computed while the bytes travel
-                md5 = pool.submit(file_hash, version.local, "md5")
-                self._run("copyto", str(version.local), target)
-                progress(version.size)
-                self._verify(version, target, md5.result()[1])
+    def _stream(self, args: list[str], input: str) -> Iterator[dict]:
+        """Run rclone, yielding its JSON log entries as they come; raise with the cause when it fails."""
+        proc = self._spawn(args, stdin=True)
+        errors: list[str] = []
+        try:
+            assert proc.stdin and proc.stderr
+            proc.stdin.write(input)
+            proc.stdin.close()
+            for line in proc.stderr:
+                errors.append(line)
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    continue
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            self._done(proc)
+        if proc.returncode != 0:
+            raise DestinationError(readable("".join(errors[-50:])))
 
-    def _verify(self, version: FileVersion, target: str, md5: str) -> None:
-        listing = json.loads(self._run("lsjson", "--hash", "--stat", target) or "{}")
-        size = listing.get("Size")
-        if size != version.size:
-            raise VerifyError(f"{version.remote}: destination holds {size} bytes, expected {version.size}")
-        hashes = {k.lower(): v for k, v in (listing.get("Hashes") or {}).items()}
-        ours = {"md5": md5, "sha256": version.sha256}
-        for kind, value in ours.items():
-            if hashes.get(kind) and hashes[kind] != value:
-                raise VerifyError(f"{version.remote}: {kind} at the destination differs from the source")
+    def upload(self, batch: Batch, arrived: Arrived, progress: Progress) -> None:
+        by_rel = {batch.relative(version): version for version in batch.files}
+        landed: set[str] = set()
+        args = ["copy", str(batch.root), self._dir(batch.prefix), "--files-from-raw", "-",
+                "--transfers", str(TRANSFERS), "--checkers", str(2 * TRANSFERS), "-v",
+                "--stats", "1s", "--stats-log-level", "INFO"]
+        for entry in self._stream(args, "\n".join(by_rel) + "\n"):
+            name = entry.get("object")
+            if str(entry.get("msg", "")).startswith("Copied") and name in by_rel and name not in landed:
+                landed.add(name)
+                arrived(by_rel[name])
+            stats = entry.get("stats")
+            if isinstance(stats, dict):
+                progress(int(stats.get("bytes") or 0))
+        for name, version in by_rel.items():  # exit 0: the rest was there already, identical
+            if name not in landed:
+                arrived(version)
 
-    def list_units(self) -> list[str]:
-        out = self._run("lsjson", "--max-depth", "1", self.remote + ("" if self.remote.endswith(":") else "/"))
-        return [entry["Name"] for entry in json.loads(out or "[]") if not entry["Name"].startswith(".")]
+    def put_bytes(self, remote: str, data: bytes) -> None:
+        self._run("rcat", self._path(remote), input=data.decode())
 
-    def download(self, unit: str, target: Path) -> None:
-        source = self._path(unit)
-        listing = json.loads(self._run("lsjson", "--stat", source) or "{}")
-        if listing.get("IsDir"):
-            self._run("copy", source, str(target / unit), "--stats", "10s", "--stats-log-level", "NOTICE")
-        else:
-            self._run("copyto", source, str(target / unit))
+    def get_bytes(self, remote: str, timeout: float) -> bytes:
+        return self._run("cat", self._path(remote), timeout=timeout, flags=LISTING_FLAGS).encode()
 
-    def delete(self, unit: str) -> None:
-        source = self._path(unit)
-        listing = json.loads(self._run("lsjson", "--stat", source) or "{}")
-        self._run("purge" if listing.get("IsDir") else "deletefile", source)
+    def list_markers(self, timeout: float) -> list[str]:
+        # A missing folder lists empty; on S3 only a missing bucket gives "not found", and that is an error.
+        out = self._run("lsjson", "-R", "--files-only", self._dir(MARKER_DIR), timeout=timeout,
+                        missing_ok=not self.is_s3, flags=LISTING_FLAGS)
+        return sorted(f"{MARKER_DIR}/{entry['Path']}" for entry in json.loads(out or "[]")
+                      if entry["Path"].endswith(".json"))
+
+    def fetch(self, remotes: list[str], target: Path) -> None:
+        self._run("copy", self._dir(""), str(target), "--files-from-raw", "-", "--transfers", str(TRANSFERS),
+                  input="\n".join(remotes) + "\n")
+
+    def delete(self, remote: str) -> None:
+        listing = json.loads(self._run("lsjson", "--stat", self._path(remote), missing_ok=True) or "{}")
+        if listing:
+            self._run("purge" if listing.get("IsDir") else "deletefile", self._path(remote))
+
+    def cleanup(self) -> None:
+        """Abort the multipart uploads a killed transfer left under this destination's prefix."""
+        if self.is_s3:
+            self._run("backend", "cleanup", self._dir(""), "-o", "max-age=0s", timeout=60)
 
     def close(self) -> None:
         with self._lock:
-            if self._proc and self._proc.poll() is None:
-                os.killpg(self._proc.pid, signal.SIGTERM)
+            for proc in self._procs:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
 
 
 def _s3_remote_env(environ: dict[str, str]) -> dict[str, str]:
@@ -126,8 +232,3 @@ def _s3_remote_env(environ: dict[str, str]) -> dict[str, str]:
     if environ.get("AWS_ACCESS_KEY_ID"):
         env[f"{prefix}ENV_AUTH"] = "false"
     return env
-
-
-def _last_lines(text: str, count: int = 3) -> str:
-    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
-    return " | ".join(lines[-count:]) or "no output"
