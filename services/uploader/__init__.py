@@ -46,10 +46,11 @@ def ready(ctx: PodContext) -> Readiness:
 
 
 def stop_blocker(ctx: PodContext) -> str | None:
-    """The pod must not stop while a checkpoint is queued, in flight or still being written."""
+    """The pod must not stop while a checkpoint is queued, in flight, uncommitted or still being written."""
     info = cli.summary(ctx)
-    if info["pending"] or info["unqueued"]:
-        return f"waiting for {info['pending']} upload(s), {info['unqueued']} file(s) not queued yet"
+    if info["pending"] or info["uncommitted"] or info["unqueued"]:
+        return (f"waiting for {info['pending']} upload(s), {info['uncommitted']} checkpoint(s) to commit, "
+                f"{info['unqueued']} file(s) not queued yet")
     return None
 
 
