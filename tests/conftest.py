@@ -126,6 +126,17 @@ def stack_factory():
 
 
 @pytest.fixture
+def s3(tmp_path):
+    """A real S3 API server (`rclone serve s3`) on a free loopback port, over a folder under tmp_path."""
+    from s3server import S3Server  # it imports this module's helpers
+
+    server = S3Server(tmp_path / "s3")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def open_tmp():
     """A temp dir other users can traverse, outside /tmp: sshd reads authorized keys as the login user and
     refuses them under a world-writable directory such as /tmp (StrictModes)."""

@@ -19,18 +19,9 @@ import psutil
 import pytest
 
 from conftest import PODVISOR, base_env, wait_for
-from s3server import S3Server
 
 KB = 1 << 10
 MARKERS = "_podvisor/checkpoints"
-
-
-@pytest.fixture
-def s3(tmp_path):
-    server = S3Server(tmp_path / "s3")
-    server.start()
-    yield server
-    server.stop()
 
 
 def _env(tmp_path, s3, name="pod", dests=("s3://ckpt/run",), **extra):

@@ -13,18 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import PODVISOR, base_env, wait_for
-from s3server import S3Server
 from services.uploader.queue import Queue
 
 MB = 1 << 20
-
-
-@pytest.fixture
-def s3(tmp_path):
-    server = S3Server(tmp_path / "s3")
-    server.start()
-    yield server
-    server.stop()
 
 
 def _env(tmp_path, dests, s3=None, **extra):
@@ -217,15 +208,23 @@ def test_hf_commit_holds_the_checkpoint_and_the_token_only_in_the_auth_header(tm
     token = "hf_FakeToken_abcdefghijklmnop"
     try:
         stack = stack_factory(_env(tmp_path, ["hf://me/ckpts/runs"], HF_TOKEN=token, HF_ENDPOINT=hub.url,
-                                   RESTORE_ON_START="false"))
+                                   RESTORE_ON_START="false", UPLOAD_HF_PRIVATE="y"))
         stack.wait_state("uploader", "RUNNING")
         ckpt = tmp_path / "ckpt" / "checkpoint-3"
         ckpt.mkdir(parents=True)
         (ckpt / "config.json").write_text('{"a": 1}')
         (ckpt / "model.safetensors").write_bytes(os.urandom(4096))
-        wait_for(lambda: _all_durable(tmp_path, 2), 60, 0.3, lambda: stack.output[-3000:])
-        assert [c["paths"] for c in hub.commits] == [["runs/checkpoint-3/config.json",
-                                                      "runs/checkpoint-3/model.safetensors"]]
+        marker = "runs/_podvisor/checkpoints/checkpoint-3.json"
+        wait_for(lambda: marker in hub.files, 60, 0.3, lambda: stack.output[-3000:])
+        # One commit holds the checkpoint; its marker follows in a commit of its own, once the files verified.
+        commits = [c["paths"] for c in hub.commits if c["paths"] != ["runs/_podvisor/manifest.json"]]
+        assert commits == [["runs/checkpoint-3/config.json", "runs/checkpoint-3/model.safetensors"], [marker]]
+        created = [json.loads(r["body"]) for r in hub.requests if r["path"].endswith("/api/repos/create")]
+        # huggingface_hub 1.x sends "private": true, 2.x "visibility": "private".
+        assert created and all(c.get("private") is True or c.get("visibility") == "private" for c in created), \
+            f"UPLOAD_HF_PRIVATE=y made a public repo: {created}"
+        listed = {f["path"]: f["size"] for f in json.loads(hub.files[marker])["files"]}
+        assert listed == {"checkpoint-3/config.json": 8, "checkpoint-3/model.safetensors": 4096}
         assert hub.files["runs/checkpoint-3/model.safetensors"] == (ckpt / "model.safetensors").read_bytes()
         for request in hub.requests:
             assert token not in request["path"] and token.encode() not in request["body"]
