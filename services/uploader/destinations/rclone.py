@@ -167,9 +167,9 @@ class RcloneDestination(Destination):
     def upload(self, batch: Batch, arrived: Arrived, progress: Progress) -> None:
         by_rel = {batch.relative(version): version for version in batch.files}
         landed: set[str] = set()
-        # --no-check-dest: a batch holds only files not yet recorded as arrived (those are durable in the
-        # queue and never sent again), so asking the store about each one first (a HEAD per file) buys nothing.
-        args = ["copy", str(batch.root), self._dir(batch.prefix), "--files-from-raw", "-", "--no-check-dest",
+        # rclone checks the store first and skips what is there, identical: after a kill, files that arrived
+        # but were not yet recorded as arrived are not sent again.
+        args = ["copy", str(batch.root), self._dir(batch.prefix), "--files-from-raw", "-",
                 "--transfers", str(TRANSFERS), "--checkers", str(2 * TRANSFERS), "-v",
                 "--stats", "1s", "--stats-log-level", "INFO"]
         for entry in self._stream(args, "\n".join(by_rel) + "\n"):
