@@ -6,13 +6,12 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import PODVISOR, base_env, wait_for
+from conftest import base_env, wait_for
 from services.uploader.queue import Queue
 
 MB = 1 << 20
