@@ -37,17 +37,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e '.[test]'
 	touch $@
 
-# A local run's Jupyter token, made once and kept in the state dir, so `make run` and `make status` share it.
-LOCAL_TOKEN := $(PODVISOR_STATE_DIR)/local-jupyter-token
-ifeq ($(JUPYTER_TOKEN),)
-export JUPYTER_TOKEN := $(shell mkdir -p $(PODVISOR_STATE_DIR) && ( [ -s $(LOCAL_TOKEN) ] || \
-	( umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > $(LOCAL_TOKEN) ) ) && cat $(LOCAL_TOKEN))
-endif
-
 run: install
 	mkdir -p $(UPLOAD_WATCH_DIRS) $(INFERENCE_MODEL_DIR) $(PODVISOR_STATE_DIR)
 	$(BIN)/podvisor config --check || true
-	@echo "Jupyter: http://127.0.0.1:$(JUPYTER_PORT)/lab?token=<the token in $(LOCAL_TOKEN)>"
 	exec $(BIN)/podvisor start
 
 test: install

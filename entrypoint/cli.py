@@ -59,12 +59,14 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from entrypoint.context import current
-    from entrypoint.status import all_ready, collect, render_text
+    from entrypoint.status import alive, collect, pod_ready, render_text
 
     report = collect(current())
     print(json.dumps(report, indent=2, default=str) if args.json else render_text(report))
+    if args.live:
+        return 0 if alive(report) else 1
     if args.ready:
-        return 0 if all_ready(report) else 1
+        return 0 if pod_ready(report) else 1
     return 0
 
 
@@ -75,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_start)
     p = sub.add_parser("status", help="services, readiness, endpoints and GPUs")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--ready", action="store_true", help="exit 0 only when every enabled service is ready")
+    p.add_argument("--ready", action="store_true",
+                   help="exit 0 only when SSH, Jupyter and the API (those enabled) answer: the readiness probe")
+    p.add_argument("--live", action="store_true", help="exit 0 while supervisord answers: the liveness probe")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("config", help="check the environment against the schema")
     p.add_argument("--check", action="store_true", help="exit 2 listing every problem (the default action)")

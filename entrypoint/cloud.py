@@ -1,7 +1,8 @@
 """Which cloud runs this pod, and how a user outside reaches a port inside it.
 
 Providers announce themselves through variables they inject; each maps container ports to public ones
-differently, so status and the login banner can print an address that actually works.
+differently, so status, the login banner and the container log print an address that actually works, in the
+form the provider's own console shows (`ssh root@HOST -p PORT` on RunPod and Vast).
 """
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+
+ROOT_CONSOLE_PROVIDERS = ("runpod", "vast")
+"""Providers whose Connect dialog tells users `ssh root@HOST -p PORT`: root may log in with a key there."""
 
 
 @dataclass(frozen=True)
@@ -18,28 +22,32 @@ class Cloud:
     public_ip: str | None
     environ: Mapping[str, str]
 
-    def endpoint(self, port: int, kind: str) -> str:
-        """How to reach container `port` from outside: `kind` is "ssh" (a TCP port) or "http"."""
+    @property
+    def console_logs_in_as_root(self) -> bool:
+        return self.provider in ROOT_CONSOLE_PROVIDERS
+
+    def endpoint(self, port: int, kind: str, user: str = "root", path: str = "/") -> str:
+        """How to reach container `port` from outside: `kind` is "ssh" (a command for `user`) or "http" (a URL
+        ending in `path`)."""
         env = self.environ
-        if self.provider == "runpod":
-            if kind == "http" and self.instance_id:
-                return f"https://{self.instance_id}-{port}.proxy.runpod.net"
-            mapped = env.get(f"RUNPOD_TCP_PORT_{port}")
+        if self.provider in ROOT_CONSOLE_PROVIDERS:
+            if self.provider == "runpod" and kind == "http" and self.instance_id:
+                return f"https://{self.instance_id}-{port}.proxy.runpod.net{path}"
+            mapped = env.get(f"{self.provider.upper()}_TCP_PORT_{port}")
             if mapped and self.public_ip:
-                return _format(kind, self.public_ip, int(mapped))
-        if self.provider == "vast":
-            mapped = env.get(f"VAST_TCP_PORT_{port}")
-            if mapped and self.public_ip:
-                return _format(kind, self.public_ip, int(mapped))
+                return _format(kind, self.public_ip, int(mapped), user, path)
+            where = "the template's ports" if self.provider == "runpod" else "the template's docker options (-p)"
+            return f"port {port} is not published to the internet: add it to {where}"
         if self.provider == "kubernetes":
-            return _format(kind, env.get("POD_IP") or env.get("HOSTNAME", "pod"), port) + " (inside the cluster)"
+            host = env.get("POD_IP") or env.get("HOSTNAME", "pod")
+            return _format(kind, host, port, user, path) + " (inside the cluster)"
         if self.provider == "docker":
-            return _format(kind, "<host>", port) + f" (publish it: -p {port}:{port})"
-        return _format(kind, self.public_ip or "127.0.0.1", port)
+            return _format(kind, "HOST", port, user, path) + f" (publish it: docker run -p {port}:{port})"
+        return _format(kind, self.public_ip or "127.0.0.1", port, user, path)
 
 
-def _format(kind: str, host: str, port: int) -> str:
-    return f"ssh -p {port} <user>@{host}" if kind == "ssh" else f"http://{host}:{port}"
+def _format(kind: str, host: str, port: int, user: str, path: str) -> str:
+    return f"ssh {user}@{host} -p {port}" if kind == "ssh" else f"http://{host}:{port}{path}"
 
 
 def detect(environ: Mapping[str, str] | None = None, forced: str = "auto") -> Cloud:

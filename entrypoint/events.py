@@ -90,7 +90,8 @@ class Listener:
     def _all_running_reached(self) -> None:
         started_ms = float(os.environ.get("PODVISOR_START_MS", "0") or 0)
         elapsed = time.time() * 1000 - started_ms if started_ms else 0.0
-        self._write(f"podvisor: all {len(self.expected)} services RUNNING, {elapsed / 1000:.2f} s after start.\n")
+        self._write(f"podvisor: all {len(self.expected)} services started, {elapsed / 1000:.2f} s after start; "
+                    f"checking that they answer.\n")
         timings = os.environ.get("PODVISOR_TIMINGS_FILE")
         if timings:
             record(Path(timings), os.environ.get("PODVISOR_RUN_ID", ""), "services_running", "ok", elapsed)

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_settings import NoDecode
 
 
@@ -48,3 +48,25 @@ def matching(pattern: str, expected: str, allow_empty: bool = False) -> Any:
         return value
 
     return Annotated[str, AfterValidator(check)]
+
+
+_PLACEHOLDER = re.compile(
+    r"(?i)(your[-_]|set[-_]a[-_]|change[-_]?me|replace[-_]?me|placeholder|<[^>]*>|\{\{|my[-_]bucket|"
+    r"^x{3,}$|^(password|passw0rd|secret|token|admin|jupyter|runpod|vast|test|default)$)"
+)
+"""Values templates and tutorials ship (`set-a-long-random-token`, `s3://your-bucket`, `<token>`) and secrets
+anyone can guess: a pod launched with one would be open to the internet or upload nowhere."""
+
+
+def not_placeholder(value: Any) -> Any:
+    text = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+    items = text if isinstance(text, list) else [text]
+    for item in items:
+        if isinstance(item, str) and _PLACEHOLDER.search(item.strip()):
+            raise ValueError("holds a template placeholder or a publicly known value, not yours; expected your own "
+                             "value (a token: a long random one, such as the output of `openssl rand -hex 24`)")
+    return value
+
+
+Secret = Annotated[SecretStr | None, AfterValidator(not_placeholder)]
+"""A token or password: never echoed, and never a placeholder or a well-known value."""

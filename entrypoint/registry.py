@@ -55,11 +55,16 @@ class Service:
     prepare: Callable[["PodContext"], None] | None = None
     """Runs in the entrypoint before supervisord starts; an exception disables only this service."""
     ready: Callable[["PodContext"], Readiness] | None = None
+    """Whether it answers (a banner, an HTTP 200); without one, RUNNING counts as ready."""
+    interactive: bool = False
+    """Users connect to it (SSH, Jupyter, the API): the pod is ready for traffic once every interactive service
+    answers (`podvisor status --ready`, the Kubernetes readiness probe, the Docker HEALTHCHECK)."""
     user: Callable[["PodContext"], str | None] = lambda ctx: None
     environment: Callable[["PodContext"], dict[str, str]] = lambda ctx: {}
     directory: Callable[["PodContext"], str | None] = lambda ctx: None
-    endpoint: tuple[Callable[["PodContext"], int], str] | None = None
-    """(the port it listens on, "ssh" or "http"), so status can print the public address."""
+    endpoint: Callable[["PodContext"], str] | None = None
+    """How a user outside reaches it (an ssh command, a URL), built with `ctx.cloud.endpoint`: status, the
+    login banner and the container log's ready lines print it."""
     status: Callable[["PodContext"], dict[str, Any]] | None = None
     """Extra facts for `podvisor status` (a queue depth, an idle countdown)."""
     busy_while_running: bool = False

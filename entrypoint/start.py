@@ -15,7 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
-from entrypoint import bootstrap, login_user
+from entrypoint import bootstrap, login_user, session
 from entrypoint.cloud import detect
 from entrypoint.context import PodContext
 from entrypoint.registry import Service, discover
@@ -80,6 +80,7 @@ def start() -> int:
     try:
         with phase(ctx.timings_file, run_id, "login_user"):
             login_user.ensure(ctx)
+        session.install(ctx, login_user.name(ctx), login_user.home(ctx))
     except Exception as exc:
         log.error("could not set up the login user %s: %s", ctx.core.ssh_user, exc)
     try:

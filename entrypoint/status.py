@@ -40,6 +40,7 @@ def collect(ctx: PodContext) -> dict[str, Any]:
             continue
         entry: dict[str, Any] = {
             "state": info["statename"],
+            "interactive": svc.interactive,
             "pid": info["pid"] or None,
             "uptime_s": max(0, info["now"] - info["start"]) if info["statename"] == "RUNNING" else 0,
             "exit_status": info["exitstatus"] if info["statename"] in ("EXITED", "FATAL") else None,
@@ -52,8 +53,7 @@ def collect(ctx: PodContext) -> dict[str, Any]:
             entry["ready"] = info["statename"] == "RUNNING" or (
                 info["statename"] == "EXITED" and svc.restart != "true" and info["exitstatus"] in svc.exit_codes)
         if svc.endpoint is not None:
-            port_of, kind = svc.endpoint
-            entry["endpoint"] = ctx.cloud.endpoint(port_of(ctx), kind)
+            entry["endpoint"] = svc.endpoint(ctx)
         if svc.status is not None:
             entry.update(svc.status(ctx))
         services[svc.name] = entry
@@ -70,10 +70,22 @@ def collect(ctx: PodContext) -> dict[str, Any]:
     }
 
 
-def all_ready(report: dict[str, Any]) -> bool:
-    """Every enabled service ready: what the container HEALTHCHECK asks."""
-    enabled = [s for s in report["services"].values() if s["state"] != "DISABLED"]
-    return report["supervisord"] == "running" and all(s.get("ready") for s in enabled)
+def alive(report: dict[str, Any]) -> bool:
+    """The stack is alive: supervisord answers (the liveness probe; a dead one means restart the container)."""
+    return report["supervisord"] == "running"
+
+
+def pod_ready(report: dict[str, Any]) -> bool:
+    """Every enabled interactive service answers (the readiness probe and HEALTHCHECK). A background service
+    that failed, a job that ended or an API with no model yet does not keep users from SSH."""
+    enabled = [s for s in report["services"].values() if s["state"] != "DISABLED" and s.get("interactive")]
+    return alive(report) and all(s.get("ready") for s in enabled)
+
+
+def waiting(report: dict[str, Any]) -> list[str]:
+    """Enabled services neither answering yet nor given up on (FATAL, EXITED)."""
+    return [name for name, s in report["services"].items()
+            if s["state"] in ("STARTING", "BACKOFF", "RUNNING") and not s.get("ready")]
 
 
 def render_text(report: dict[str, Any]) -> str:

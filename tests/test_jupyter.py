@@ -42,8 +42,16 @@ def test_token_is_required(open_tmp, stack_factory, variable):
     assert stack.stop() == 0
 
 
-def test_no_auth_means_not_started_and_status_says_why(open_tmp, stack_factory):
-    stack = stack_factory(_env(open_tmp, free_port()))
-    jupyter = stack.wait_state("jupyter", "DISABLED")
-    assert "JUPYTER_TOKEN" in jupyter["reason"]
+def test_no_token_set_means_a_generated_one_that_status_points_to(open_tmp, stack_factory):
+    port = free_port()
+    stack = stack_factory(_env(open_tmp, port))
+    token_file = open_tmp / "state" / "services" / "jupyter" / "token"
+    wait_for(lambda: _status(port) == 403, 90, 0.5, lambda: f"jupyter up\n{stack.output}")
+    token = token_file.read_text().strip()
+    assert len(token) >= 32 and oct(token_file.stat().st_mode & 0o777) == "0o600"
+    assert _status(port, token) == 200
+    jupyter = stack.status()["services"]["jupyter"]
+    assert jupyter["ready"] is True
+    assert f"cat {token_file}" in jupyter["summary"]
+    assert token not in stack.output and f"cat {token_file}" in stack.output
     assert stack.stop() == 0

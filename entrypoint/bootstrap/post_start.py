@@ -1,13 +1,47 @@
-"""Run once every service has settled (the event listener starts it): write the run manifest, then run
-POST_START_SCRIPT. Both happen off the boot path, so they never delay SSH or Jupyter."""
+"""Run once every service has settled (the event listener starts it): write the run manifest, announce in the
+container log how to reach each service once they answer, then run POST_START_SCRIPT. All of it happens off
+the boot path, so it never delays SSH or Jupyter."""
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 
 from entrypoint.bootstrap import hooks, manifest, repo, run_step, settings_of
-from entrypoint.context import current
+from entrypoint.context import PodContext, current
+from entrypoint.status import collect, waiting
+from entrypoint.timings import record
 from services.uploader.ship import ship
+
+log = logging.getLogger("podvisor")
+READY_WAIT_SECONDS = 300
+"""How long to wait for every service to answer before announcing what does."""
+
+
+def announce(ctx: PodContext) -> None:
+    """The lines a user looks for in RunPod's log pane or `docker logs`: that the pod is ready, the SSH command
+    with the host keys, the Jupyter and API addresses (where to read the token, never the token)."""
+    deadline = time.monotonic() + READY_WAIT_SECONDS
+    report = collect(ctx)
+    while waiting(report) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        report = collect(ctx)
+    services = {name: svc for name, svc in report["services"].items() if svc["state"] != "DISABLED"}
+    answering = [name for name, svc in services.items() if svc.get("ready")]
+    started_ms = json.loads((ctx.state_dir / "boot.json").read_text()).get("started_epoch_ms", 0)
+    elapsed_ms = time.time() * 1000 - started_ms
+    down = [f"{name} ({svc['state']}{': ' + svc['ready_detail'] if svc.get('ready_detail') else ''})"
+            for name, svc in services.items() if name not in answering]
+    if down:
+        log.warning("ready, except %s, %.1f s after start", ", ".join(down), elapsed_ms / 1000)
+    else:
+        log.info("ready: all %d services answer, %.1f s after start", len(services), elapsed_ms / 1000)
+    record(ctx.timings_file, ctx.run_id, "services_ready", "ok" if not down else "partial", elapsed_ms)
+    for name, svc in services.items():
+        if svc.get("endpoint"):
+            note = f"  ({svc['summary']})" if svc.get("summary") else ""
+            log.info("  %-10s %s%s", name, svc["endpoint"], note)
 
 
 def main() -> None:
@@ -18,6 +52,7 @@ def main() -> None:
     path = ctx.state_dir / "manifest.json"
     run_step(ctx, "manifest", lambda: manifest.update(path, manifest.collect(ctx, commit)))
     run_step(ctx, "ship_manifest", lambda: ship(ctx, [path]))
+    run_step(ctx, "announce", lambda: announce(ctx))
     if settings and settings.post_start_script:
         run_step(ctx, "post_start", lambda: hooks.run_hook(settings.post_start_script, "post_start"))
 

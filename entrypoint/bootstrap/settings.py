@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 
-from entrypoint.fields import AbsPath
+from entrypoint.fields import AbsPath, Secret
 from entrypoint.schema import Section
 
 
@@ -16,7 +16,7 @@ class BootstrapSettings(Section):
     repo_dir: AbsPath = Field(Path("/workspace/repo"), description="Where the repository lives (on the volume).")
     repo_ref: str = Field("", description="Branch, tag or commit to check out (default: the remote's default).")
     git_auto_pull: bool = Field(False, description="Fast-forward an existing checkout at every boot.")
-    git_token: SecretStr | None = Field(None, description="Token for a private repository (never written to disk).")
+    git_token: Secret = Field(None, description="Token for a private repository (never written to disk).")
     git_username: str = Field("x-access-token", description="User name sent with GIT_TOKEN (oauth2 for GitLab).")
     requirements_install: bool = Field(True, description="pip install the repo's requirements.txt when it changed.")
     pre_start_script: Path | None = Field(None, description="Script run before the services start.")

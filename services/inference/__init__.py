@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
+
+import requests
 
 from entrypoint.context import PodContext
 from entrypoint.probes import http_status, local_host
@@ -33,11 +36,27 @@ def prepare(ctx: PodContext) -> None:
             log.info("inference: no INFERENCE_API_TOKEN, so the API listens on 127.0.0.1 only")
 
 
+def _url(ctx: PodContext, path: str) -> str:
+    return f"http://{local_host(bind_host(ctx))}:{_settings(ctx).inference_port}{path}"
+
+
 def ready(ctx: PodContext) -> Readiness:
+    """The API answers. Whether a model is loaded is the API's own readiness (/readyz, shown by `status`): a
+    fresh pod has no model yet, and its SSH and Jupyter must not be kept from traffic for that."""
+    return http_status(_url(ctx, "/healthz"))
+
+
+def status(ctx: PodContext) -> dict[str, Any]:
     settings = _settings(ctx)
     token = settings.inference_api_token.get_secret_value() if settings.inference_api_token else None
-    return http_status(f"http://{local_host(bind_host(ctx))}:{settings.inference_port}/readyz",
-                       headers={"Authorization": f"Bearer {token}"} if token else None)
+    try:
+        answer = requests.get(_url(ctx, "/readyz"), headers={"Authorization": f"Bearer {token}"} if token else {},
+                              timeout=2).json()
+    except (requests.RequestException, ValueError) as exc:
+        return {"model_ready": False, "summary": f"model: unknown, /readyz does not answer ({type(exc).__name__})"}
+    if answer.get("ready"):
+        return {"model_ready": True, "summary": f"model {answer.get('model')} loaded"}
+    return {"model_ready": False, "summary": f"no model served yet: {answer.get('reason', answer)}"}
 
 
 SERVICE = Service(
@@ -49,5 +68,7 @@ SERVICE = Service(
     stop_wait=5,
     prepare=prepare,
     ready=ready,
-    endpoint=(lambda ctx: _settings(ctx).inference_port, "http"),
+    interactive=True,
+    status=status,
+    endpoint=lambda ctx: ctx.cloud.endpoint(_settings(ctx).inference_port, "http"),
 )

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from entrypoint.fields import CsvList, Port, matching
+from entrypoint.fields import CsvList, Port, matching, Secret
 from entrypoint.schema import Section
 
 class InferenceSettings(Section):
@@ -29,7 +29,7 @@ class InferenceSettings(Section):
                                       allow_empty=True) = Field(
         "", description="Warm-up inputs as name=shape, e.g. x=1x16;mask=1x16 (zeros); export models need none."
     )
-    inference_api_token: SecretStr | None = Field(None, description="Bearer token required on every endpoint but /healthz.")
+    inference_api_token: Secret = Field(None, description="Bearer token required on every endpoint but /healthz.")
     inference_allow_unauthenticated: bool = Field(
         False, description="Listen beyond 127.0.0.1 without a token (unsafe)."
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 
-from entrypoint.fields import matching
+from entrypoint.fields import matching, Secret
 from entrypoint.schema import Section
 
 
@@ -27,7 +27,7 @@ class JobSettings(Section):
     job_on_exit: Literal["stay", "stop"] = Field(
         "stay", description="stop: once the job ends and uploads drained, stop the pod via AUTOSTOP_ACTION."
     )
-    wandb_api_key: SecretStr | None = Field(None, description="Weights & Biases key (passed to the job, never logged).")
+    wandb_api_key: Secret = Field(None, description="Weights & Biases key (passed to the job, never logged).")
     wandb_mode: str = Field("", description="W&B mode; defaults to offline when no WANDB_API_KEY is set.")
 
     @field_validator("job_resume_args")

@@ -1,9 +1,11 @@
-"""Jupyter Lab as the login user, never without auth unless the user insists (JUPYTER_ALLOW_NO_AUTH)."""
+"""Jupyter Lab as the login user, never without auth unless the user insists (JUPYTER_ALLOW_NO_AUTH): with no
+JUPYTER_TOKEN or JUPYTER_PASSWORD it makes a random token, kept on the volume, and says where to read it."""
 from __future__ import annotations
 
 import logging
 import os
 import pwd
+import secrets
 import shlex
 import shutil
 import sys
@@ -26,6 +28,45 @@ def _config_file(ctx: PodContext) -> Path:
     return ctx.service_dir("jupyter") / "jupyter_server_config.py"
 
 
+def token_file(ctx: PodContext) -> Path:
+    """The generated token, readable by the login user and root only."""
+    return ctx.service_dir("jupyter") / "token"
+
+
+def token(ctx: PodContext) -> str | None:
+    """The token Jupyter requires: JUPYTER_TOKEN (or a plain-text JUPYTER_PASSWORD), else the generated one."""
+    settings = _settings(ctx)
+    if settings.token() or settings.password_hash():
+        return settings.token()
+    try:
+        return token_file(ctx).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def auth_hint(ctx: PodContext) -> str:
+    """Where the user finds the credential, never the credential itself."""
+    settings = _settings(ctx)
+    if settings.password_hash():
+        return "log in with your JUPYTER_PASSWORD"
+    if settings.token():
+        return "token: your JUPYTER_TOKEN" if settings.jupyter_token else "token: your JUPYTER_PASSWORD"
+    if token(ctx):
+        return f"token: generated, read it with `cat {token_file(ctx)}` (or set JUPYTER_TOKEN)"
+    return "NO AUTH (JUPYTER_ALLOW_NO_AUTH=true)"
+
+
+def _generate_token(ctx: PodContext, user: pwd.struct_passwd) -> None:
+    path = token_file(ctx)
+    if path.exists() and path.read_text().strip():
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(24) + "\n")
+    if os.geteuid() == 0:
+        os.chown(path, user.pw_uid, user.pw_gid)
+
+
 def _config(ctx: PodContext) -> str:
     """Auth goes in a file only the login user can read, never on the command line where `ps` shows it."""
     settings = _settings(ctx)
@@ -40,7 +81,7 @@ def _config(ctx: PodContext) -> str:
         "c.ServerApp.terminals_enabled = True",
         "c.ServerApp.allow_remote_access = True",
         f"c.ServerApp.allow_root = {login_user.name(ctx) == 'root'}",
-        f"c.IdentityProvider.token = {settings.token() or ''!r}",
+        f"c.IdentityProvider.token = {token(ctx) or ''!r}",
     ]
     if settings.password_hash():
         lines.append(f"c.PasswordIdentityProvider.hashed_password = {settings.password_hash()!r}")
@@ -49,17 +90,20 @@ def _config(ctx: PodContext) -> str:
 
 def prepare(ctx: PodContext) -> None:
     settings = _settings(ctx)
-    if not settings.token() and not settings.password_hash():
-        if not settings.jupyter_allow_no_auth:
-            raise RuntimeError("no JUPYTER_TOKEN or JUPYTER_PASSWORD is set, so Jupyter is left down; set one "
-                               "(or JUPYTER_ALLOW_NO_AUTH=true to run it open)")
-        log.warning("!!! Jupyter runs WITHOUT AUTH (JUPYTER_ALLOW_NO_AUTH=true): anyone who reaches port %d "
-                    "can run code as %s !!!", settings.jupyter_port, login_user.name(ctx))
     if not _jupyter():
         raise RuntimeError("jupyter lab is not installed (pip install jupyterlab)")
     user = pwd.getpwnam(login_user.name(ctx))
     folder = ctx.service_dir("jupyter")
     folder.mkdir(parents=True, exist_ok=True)
+    if not settings.token() and not settings.password_hash():
+        if settings.jupyter_allow_no_auth:
+            token_file(ctx).unlink(missing_ok=True)
+            log.warning("!!! Jupyter runs WITHOUT AUTH (JUPYTER_ALLOW_NO_AUTH=true): anyone who reaches port %d "
+                        "can run code as %s !!!", settings.jupyter_port, login_user.name(ctx))
+        else:
+            _generate_token(ctx, user)
+            log.info("jupyter: no JUPYTER_TOKEN or JUPYTER_PASSWORD set, so it requires a generated token: %s",
+                     auth_hint(ctx).removeprefix("token: generated, "))
     if not settings.jupyter_root_dir.exists():
         login_user.own_dir(ctx, settings.jupyter_root_dir)
     path = _config_file(ctx)
@@ -80,9 +124,9 @@ def _environment(ctx: PodContext) -> dict[str, str]:
 
 def ready(ctx: PodContext) -> Readiness:
     settings = _settings(ctx)
-    token = settings.token()
+    secret = token(ctx)
     url = f"http://{local_host(ctx.core.podvisor_bind_host)}:{settings.jupyter_port}{settings.jupyter_base_url}api/status"
-    return http_status(url, headers={"Authorization": f"token {token}"} if token else None)
+    return http_status(url, headers={"Authorization": f"token {secret}"} if secret else None)
 
 
 SERVICE = Service(
@@ -94,8 +138,11 @@ SERVICE = Service(
     stop_wait=5,
     prepare=prepare,
     ready=ready,
+    interactive=True,
     user=lambda ctx: login_user.name(ctx),
     environment=_environment,
     directory=lambda ctx: str(_settings(ctx).jupyter_root_dir),
-    endpoint=(lambda ctx: _settings(ctx).jupyter_port, "http"),
+    status=lambda ctx: {"summary": auth_hint(ctx)},
+    endpoint=lambda ctx: ctx.cloud.endpoint(_settings(ctx).jupyter_port, "http",
+                                            path=f"{_settings(ctx).jupyter_base_url}lab"),
 )

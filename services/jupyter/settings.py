@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 
-from entrypoint.fields import AbsPath, Port
+from entrypoint.fields import AbsPath, Port, Secret
 from entrypoint.schema import Section
 
 HASH_PREFIXES = ("argon2:", "sha1:", "sha256:", "sha512:")
@@ -16,8 +16,8 @@ class JupyterSettings(Section):
 
     jupyter_enabled: bool = Field(True, description="Run Jupyter Lab.")
     jupyter_port: Port = Field(8888, description="Port Jupyter Lab listens on.")
-    jupyter_token: SecretStr | None = Field(None, description="Token for Jupyter (the `?token=` of its URL).")
-    jupyter_password: SecretStr | None = Field(
+    jupyter_token: Secret = Field(None, description="Token for Jupyter (the `?token=` of its URL).")
+    jupyter_password: Secret = Field(
         None, description="RunPod's name: a password hash (argon2:/sha1:...) or, as plain text, used as the token."
     )
     jupyter_allow_no_auth: bool = Field(False, description="Start Jupyter with no token or password (unsafe).")

@@ -1,7 +1,9 @@
-"""sshd: OpenSSH with key-only logins, host keys kept on the volume, and the container's env in sessions."""
+"""sshd: OpenSSH with key-only logins, host keys kept on the volume, and the SSH command each provider's console
+shows working as shown (RunPod and Vast tell users `ssh root@HOST -p PORT`)."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 import os
 import shlex
 import shutil
@@ -12,13 +14,11 @@ from entrypoint import login_user
 from entrypoint.context import PodContext
 from entrypoint.probes import local_host, tcp_banner
 from entrypoint.registry import Readiness, Service, discover
-from services.sshd import session_env
 from services.sshd.keys import advise, sort_keys
 from services.sshd.settings import SshSettings
 
 log = logging.getLogger("podvisor")
 HOST_KEY_TYPES = ("ed25519", "rsa")
-PROFILE_SNIPPET = Path("/etc/profile.d/podvisor.sh")
 
 
 def _settings(ctx: PodContext) -> SshSettings:
@@ -27,6 +27,34 @@ def _settings(ctx: PodContext) -> SshSettings:
 
 def _dir(ctx: PodContext) -> Path:
     return ctx.service_dir("sshd")
+
+
+def permit_root(ctx: PodContext) -> bool:
+    """SSH_PERMIT_ROOT, defaulting to what the provider's console expects."""
+    chosen = _settings(ctx).ssh_permit_root
+    return ctx.cloud.console_logs_in_as_root if chosen is None else chosen
+
+
+def command_user(ctx: PodContext) -> str:
+    """The user in the SSH command we print: root where the provider's console says root and root may log
+    in, the login user everywhere else."""
+    return "root" if permit_root(ctx) and ctx.cloud.console_logs_in_as_root else login_user.name(ctx)
+
+
+def endpoint(ctx: PodContext) -> str:
+    return ctx.cloud.endpoint(_settings(ctx).ssh_port, "ssh", command_user(ctx))
+
+
+def fingerprints(ctx: PodContext) -> list[str]:
+    """`ED25519 SHA256:...` of each host key, for users who check what their client shows on first connect."""
+    found = []
+    for kind in HOST_KEY_TYPES:
+        pub = _dir(ctx) / f"ssh_host_{kind}_key.pub"
+        result = subprocess.run(["ssh-keygen", "-l", "-f", str(pub)], capture_output=True, text=True)
+        fields = result.stdout.split()  # "256 SHA256:... podvisor (ED25519)"
+        if result.returncode == 0 and len(fields) > 1:
+            found.append(f"{kind.upper()} {fields[1]}")
+    return found
 
 
 def _host_keys(folder: Path) -> list[Path]:
@@ -55,7 +83,7 @@ def _config(ctx: PodContext, host_keys: list[Path]) -> str:
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
         "PermitEmptyPasswords no",
-        f"PermitRootLogin {'prohibit-password' if settings.ssh_permit_root else 'no'}",
+        f"PermitRootLogin {'prohibit-password' if permit_root(ctx) else 'no'}",
         "UsePAM no",
         "PrintMotd yes",
         "X11Forwarding no",
@@ -73,9 +101,8 @@ def _motd(ctx: PodContext) -> str:
     lines = [f"podvisor on {ctx.cloud.provider}" + (f" ({ctx.cloud.instance_id})" if ctx.cloud.instance_id else "")]
     for svc in discover():
         if svc.endpoint is not None and svc.name in ctx.config.sections and svc.enabled(ctx):
-            port_of, kind = svc.endpoint
-            lines.append(f"  {svc.name:<10} {ctx.cloud.endpoint(port_of(ctx), kind)}")
-    lines.append("Run `sudo podvisor status` for services, uploads and the idle countdown.")
+            lines.append(f"  {svc.name:<10} {svc.endpoint(ctx)}")
+    lines.append("Run `podvisor status` for services, uploads and the idle countdown.")
     return "\n".join(lines) + "\n"
 
 
@@ -93,20 +120,22 @@ def prepare(ctx: PodContext) -> None:
     keys_dir = folder / "authorized_keys"
     keys_dir.mkdir(exist_ok=True)
     keys_dir.chmod(0o755)
-    (keys_dir / user).write_text("".join(f"{key}\n" for key in good))
-    (keys_dir / user).chmod(0o644)
-    if settings.ssh_permit_root and user != "root":
-        (keys_dir / "root").write_text("".join(f"{key}\n" for key in good))
-    log.info("sshd: %d authorized key(s) for %s, %d skipped", len(good), user, len(bad))
-    session_env.write(folder / "environment.sh", user)
+    lines = "".join(f"{key}\n" for key in good.values())
+    for account in [user, "root"] if permit_root(ctx) and user != "root" else [user]:
+        (keys_dir / account).write_text(lines)
+        (keys_dir / account).chmod(0o644)
+    sources = Counter(where.rsplit(" key #", 1)[0] for where in good)
+    log.info("sshd: %d authorized key(s) for %s%s (%s), %d skipped", len(good), user,
+             " and root" if permit_root(ctx) and user != "root" else "",
+             ", ".join(f"{n} from {source}" for source, n in sources.items()) or "none given", len(bad))
+    if not good:
+        log.warning("sshd: no authorized key: nobody can log in. Set PUBLIC_KEY (or SSH_AUTHORIZED_KEYS) to "
+                    "your public key, e.g. the line in ~/.ssh/id_ed25519.pub")
     (folder / "motd").write_text(_motd(ctx))
     (folder / "sshd_config").write_text(_config(ctx, host_keys))
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         Path("/etc/motd").write_text((folder / "motd").read_text())
-        source = session_env.source_line(folder / "environment.sh")
-        PROFILE_SNIPPET.write_text(f"# podvisor: the container's environment in login shells.\n{source}\n")
-        session_env.prepend_once(login_user.home(ctx) / ".bashrc", source)
     check = subprocess.run([_sshd(), "-t", "-f", str(folder / "sshd_config")], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"sshd rejects its config: {check.stderr.strip()}")
@@ -130,5 +159,7 @@ SERVICE = Service(
     stop_wait=3,
     prepare=prepare,
     ready=ready,
-    endpoint=(lambda ctx: _settings(ctx).ssh_port, "ssh"),
+    interactive=True,
+    endpoint=endpoint,
+    status=lambda ctx: {"summary": "host keys " + ", ".join(fingerprints(ctx))},
 )

@@ -15,15 +15,19 @@ def key_problem(line: str) -> str | None:
     return "is not a valid public key; expected a line such as 'ssh-ed25519 AAAA... you@laptop'"
 
 
-def sort_keys(settings: SshSettings) -> tuple[list[str], list[tuple[str, str]]]:
-    """(good key lines, [(where, problem)] for the bad ones); values are never quoted back."""
-    good, bad = [], []
+def sort_keys(settings: SshSettings) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """({where: key line} for the good keys, each key once, [(where, problem)] for the bad ones); values are
+    never quoted back."""
+    good: dict[str, str] = {}
+    bad = []
     for where, line in settings.keys():
+        if line in good.values():
+            continue
         problem = key_problem(line)
         if problem:
             bad.append((where, problem))
         else:
-            good.append(line)
+            good[where] = line
     return good, bad
 
 

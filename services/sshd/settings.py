@@ -1,27 +1,54 @@
-"""SSH_* variables (and RunPod's PUBLIC_KEY)."""
+"""SSH_* variables, and the names users and platforms already use for keys (RunPod's PUBLIC_KEY, Vast's
+/root/.ssh/authorized_keys, AUTHORIZED_KEYS, SSH_PUBKEY, SSH_KEY)."""
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
 
-from entrypoint.fields import Port
+from pydantic import AliasChoices, Field
+
+from entrypoint.fields import CsvPaths, Port
 from entrypoint.schema import Section
+
+VAST_KEYS_FILE = Path("/root/.ssh/authorized_keys")
+"""Where Vast writes the account's SSH keys when the instance starts."""
 
 
 class SshSettings(Section):
-    """OpenSSH server: key-only logins for the login user."""
+    """OpenSSH server: key-only logins for the login user (and root where the provider's console uses it)."""
 
     ssh_enabled: bool = Field(True, description="Run sshd.")
     ssh_port: Port = Field(22, description="Port sshd listens on inside the container.")
-    public_key: str = Field("", description="An authorized public key (RunPod's name for it).")
-    ssh_public_key: str = Field("", description="An authorized public key.")
-    ssh_authorized_keys: str = Field("", description="More authorized public keys, one per line.")
-    ssh_permit_root: bool = Field(False, description="Allow root to log in (with a key; passwords are always off).")
+    public_key: str = Field("", description="An authorized public key (RunPod and Vast set it from your account).")
+    ssh_public_key: str = Field(
+        "", validation_alias=AliasChoices("ssh_public_key", "ssh_pubkey", "ssh_key"),
+        description="An authorized public key (also read as SSH_PUBKEY or SSH_KEY).",
+    )
+    ssh_authorized_keys: str = Field(
+        "", validation_alias=AliasChoices("ssh_authorized_keys", "authorized_keys"),
+        description="More authorized public keys, one per line (also read as AUTHORIZED_KEYS).",
+    )
+    ssh_authorized_keys_files: CsvPaths = Field(
+        default_factory=lambda: [VAST_KEYS_FILE],
+        description="Files of authorized keys to honour for the login user too (Vast writes the account's keys "
+                    "to /root/.ssh/authorized_keys).",
+    )
+    ssh_permit_root: bool | None = Field(
+        None, description="Let root log in with a key (passwords are always off). Default: on for RunPod and "
+                          "Vast, whose Connect dialog shows `ssh root@HOST -p PORT`; off elsewhere.",
+    )
 
     def keys(self) -> list[tuple[str, str]]:
-        """(variable and position, key line) for every key given, in order, blank lines skipped."""
+        """(source and position, key line) for every key given, in order, blank lines and comments skipped."""
+        sources = [("PUBLIC_KEY", self.public_key), ("SSH_PUBLIC_KEY", self.ssh_public_key),
+                   ("SSH_AUTHORIZED_KEYS", self.ssh_authorized_keys)]
+        for path in self.ssh_authorized_keys_files:
+            try:
+                sources.append((str(path), path.read_text()))
+            except OSError:
+                continue
         found = []
-        for variable, text in (("PUBLIC_KEY", self.public_key), ("SSH_PUBLIC_KEY", self.ssh_public_key),
-                               ("SSH_AUTHORIZED_KEYS", self.ssh_authorized_keys)):
-            lines = [line.strip() for line in text.replace("\\n", "\n").splitlines() if line.strip()]
-            found += [(f"{variable} key #{i}", line) for i, line in enumerate(lines, 1)]
+        for source, text in sources:
+            lines = [line.strip() for line in text.replace("\\n", "\n").splitlines()
+                     if line.strip() and not line.strip().startswith("#")]
+            found += [(f"{source} key #{i}", line) for i, line in enumerate(lines, 1)]
         return found

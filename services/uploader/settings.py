@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 
-from entrypoint.fields import CsvList, CsvPaths
+from entrypoint.fields import CsvList, CsvPaths, Secret, not_placeholder
 from entrypoint.schema import Section
 
 DEFAULT_INCLUDE = ["*.pt", "*.pth", "*.safetensors", "*.bin", "*.ckpt", "*.json", "*.yaml", "*.yml", "*.txt",
@@ -61,12 +61,12 @@ class UploadSettings(Section):
     restore_timeout_seconds: float = Field(
         30, ge=1, le=3600, description="How long a destination may take to list its checkpoints at restore."
     )
-    hf_token: SecretStr | None = Field(None, description="Hugging Face token (write access to the repo).")
+    hf_token: Secret = Field(None, description="Hugging Face token (write access to the repo).")
     hf_hub_enable_hf_transfer: bool = Field(
         False, description="Legacy fast-transfer switch; taken as HF_XET_HIGH_PERFORMANCE=1 (hf_xet)."
     )
     aws_access_key_id: str = Field("", description="S3 access key, for s3:// destinations.")
-    aws_secret_access_key: SecretStr | None = Field(None, description="S3 secret key, for s3:// destinations.")
+    aws_secret_access_key: Secret = Field(None, description="S3 secret key, for s3:// destinations.")
     aws_region: str = Field("", description="S3 region, for s3:// destinations.")
     aws_endpoint_url: str = Field("", description="S3-compatible endpoint (R2, MinIO, B2...), for s3:// destinations.")
 
@@ -75,6 +75,7 @@ class UploadSettings(Section):
     def _parse_destinations(cls, values: list[str]) -> list[str]:
         from services.uploader.destinations import parse
 
+        not_placeholder(values)
         for value in values:
             parse(value)
         return values

@@ -1,0 +1,88 @@
+"""The login user's shells (SSH sessions, Jupyter terminals, `sudo`): the container's environment, and a
+`podvisor` command that works in them.
+
+sshd does not pass the container's environment on, so a session would otherwise lack HF_TOKEN, PATH additions
+and the provider's variables. It is written to a file only the login user (and root) can read, sourced by login
+shells (profile.d) and, for `ssh host command`, from the top of the user's ~/.bashrc: bash run by sshd reads
+~/.bashrc, whose interactive-only guard would otherwise skip it (RunPod's images do the same).
+
+`sudo` resets the environment and PATH (`env_reset`, `secure_path`), so `sudo podvisor status` would neither
+find podvisor nor its state dir: a small `podvisor` in /usr/local/bin (on sudo's secure_path) reads the same
+file and runs podvisor's own interpreter.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import sys
+from pathlib import Path
+
+from entrypoint.context import PodContext
+
+SESSION_SPECIFIC = {"HOME", "USER", "LOGNAME", "SHELL", "PWD", "OLDPWD", "SHLVL", "TERM", "_", "MAIL", "HOSTNAME",
+                    "SUDO_USER", "SUDO_UID", "SUDO_GID", "SUDO_COMMAND", "PODVISOR_SERVICE", "SUPERVISOR_ENABLED",
+                    "SUPERVISOR_SERVER_URL", "SUPERVISOR_PROCESS_NAME", "SUPERVISOR_GROUP_NAME", "BASH_ENV"}
+PROFILE_SNIPPET = Path("/etc/profile.d/podvisor.sh")
+COMMAND = Path("/usr/local/bin/podvisor")
+MARK = "# podvisor-environment"
+
+
+def environment_file(ctx: PodContext) -> Path:
+    return ctx.state_dir / "session.env"
+
+
+def render(environ: dict[str, str]) -> str:
+    lines = ["# The container's environment, written by podvisor at boot for login shells."]
+    lines += [f"export {key}={shlex.quote(val)}" for key, val in sorted(environ.items())
+              if key not in SESSION_SPECIFIC and key.isidentifier()]
+    return "\n".join(lines) + "\n"
+
+
+def write(path: Path, user: str, environ: dict[str, str] | None = None) -> None:
+    """Write the file 0600, owned by `user`, atomically: it holds tokens."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(render(dict(os.environ if environ is None else environ)))
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(user)
+        os.chown(tmp, entry.pw_uid, entry.pw_gid)
+    os.replace(tmp, path)
+
+
+def source_line(path: Path) -> str:
+    return f"[ -r {shlex.quote(str(path))} ] && . {shlex.quote(str(path))}  {MARK}"
+
+
+def prepend_once(bashrc: Path, line: str) -> None:
+    """Put `line` first in `bashrc`, replacing an earlier podvisor line (the state dir may have moved)."""
+    old = bashrc.read_text().splitlines() if bashrc.exists() else []
+    kept = [existing for existing in old if not existing.endswith(MARK)]
+    bashrc.write_text("\n".join([line, *kept]) + "\n")
+    if os.geteuid() == 0 and bashrc.parent.exists():
+        owner = bashrc.parent.stat()
+        os.chown(bashrc, owner.st_uid, owner.st_gid)
+
+
+def command_script(env_file: Path, program: Path) -> str:
+    quoted = shlex.quote(str(env_file))
+    return (f"#!/bin/sh\n# podvisor for login shells and sudo: the container's environment, then podvisor.\n"
+            f"[ -r {quoted} ] && . {quoted}\nexec {shlex.quote(str(program))} \"$@\"\n")
+
+
+def install(ctx: PodContext, user: str, home: Path) -> None:
+    """Write the environment file; as root, also hook it into login shells and put `podvisor` on sudo's PATH."""
+    env_file = environment_file(ctx)
+    write(env_file, user)
+    if os.geteuid() != 0:
+        return
+    line = source_line(env_file)
+    PROFILE_SNIPPET.write_text(f"# podvisor: the container's environment in login shells.\n{line}\n")
+    prepend_once(home / ".bashrc", line)
+    program = Path(sys.executable).parent / "podvisor"
+    if program.exists() and COMMAND.parent.is_dir():
+        tmp = COMMAND.with_name(".podvisor.tmp")
+        tmp.write_text(command_script(env_file, program))
+        tmp.chmod(0o755)
+        os.replace(tmp, COMMAND)
