@@ -12,6 +12,7 @@ from entrypoint import docs
 from entrypoint.schema import Config, load
 
 EXIT_INVALID = 2
+EXIT_WARNINGS = 1
 
 
 def _config_json(config: Config) -> dict:
@@ -36,10 +37,12 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_config_json(config), indent=2, default=str))
     for problem in config.problems:
-        print(problem, file=sys.stderr if args.json else sys.stdout)
+        print(f"{'warning: ' if problem.warning else ''}{problem}", file=sys.stderr if args.json else sys.stdout)
     if not args.json and config.ok:
         print("config OK")
-    return 0 if config.ok else EXIT_INVALID
+    if config.errors:
+        return EXIT_INVALID
+    return EXIT_WARNINGS if config.problems else 0
 
 
 def cmd_env_example(args: argparse.Namespace) -> int:
@@ -82,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--live", action="store_true", help="exit 0 while supervisord answers: the liveness probe")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("config", help="check the environment against the schema")
-    p.add_argument("--check", action="store_true", help="exit 2 listing every problem (the default action)")
+    p.add_argument("--check", action="store_true",
+                   help="list every problem; exit 2 for errors, 1 for warnings only (the default action)")
     p.add_argument("--json", action="store_true", help="print the effective configuration, secrets as ***")
     p.set_defaults(func=cmd_config)
     p = sub.add_parser("env-example", help="print env.example from the schema")

@@ -70,6 +70,12 @@ class PodContext:
         return began + self.core.podvisor_grace_seconds - STOP_MARGIN_SECONDS
 
     @property
+    def exit_code_file(self) -> Path:
+        """The exit code the container should end with, written by a job that failed: `start` exits with it
+        once supervisord is done, so a failed Kubernetes Job shows Failed, not Completed."""
+        return self.state_dir / "exit_code"
+
+    @property
     def timings_file(self) -> Path:
         return self.state_dir / "timings.jsonl"
 

@@ -15,12 +15,15 @@ from pathlib import Path
 
 from supervisor import childutils
 
+from entrypoint.redact import redact, secrets_of
+from entrypoint.schema import load
 from entrypoint.timings import record
 
 
 class Listener:
-    def __init__(self, programs: list[str], out=sys.stderr) -> None:
+    def __init__(self, programs: list[str], out=sys.stderr, secrets: list[str] | None = None) -> None:
         self.out = out
+        self.secrets = secrets or []
         self.expected = set(programs)
         self.states: dict[str, str] = {}
         self.partial: dict[tuple[str, str], str] = {}
@@ -45,7 +48,7 @@ class Listener:
         *lines, rest = text.split("\n")
         if rest:
             self.partial[key] = rest
-        self._write("".join(f"[{name}] {line}\n" for line in lines))
+        self._write(redact("".join(f"[{name}] {line}\n" for line in lines), self.secrets))
 
     def _stopping(self) -> None:
         """Note when the shutdown began: the last program to stop drains until the grace counted from here."""
@@ -105,13 +108,13 @@ class Listener:
     def flush(self) -> None:
         """Write out lines still waiting for their newline (at stop, the last words of a program)."""
         for (name, _), rest in sorted(self.partial.items()):
-            self._write(f"[{name}] {rest}\n")
+            self._write(redact(f"[{name}] {rest}\n", self.secrets))
         self.partial.clear()
 
 
 def main() -> None:
     programs = [p for p in os.environ.get("PODVISOR_PROGRAMS", "").split(",") if p]
-    listener = Listener(programs)
+    listener = Listener(programs, secrets=secrets_of(load()))
 
     def stop(*_: object) -> None:
         listener.flush()

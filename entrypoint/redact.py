@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from pydantic import SecretStr
 
@@ -11,12 +12,18 @@ MIN_SECRET_LENGTH = 4
 """Shorter values would mask ordinary words; no real token is that short."""
 
 
+TOKEN_LIKE = re.compile(r"(TOKEN|_KEY|SECRET|PASSWORD|PASSWD|_PASS|CREDENTIALS?)$", re.IGNORECASE)
+"""Names of variables that hold secrets, whether a section declares them or not (the user's own W&B, OpenAI,
+registry or provider keys reach the job and SSH sessions all the same)."""
+NOT_SECRET = re.compile(r"PUBLIC|PUBKEY|^SSH_KEY$", re.IGNORECASE)
+"""Public keys: harmless to show, and redacting them would hide which key a log line is about."""
+
+
 def secrets_of(config: Config) -> list[str]:
-    """Every secret value the config holds, plus provider-injected keys that no section declares."""
+    """Every secret value the config holds, plus every token-like variable in the environment."""
     values = [getattr(section, name).get_secret_value() for section in config.sections.values()
               for name in type(section).model_fields if isinstance(getattr(section, name), SecretStr)]
-    values += [os.environ.get(name, "") for name in ("RUNPOD_API_KEY", "CONTAINER_API_KEY", "VAST_API_KEY",
-                                                     "WANDB_API_KEY", "GIT_TOKEN")]
+    values += [value for name, value in os.environ.items() if TOKEN_LIKE.search(name) and not NOT_SECRET.search(name)]
     return sorted({v for v in values if len(v) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
 
 

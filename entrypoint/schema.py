@@ -5,7 +5,9 @@ rendered from these classes, so a variable cannot be documented without existing
 """
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -44,7 +46,9 @@ class CoreSettings(Section):
         "0.0.0.0", description="Address services listen on; 127.0.0.1 keeps a local run off the network."
     )
     podvisor_workspace: AbsPath = Field(
-        Path("/workspace"), description="The persistent volume: code, checkpoints and models live under it."
+        Path("/workspace"), validation_alias=AliasChoices("podvisor_workspace", "workspace", "data_directory"),
+        description="The persistent volume: code, checkpoints and models live under it (also read as WORKSPACE "
+                    "or Vast's DATA_DIRECTORY).",
     )
     ssh_user: str = Field(
         "runner", pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
@@ -71,13 +75,16 @@ class Problem:
     """One malformed variable, already phrased for the user: `VARIABLE: what is wrong; expected ...`.
 
     `disables` is False for problems a service survives (one bad SSH key among good ones): `config --check`
-    still fails on them, but `start` only reports them.
+    still fails on them, but `start` only reports them. A `warning` (a variable that looks like a typo of ours,
+    a Kubernetes service link where a port was expected) never disables anything; `config --check` exits 1
+    for warnings alone, 2 when there is an error.
     """
 
     section: str
     variable: str
     message: str
     disables: bool = True
+    warning: bool = False
 
     def __str__(self) -> str:
         return f"{self.variable}: {self.message}"
@@ -94,6 +101,10 @@ class Config:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if not p.warning]
 
 
 
@@ -137,14 +148,28 @@ def _leaf_types(annotation: Any) -> list[Any]:
     return [annotation]
 
 
+INTERNAL = {"PODVISOR_RUN_ID", "PODVISOR_START_MS", "PODVISOR_TIMINGS_FILE", "PODVISOR_PROGRAMS", "PODVISOR_SERVICE",
+            "PODVISOR_STOP_WAIT", "PODVISOR_JOB_ATTEMPT", "PODVISOR_RESUME_FROM"}
+"""Variables podvisor sets for its own programs: never the user's typos."""
+FOREIGN = re.compile(r"^(SSH_(CLIENT|CONNECTION|TTY|AUTH_SOCK|ORIGINAL_COMMAND|ASKPASS)|JUPYTER_(SERVER_\w+|"
+                     r"CONFIG_DIR|DATA_DIR|RUNTIME_DIR|PATH)|\w+_SERVICE_(HOST|PORT)\w*|\w+_PORT_\d+_\w+)$")
+"""Variables other programs set with our prefixes: an SSH session's, Jupyter's, Kubernetes service links'."""
+SERVICE_LINK = re.compile(r"^tcp://[\w.-]+:\d+$")
+"""What Kubernetes injects as <SERVICE>_PORT for every Service in the namespace (enableServiceLinks)."""
+
+
 def load() -> Config:
     """Parse every section from the process environment, collecting all problems instead of the first."""
     config = Config(core=None)
     advisories = _advisories()
+    known: set[str] = set()
     for name, cls in sections():
         valid = True
+        known |= {n for f, info in cls.model_fields.items() for n in env_names(f, info)}
+        overrides, notes = _service_links(name, cls, os.environ)
+        config.problems += notes + _alias_clashes(name, cls, os.environ)
         try:
-            instance = cls()
+            instance = cls(**overrides)
         except ValidationError as exc:
             config.problems += _problems(name, cls, exc, os.environ)
             instance, valid = _with_defaults_for(cls, exc), False
@@ -154,7 +179,55 @@ def load() -> Config:
             config.core = instance  # type: ignore[assignment]
         if valid or name == "podvisor":
             config.sections[name] = instance
+    config.problems += _lookalikes(known, os.environ)
     return config
+
+
+def _service_links(section: str, cls: type[Section], environ: Mapping[str, str]) -> tuple[dict, list[Problem]]:
+    """Port fields holding `tcp://host:port`: Kubernetes put it there for a Service of the same name. The
+    field keeps its default (passed as an init value, which wins over the environment) and a warning says so."""
+    overrides, notes = {}, []
+    for fname, info in cls.model_fields.items():
+        for variable in env_names(fname, info):
+            raw = _env_get(environ, variable)
+            if fname.endswith("_port") and raw and SERVICE_LINK.match(raw.strip()):
+                default = info.get_default(call_default_factory=True)
+                overrides[fname] = default
+                service = variable.removesuffix("_PORT").lower().replace("_", "-")
+                notes.append(Problem(section, variable, (
+                    f"{raw!r} is a Kubernetes service link (a Service named {service!r} in this namespace sets it), "
+                    f"not a port; ignored, using {default}. Set enableServiceLinks: false in the pod spec, or set "
+                    f"{variable} to a number"), disables=False, warning=True))
+    return overrides, notes
+
+
+def _alias_clashes(section: str, cls: type[Section], environ: Mapping[str, str]) -> list[Problem]:
+    """Two names of one variable set to different values: only the first counts, which would surprise."""
+    notes = []
+    for fname, info in cls.model_fields.items():
+        names = env_names(fname, info)
+        given = [(n, _env_get(environ, n)) for n in names if _env_get(environ, n)]
+        if len({value for _, value in given}) > 1:
+            used, *ignored = [n for n, _ in given]
+            notes.append(Problem(section, ignored[0], (
+                f"is another name for {names[0]}, and {used} is set too with a different value; {used} is used. "
+                f"Expected one of them only"), disables=False, warning=True))
+    return notes
+
+
+def _lookalikes(known: set[str], environ: Mapping[str, str]) -> list[Problem]:
+    """Variables that look like ours but are not (UPLOAD_DESTINATION, JUPYTER_TOKN): they would silently do
+    nothing, so each gets a warning naming the closest real variable."""
+    notes = []
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if upper in known or upper in INTERNAL or FOREIGN.match(upper):
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.85)
+        if close:
+            notes.append(Problem("podvisor", variable, f"is not a podvisor variable and is ignored; did you mean "
+                                 f"{close[0]}?", disables=False, warning=True))
+    return notes
 
 
 def _with_defaults_for(cls: type[Section], exc: ValidationError) -> Section:

@@ -1,4 +1,4 @@
-"""`podvisor start`: validate → state dirs → each service's prepare step → supervisord.conf → exec supervisord.
+"""`podvisor start`: validate → state dirs → each service's prepare step → supervisord.conf → run supervisord.
 
 A problem in one service's section or prepare step disables that service only, with a line saying why;
 sshd and the rest still come up, and the container never exits over it (RunPod restarts an exited
@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -35,7 +37,9 @@ def prepare(ctx: PodContext) -> tuple[list[Service], dict[str, str]]:
     """Run the prepare steps; returns the services to supervise and {disabled service: reason}."""
     disabled: dict[str, str] = {}
     for problem in ctx.config.problems:
-        if problem.section in ("podvisor", "bootstrap"):
+        if problem.warning:
+            log.warning("config: %s", problem)
+        elif problem.section in ("podvisor", "bootstrap"):
             log.error("config: %s (using the default instead)", problem)
         elif not problem.disables:
             log.error("config: %s (skipped; service %s still starts)", problem, problem.section)
@@ -73,6 +77,7 @@ def start() -> int:
     for folder in (ctx.state_dir, ctx.logs_dir, ctx.state_dir / "services"):
         folder.mkdir(parents=True, exist_ok=True)
     ctx.stop_requested_file.unlink(missing_ok=True)  # a stop that ended the last run is no stop of this one
+    ctx.exit_code_file.unlink(missing_ok=True)
     record(ctx.timings_file, run_id, "validate", "ok" if config.ok else "problems", validate_ms)
     record(ctx.timings_file, run_id, "state_dirs", "ok", (time.monotonic() - with_dirs) * 1000)
     log.info("run %s on %s; state in %s", run_id, ctx.cloud.provider, ctx.state_dir)
@@ -109,5 +114,26 @@ def start() -> int:
     supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or shutil.which("supervisord")
     argv = [supervisord, "-c", str(conf)] if supervisord else [sys.executable, "-m", "supervisor.supervisord",
                                                                   "-c", str(conf)]
-    os.execv(argv[0], argv)
-    return 0  # not reached: execv replaces this process
+    return supervise(ctx, argv)
+
+
+def supervise(ctx: PodContext, argv: list[str]) -> int:
+    """Run supervisord, pass it the stop signals, and exit with the code a failed job asked for (else its own).
+
+    supervisord exits 0 after any orderly shutdown; staying its parent is what lets the container say the job
+    failed. Under tini -g both processes get the signal; forwarding it again is harmless."""
+    child = subprocess.Popen(argv)
+
+    def forward(signum: int, _frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    code = child.wait()
+    try:
+        asked = int(ctx.exit_code_file.read_text())
+    except (OSError, ValueError):
+        return code
+    log.error("container exits %d: the job failed (see `podvisor status` and the job log)", asked)
+    return asked

@@ -174,13 +174,16 @@ class Runner:
         duration = round(time.time() - started, 1)
         self.write(state=state, exit_code=code, total_duration_s=duration)
         log.info("job: %s (exit code %d) after %.1f s and %d attempt(s)", state, code, duration, number + 1)
+        if state == "failed":
+            # The container's own exit code when it ends: a Kubernetes Job is Failed, not Completed.
+            self.ctx.exit_code_file.write_text(f"{min(max(code, 1), 255)}\n")
+        self.record(state, code, duration)
         if self.settings.job_on_exit == "stop" and not self.stopping:
-            self.finish(state, code, duration)
+            self.finish(state)
         return 0
 
-    def finish(self, state: str, code: int, duration: float) -> None:
-        """Record the outcome, ship it with the log, wait for every upload to drain, then stop the pod the way
-        autostop would."""
+    def record(self, state: str, code: int, duration: float) -> None:
+        """Put the outcome in the run manifest and ship it with the job's log, whatever JOB_ON_EXIT says."""
         path = self.ctx.state_dir / "manifest.json"
         manifest.update(path, {"job": {"state": state, "exit_code": code, "duration_s": duration,
                                        "attempts": self.status["attempts"]}})
@@ -189,6 +192,9 @@ class Runner:
         if (self.ctx.logs_dir / "job.log").exists():
             shutil.copyfile(self.ctx.logs_dir / "job.log", frozen)
         ship(self.ctx, [path, frozen])
+
+    def finish(self, state: str) -> None:
+        """Wait for every upload to drain, then stop the pod the way autostop would."""
         self.write(state=f"{state}, waiting for uploads")
         reasons = self.blockers()
         if reasons:

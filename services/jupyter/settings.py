@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 
 from entrypoint.fields import AbsPath, Port, Secret
 from entrypoint.schema import Section
@@ -16,12 +16,17 @@ class JupyterSettings(Section):
 
     jupyter_enabled: bool = Field(True, description="Run Jupyter Lab.")
     jupyter_port: Port = Field(8888, description="Port Jupyter Lab listens on.")
-    jupyter_token: Secret = Field(None, description="Token for Jupyter (the `?token=` of its URL).")
+    jupyter_token: Secret = Field(
+        None, validation_alias=AliasChoices("jupyter_token", "open_button_token"),
+        description="Token for Jupyter (the `?token=` of its URL); also read as Vast's OPEN_BUTTON_TOKEN. "
+                    "Unset: one is generated and `podvisor status` says where to read it.",
+    )
     jupyter_password: Secret = Field(
         None, description="RunPod's name: a password hash (argon2:/sha1:...) or, as plain text, used as the token."
     )
     jupyter_allow_no_auth: bool = Field(False, description="Start Jupyter with no token or password (unsafe).")
-    jupyter_root_dir: AbsPath = Field(Path("/workspace"), description="Folder Jupyter opens on.")
+    jupyter_root_dir: AbsPath = Field(Path("/workspace"), validation_alias=AliasChoices("jupyter_root_dir", "jupyter_dir"),
+                                      description="Folder Jupyter opens on (also read as JUPYTER_DIR).")
     jupyter_base_url: str = Field("/", description="URL prefix, for running behind a proxy path.")
 
     @field_validator("jupyter_base_url")

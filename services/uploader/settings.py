@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 
 from entrypoint.fields import CsvList, CsvPaths, Secret, not_placeholder
 from entrypoint.schema import Section
@@ -61,7 +61,9 @@ class UploadSettings(Section):
     restore_timeout_seconds: float = Field(
         30, ge=1, le=3600, description="How long a destination may take to list its checkpoints at restore."
     )
-    hf_token: Secret = Field(None, description="Hugging Face token (write access to the repo).")
+    hf_token: Secret = Field(None, validation_alias=AliasChoices("hf_token", "hugging_face_hub_token"),
+                             description="Hugging Face token (write access to the repo); also read as "
+                                         "HUGGING_FACE_HUB_TOKEN.")
     hf_hub_enable_hf_transfer: bool = Field(
         False, description="Legacy fast-transfer switch; taken as HF_XET_HIGH_PERFORMANCE=1 (hf_xet)."
     )
