@@ -1,48 +1,81 @@
-"""Every deploy template parses, and names only variables the schema knows (a typo would silently do nothing)."""
+"""Every deploy template is in the shape its platform's API takes, maps the ports podvisor serves, names only
+variables the schema knows, and passes `podvisor config --check` as shipped (no placeholder passes for a value).
+
+Shapes, from the platforms' documentation: Vast's template API takes `env` as one string of docker flags
+(`-e VAR=val -p 8000:8000`, at most 1024 characters), `runtype` ssh/jupyter/args and `recommended_disk_space`
+in GB; RunPod's REST API (POST /v1/templates) takes `ports` as a list of "port/tcp|http" and `env` as an object.
+"""
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import PODVISOR, base_env
 from entrypoint.schema import env_names, sections
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 KNOWN = {name for _, cls in sections() for f, info in cls.model_fields.items() for name in env_names(f, info)}
+SERVED = {22, 8888, 8000}
 
 
-def _runpod(path: Path) -> set[str]:
+def _runpod(path: Path) -> dict[str, str]:
     template = json.loads(path.read_text())
-    assert set(template["ports"].split(",")) == {"22/tcp", "8888/http", "8000/http"}
-    assert template["volumeMountPath"] == "/workspace"
-    return {item["key"] for item in template["env"]}
+    assert isinstance(template["ports"], list)
+    assert set(template["ports"]) == {"22/tcp", "8888/http", "8000/http"}
+    assert template["volumeMountPath"] == "/workspace" and template["isServerless"] is False
+    assert isinstance(template["containerDiskInGb"], int) and isinstance(template["volumeInGb"], int)
+    assert isinstance(template["env"], dict) and all(isinstance(v, str) for v in template["env"].values())
+    assert not template["imageName"].endswith(":latest")
+    return template["env"]
 
 
-def _vast(path: Path) -> set[str]:
+def _vast(path: Path) -> dict[str, str]:
     template = json.loads(path.read_text())
     assert template["runtype"] == "args", "Vast's ssh/jupyter launch modes replace the image's entrypoint"
-    return set(template["env"])
+    assert isinstance(template["env"], str) and len(template["env"]) <= 1024
+    assert isinstance(template["recommended_disk_space"], int)
+    assert "disk_space" not in template and "ports" not in template, "not fields of Vast's template API"
+    flags = shlex.split(template["env"])
+    pairs = list(zip(flags[::2], flags[1::2]))
+    assert all(flag in ("-e", "-p") for flag, _ in pairs) and len(flags) % 2 == 0
+    mapped = {int(value.split(":")[1].split("/")[0]) for flag, value in pairs if flag == "-p"}
+    assert mapped == SERVED, "each port podvisor serves must be published, or Vast injects no VAST_TCP_PORT_N"
+    return dict(value.split("=", 1) for flag, value in pairs if flag == "-e")
 
 
-def _kubernetes(path: Path) -> set[str]:
-    names = set()
+def _kubernetes(path: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
     for doc in docs:
-        pod = doc["spec"]["template"]["spec"] if doc["kind"] in ("Deployment", "Job") else None
-        if pod is None:
+        if doc["kind"] not in ("Deployment", "Job"):
             continue
-        grace = next(int(e["value"]) for c in pod["containers"] for e in c["env"] if e["name"] == "PODVISOR_GRACE_SECONDS")
-        assert pod["terminationGracePeriodSeconds"] > grace
-        assert "nvidia.com/gpu.product" in pod["nodeSelector"]
+        pod = doc["spec"]["template"]["spec"]
+        assert pod["enableServiceLinks"] is False, "a Service named ssh/jupyter would inject SSH_PORT=tcp://..."
+        assert {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v} <= claims
         if doc["kind"] == "Job":
             assert pod["restartPolicy"] == "Never"
+        assert "nvidia.com/gpu.product" in pod["nodeSelector"]
         for container in pod["containers"]:
-            assert "nvidia.com/gpu" in container["resources"]["limits"]
-            names |= {e["name"] for e in container["env"]}
+            values = {e["name"]: e.get("value", "") for e in container["env"]}
+            assert pod["terminationGracePeriodSeconds"] > int(values["PODVISOR_GRACE_SECONDS"])
+            assert all(e["valueFrom"]["secretKeyRef"].get("optional") is True
+                       for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})), "a missing key must not stop the pod"
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= set(resources["requests"]), "no requests: BestEffort, evicted first"
+            assert "nvidia.com/gpu" in resources["limits"]
+            assert not container["image"].endswith(":latest")
+            if doc["kind"] == "Deployment":
+                probes = {k: container[k]["exec"]["command"][-1] for k in ("startupProbe", "livenessProbe", "readinessProbe")}
+                assert probes == {"startupProbe": "--live", "livenessProbe": "--live", "readinessProbe": "--ready"}
+            env.update({k: v for k, v in values.items() if k != "POD_IP"})
     assert docs
-    return names
+    return env
 
 
 TEMPLATES = [(DEPLOY / "runpod" / "template.json", _runpod), (DEPLOY / "vast" / "template.json", _vast),
@@ -50,11 +83,28 @@ TEMPLATES = [(DEPLOY / "runpod" / "template.json", _runpod), (DEPLOY / "vast" / 
 
 
 @pytest.mark.parametrize(("path", "reader"), TEMPLATES, ids=lambda v: getattr(v, "name", ""))
-def test_template_names_only_known_variables(path, reader):
-    names = reader(path)
-    assert names, f"{path} sets no variables"
-    unknown = sorted(names - KNOWN)
+def test_template_has_its_platforms_shape_and_passes_the_config_check(path, reader, tmp_path):
+    env = reader(path)
+    assert env, f"{path} sets no variables"
+    unknown = sorted(set(env) - KNOWN)
     assert not unknown, f"{path.relative_to(DEPLOY)} names variables the schema does not know: {unknown}"
+    check = subprocess.run([PODVISOR, "config", "--check"], env=base_env(tmp_path / "state", **env),
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("JUPYTER_TOKEN", "set-a-long-random-token"), ("INFERENCE_API_TOKEN", "changeme"),
+    ("UPLOAD_DESTINATIONS", "s3://your-bucket/checkpoints"), ("UPLOAD_DESTINATIONS", "hf://your-name/checkpoints"),
+    ("HF_TOKEN", "{{ RUNPOD_SECRET_hf_token }}"), ("JUPYTER_PASSWORD", "password"),
+])
+def test_placeholders_and_known_tokens_are_errors_that_never_echo_the_value(variable, value, tmp_path):
+    check = subprocess.run([PODVISOR, "config", "--check"], env=base_env(tmp_path / "state", **{variable: value}),
+                           capture_output=True, text=True)
+    assert check.returncode == 2
+    assert f"{variable}: holds a template placeholder" in check.stdout
+    if variable != "UPLOAD_DESTINATIONS":
+        assert value not in check.stdout + check.stderr
 
 
 def test_every_template_is_checked():
