@@ -71,6 +71,9 @@ class Service:
     """Its RUNNING state alone counts as activity for the idle autostop (a training job)."""
     stop_blocker: Callable[["PodContext"], str | None] | None = None
     """Why the pod must not be stopped yet (uploads pending), or None: autostop and the job wait on it."""
+    loss_on_stop: Callable[["PodContext"], str | None] | None = None
+    """What a stop would lose for good (a checkpoint no destination holds), or None: once autostop has waited
+    AUTOSTOP_MAX_UPLOAD_WAIT_MINUTES on the stop blockers, it stops only when no service reports a loss."""
     cli: Callable[[Any], None] | None = None
     """Adds this service's subcommands to `podvisor` (given argparse's subparsers)."""
     exit_codes: tuple[int, ...] = (0,)

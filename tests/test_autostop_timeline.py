@@ -58,3 +58,36 @@ def test_a_failed_probe_counts_as_activity():
     failed = Signal("jupyter", IDLE + WARN + 5, "jupyter probe failed (ConnectionError), counted as activity", True)
     decision = t.evaluate(IDLE + WARN + 5, [failed], [])
     assert decision.state == "busy" and "probe failed" in decision.message
+
+
+def test_a_destination_that_always_fails_stops_the_pod_after_the_cap_only_when_nothing_is_lost():
+    failing = ["waiting for 3 upload(s): s3://bkt FAILING: 403 Forbidden"]
+    due = IDLE + WARN + 1
+    safe = Timeline(0.0, IDLE, WARN, 0.0, ["runpod"], 60, max_wait=1800)
+    asked: list[float] = []
+    assert safe.evaluate(due, _quiet(), failing, lambda: asked.append(due) or []).state == "waiting"
+    assert safe.evaluate(due + 1799, _quiet(), failing, lambda: []).state == "waiting"
+    assert asked == [], "what a stop would lose is asked only once the wait is over"
+    stop = safe.evaluate(due + 1800, _quiet(), failing, lambda: [])
+    assert stop.state == "stop" and "held by at least one destination" in stop.message
+
+    risky = Timeline(0.0, IDLE, WARN, 0.0, ["runpod"], 60, max_wait=1800)
+    risky.evaluate(due, _quiet(), failing, lambda: ["2 checkpoint(s) held by no destination"])
+    stuck = risky.evaluate(due + 4000, _quiet(), failing, lambda: ["2 checkpoint(s) held by no destination"])
+    assert stuck.state == "stuck" and "NOT STOPPING after 67 min" in stuck.message and "403 Forbidden" in stuck.message
+    assert "2 checkpoint(s) held by no destination" in stuck.message
+
+
+def test_the_wait_starts_again_after_the_uploads_drained_once():
+    t = Timeline(0.0, IDLE, WARN, 0.0, ["runpod"], 60, max_wait=100)
+    due = IDLE + WARN + 1
+    t.evaluate(due, _quiet(), ["waiting for 1 upload(s)"])
+    t.evaluate(due + 50, [Signal("ssh", due + 50, "1 ssh session")], [])
+    late = due + 50 + IDLE + WARN + 1
+    assert t.evaluate(late, _quiet(), ["waiting for 1 upload(s)"]).state == "waiting"
+    assert t.evaluate(late + 99, _quiet(), ["waiting for 1 upload(s)"], lambda: []).state == "waiting"
+
+
+def test_no_cap_waits_forever():
+    t = Timeline(0.0, IDLE, WARN, 0.0, ["runpod"], 60, max_wait=0)
+    assert t.evaluate(10 ** 7, _quiet(), ["waiting for 1 upload(s)"], lambda: []).state == "waiting"

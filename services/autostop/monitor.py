@@ -42,14 +42,14 @@ class Monitor:
             boot = clock()
         s = self.settings
         self.timeline = Timeline(boot, s.autostop_idle_minutes * 60, s.autostop_warn_seconds,
-                                 s.autostop_grace_seconds, self.actions, busy_window=2 * s.autostop_poll_seconds)
+                                 s.autostop_grace_seconds, self.actions, busy_window=2 * s.autostop_poll_seconds,
+                                 max_wait=s.autostop_max_upload_wait_minutes * 60)
         self.gpu = sig.GpuSampler(s.autostop_gpu_util_percent, s.autostop_gpu_memory_counts)
         self.services = enabled_services(ctx)
         self.secrets = secrets_of(ctx.config)
         self.fired_at: float | None = None
         self.last_error = ""
-        if s.autostop_cpu_percent:
-            sig.cpu(100)  # primes psutil's CPU counter: the next reading covers one poll period
+        self.cpu = sig.ContainerCpu(s.autostop_cpu_percent) if s.autostop_cpu_percent else None
 
     def signals(self) -> list[sig.Signal]:
         s, names = self.settings, {svc.name for svc in self.services}
@@ -66,26 +66,33 @@ class Monitor:
         busy_services = [svc.name for svc in self.services if svc.busy_while_running]
         if busy_services:
             found.append(sig.probe("services", lambda: sig.running_services(self.ctx, busy_services)))
-        if s.autostop_cpu_percent:
-            found.append(sig.probe("cpu", lambda: sig.cpu(s.autostop_cpu_percent)))
+        if self.cpu is not None:
+            found.append(sig.probe("cpu", self.cpu))
         return found
 
-    def blockers(self) -> list[str]:
+    def _ask(self, hook: str) -> list[str]:
         out = []
         for svc in self.services:
-            if svc.stop_blocker is None:
+            check = getattr(svc, hook)
+            if check is None:
                 continue
             try:
-                reason = svc.stop_blocker(self.ctx)
+                reason = check(self.ctx)
             except Exception as exc:  # an unreadable state holds the stop: it may be an upload
                 reason = f"{svc.name} state unreadable ({type(exc).__name__})"
             if reason:
                 out.append(reason)
         return out
 
+    def blockers(self) -> list[str]:
+        return self._ask("stop_blocker")
+
+    def lost(self) -> list[str]:
+        return self._ask("loss_on_stop")
+
     def step(self) -> Decision:
         now = self.clock()
-        decision = self.timeline.evaluate(now, self.signals(), self.blockers())
+        decision = self.timeline.evaluate(now, self.signals(), self.blockers(), self.lost)
         if decision.state == "busy":
             self.fired_at = None
         if decision.state == "warning":
@@ -133,7 +140,7 @@ class Monitor:
         while True:
             decision = self.step()
             if decision.state != last_state:
-                log.info("autostop: %s", decision.message)
+                (log.error if decision.state == "stuck" else log.info)("autostop: %s", decision.message)
                 last_state = decision.state
             time.sleep(self.settings.autostop_poll_seconds)
 

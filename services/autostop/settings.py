@@ -28,10 +28,16 @@ class AutostopSettings(Section):
     autostop_terminate: bool = Field(False, description="Terminate (delete) the pod instead of stopping it.")
     autostop_gpu_util_percent: float = Field(5, ge=0, le=100, description="GPU utilization above this is activity.")
     autostop_gpu_memory_counts: bool = Field(False, description="Count GPU memory merely held as activity.")
-    autostop_cpu_percent: float = Field(60, ge=0, le=100, description="System CPU above this is activity (0: off).")
+    autostop_cpu_percent: float = Field(60, ge=0, le=100, description="This container's CPU (its cgroup) above this share of the CPUs it may use is activity "
+                                     "(0: off); other tenants of a shared host never count.")
     autostop_heartbeat_file: Path | None = Field(None, description="A file your code touches to say it is alive.")
     autostop_busy_processes: str = Field(
         "", description="Regex over process command lines that count as activity (e.g. train.py|torchrun)."
+    )
+    autostop_max_upload_wait_minutes: float = Field(
+        60, ge=0, le=10080,
+        description="How long a due stop waits for failing uploads; then it stops only if every checkpoint is "
+                    "held by some destination, else keeps the pod and says why (0: wait forever).",
     )
     autostop_stop_timeout_seconds: float = Field(
         300, gt=0, le=86400, description="How long to wait for a provider stop to take effect before reporting failure."

@@ -2,6 +2,7 @@
 A probe that fails counts as activity: a wrong stop costs a user their work, a few idle minutes do not."""
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections import deque
@@ -118,11 +119,49 @@ def busy_processes(pattern: str) -> Signal:
     return Signal("processes", None, "no busy process")
 
 
-def cpu(threshold: float) -> Signal:
-    percent = psutil.cpu_percent(interval=None)  # since the previous call: one poll period
-    if percent > threshold:
-        return Signal("cpu", time.time(), f"cpu {percent:.0f} %")
-    return Signal("cpu", None, f"cpu {percent:.0f} %")
+CGROUP = Path("/sys/fs/cgroup")
+
+
+class ContainerCpu:
+    """CPU used by this container, from its cgroup (v2 `cpu.stat`, else v1 `cpuacct.usage`), as a share of the
+    CPUs it may use (its quota, else its CPU set). A shared RunPod or Vast host runs other tenants: host-wide
+    CPU would count their work as ours and keep the pod busy forever. Outside a container the cgroup is the
+    machine's root one, which is right for a bare host too."""
+
+    def __init__(self, threshold: float, root: Path = CGROUP, clock: Callable[[], float] = time.monotonic) -> None:
+        self.threshold, self.root, self.clock = threshold, root, clock
+        self.cpus = self._cpus()
+        self.last = (clock(), self._used())
+
+    def _used(self) -> float:
+        """CPU seconds this cgroup has used."""
+        stat = self.root / "cpu.stat"
+        if stat.exists():
+            fields = dict(line.split() for line in stat.read_text().splitlines() if line.count(" ") == 1)
+            return int(fields["usage_usec"]) / 1e6
+        for folder in ("cpuacct", "cpu,cpuacct", "cpuacct,cpu"):
+            usage = self.root / folder / "cpuacct.usage"
+            if usage.exists():
+                return int(usage.read_text()) / 1e9
+        times = psutil.cpu_times()  # no cgroup accounting at all: the machine's busy time is the best there is
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+    def _cpus(self) -> float:
+        limit = self.root / "cpu.max"
+        quota, period = (limit.read_text().split() + ["100000"])[:2] if limit.exists() else ("max", "100000")
+        for folder in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+            v1 = self.root / folder / "cpu.cfs_quota_us"
+            if quota == "max" and v1.exists() and int(v1.read_text()) > 0:
+                quota, period = v1.read_text().strip(), (v1.parent / "cpu.cfs_period_us").read_text().strip()
+        allowed = float(len(os.sched_getaffinity(0)))
+        return min(allowed, int(quota) / int(period)) if quota != "max" else allowed
+
+    def __call__(self) -> Signal:
+        now, used = self.clock(), self._used()
+        (then, before), self.last = self.last, (now, used)
+        percent = 100.0 * (used - before) / max(now - then, 1e-6) / self.cpus
+        reason = f"container cpu {percent:.0f} % of {self.cpus:g} CPU(s)"
+        return Signal("cpu", time.time() if percent > self.threshold else None, reason)
 
 
 def running_services(ctx: PodContext, names: list[str]) -> Signal:

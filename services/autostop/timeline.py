@@ -1,9 +1,12 @@
 """The idle timeline, kept free of I/O so it can be driven by a controllable clock:
 grace after boot -> idle -> warning (AUTOSTOP_IDLE_MINUTES) -> stop (AUTOSTOP_WARN_SECONDS later), held
-while anything blocks a stop (uploads pending). Activity at any point resets the timer."""
+while anything blocks a stop (uploads pending), for at most AUTOSTOP_MAX_UPLOAD_WAIT_MINUTES: past that the stop
+goes ahead only if nothing would be lost (every checkpoint is held by some destination); otherwise the pod stays
+up and says so loudly. Activity at any point resets the timer."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from services.autostop.signals import Signal
 
@@ -11,7 +14,7 @@ from services.autostop.signals import Signal
 @dataclass
 class Decision:
     state: str
-    """grace | busy | idle | warning | waiting | stop"""
+    """grace | busy | idle | warning | warned | waiting | stuck | stop"""
     message: str
     idle_seconds: float = 0.0
     stops_in: float | None = None
@@ -20,14 +23,26 @@ class Decision:
 
 class Timeline:
     def __init__(self, boot: float, idle_seconds: float, warn_seconds: float, grace_seconds: float,
-                 action_names: list[str], busy_window: float) -> None:
+                 action_names: list[str], busy_window: float, max_wait: float = 0.0) -> None:
         self.boot, self.idle_limit, self.warn, self.grace = boot, idle_seconds, warn_seconds, grace_seconds
         self.actions = ", ".join(action_names)
         self.busy_window = busy_window
+        self.max_wait = max_wait
+        """Seconds a due stop waits on its blockers before looking at what stopping would lose (0: forever)."""
         self.last_activity = boot
         self.warned = False
+        self.waiting_since: float | None = None
 
-    def evaluate(self, now: float, signals: list[Signal], blockers: list[str]) -> Decision:
+    def evaluate(self, now: float, signals: list[Signal], blockers: list[str],
+                 lost: Callable[[], list[str]] = list) -> Decision:
+        """`lost` says what a stop right now would lose for good (asked only once the wait is over)."""
+        decision = self._evaluate(now, signals, blockers, lost)
+        if decision.state not in ("waiting", "stuck"):
+            self.waiting_since = None
+        return decision
+
+    def _evaluate(self, now: float, signals: list[Signal], blockers: list[str],
+                  lost: Callable[[], list[str]]) -> Decision:
         for signal in signals:
             if signal.active_at is not None and signal.active_at > self.last_activity:
                 self.last_activity = min(signal.active_at, now)
@@ -54,5 +69,17 @@ class Timeline:
                             f"{minutes}: stopping in {stops_in:.0f} s ({self.actions}) unless there is activity",
                             idle, stops_in, signals)
         if blockers:
-            return Decision("waiting", f"{minutes}: {'; '.join(blockers)} before stopping", idle, 0.0, signals)
+            self.waiting_since = now if self.waiting_since is None else self.waiting_since
+            waited = now - self.waiting_since
+            why = "; ".join(blockers)
+            if not self.max_wait or waited < self.max_wait:
+                return Decision("waiting", f"{minutes}: {why} before stopping", idle, 0.0, signals)
+            at_risk = lost()
+            if at_risk:
+                return Decision("stuck", f"{minutes}: NOT STOPPING after {waited / 60:.0f} min: {why}, and a stop "
+                                         f"would lose {'; '.join(at_risk)}. Fix the destination (see `podvisor "
+                                         f"status`) or stop the pod yourself", idle, 0.0, signals)
+            return Decision("stop", f"{minutes}: stopping after {waited / 60:.0f} min of waiting ({why}): every "
+                                    f"checkpoint is held by at least one destination ({self.actions})", idle, 0.0,
+                            signals)
         return Decision("stop", f"{minutes}: stopping now ({self.actions})", idle, 0.0, signals)

@@ -10,6 +10,8 @@ from entrypoint import login_user
 from entrypoint.context import PodContext
 from entrypoint.registry import Readiness, Service, python_module
 from services.uploader import cli
+from services.uploader.layout import SHIP_UNIT, queue_path
+from services.uploader.queue import Queue
 from services.uploader.settings import UploadSettings
 
 log = logging.getLogger("podvisor")
@@ -54,6 +56,15 @@ def stop_blocker(ctx: PodContext) -> str | None:
     return None
 
 
+def loss_on_stop(ctx: PodContext) -> str | None:
+    """Checkpoints that no destination has committed, or files not queued at all: a stop would lose them."""
+    info = cli.summary(ctx)
+    nowhere = Queue(queue_path(ctx)).committed_nowhere(SHIP_UNIT)
+    if nowhere or info["unqueued"]:
+        return f"{nowhere} checkpoint(s) held by no destination and {info['unqueued']} file(s) never queued"
+    return None
+
+
 SERVICE = Service(
     name="uploader",
     settings=UploadSettings,
@@ -66,5 +77,6 @@ SERVICE = Service(
     environment=_environment,
     status=cli.summary,
     stop_blocker=stop_blocker,
+    loss_on_stop=loss_on_stop,
     cli=cli.register,
 )

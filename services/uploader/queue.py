@@ -214,6 +214,17 @@ class Queue:
         finally:
             db.close()
 
+    def committed_nowhere(self, skip: str) -> int:
+        """Checkpoints no destination holds a marker of: what a stop would lose if the local disk goes."""
+        db = self._connect()
+        try:
+            return db.execute(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT root, unit FROM uploads u WHERE u.unit<>? "
+                "AND u.status IN ('queued','uploading','durable') AND NOT EXISTS (SELECT 1 FROM commits c WHERE "
+                "c.root=u.root AND c.unit=u.unit))", (skip,)).fetchone()[0]
+        finally:
+            db.close()
+
     def last_committed(self) -> dict[str, dict]:
         """{dest: {"unit", "at_epoch", "files", "bytes"}} of the newest commit at each destination."""
         db = self._connect()
