@@ -35,7 +35,7 @@ def test_cgroup_v2_usage_against_the_quota(tmp_path):
     clock.now += 10
     _v2(tmp_path, 5_000_000 + int(10 * cpu.cpus * 0.7 * 1e6) + 100_000, "200000 100000")
     quiet = cpu()
-    assert quiet.active_at is None and quiet.reason.startswith(f"container cpu {100 * 0.1 / 10 / cpu.cpus:.0f} %")
+    assert quiet.active_at is None and float(quiet.reason.split()[2]) < 2
 
 
 def test_cgroup_v1_cpuacct_and_cfs_quota(tmp_path):
