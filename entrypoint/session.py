@@ -79,7 +79,8 @@ def install(ctx: PodContext, user: str, home: Path) -> None:
         return
     line = source_line(env_file)
     PROFILE_SNIPPET.write_text(f"# podvisor: the container's environment in login shells.\n{line}\n")
-    prepend_once(home / ".bashrc", line)
+    for folder in {home, Path(pwd.getpwuid(0).pw_dir)}:  # root's sessions too: RunPod's and Vast's consoles say root
+        prepend_once(folder / ".bashrc", line)
     program = Path(sys.executable).parent / "podvisor"
     if program.exists() and COMMAND.parent.is_dir():
         tmp = COMMAND.with_name(".podvisor.tmp")

@@ -175,7 +175,9 @@ def running_services(ctx: PodContext, names: list[str]) -> Signal:
 
 
 def jupyter_base(ctx: PodContext) -> tuple[str, str | None]:
+    from services.jupyter import token
+
     settings = ctx.section("jupyter")
     host = local_host(ctx.core.podvisor_bind_host)
     return (f"http://{host}:{settings.jupyter_port}{settings.jupyter_base_url}",  # type: ignore[attr-defined]
-            settings.token())  # type: ignore[attr-defined]
+            token(ctx))

@@ -1,0 +1,101 @@
+"""A first launch on RunPod, from the shipped template and RunPod's injected variables: the SSH command RunPod's
+Connect dialog shows works, the container log and status give the real addresses, the pod is ready without a
+model, and the idle autostop stops the pod through RunPod's API (a loopback stand-in that records the call)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from conftest import ssh, wait_for
+from fakeapi import FakeApi
+from platforms import PUBLIC_IP, Heartbeat, local_paths, pod_dir, runpod_template_env
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a pod runs as root: login user, sshd privilege separation")
+POD_ID = "k3xq9z1abcdef0"
+RUNPOD_KEY = "rpa_PODSCOPEDKEY0123456789"
+SSH_PUBLIC_PORT = "40022"
+
+
+@pytest.fixture(scope="module")
+def pod():
+    api = FakeApi(body={"data": {"podStop": {"id": POD_ID, "desiredStatus": "EXITED"}}})
+    with pod_dir() as pod:
+        beat = Heartbeat(pod.root / "heartbeat")
+        runpod = {  # what RunPod injects into every pod
+            "RUNPOD_POD_ID": POD_ID, "RUNPOD_PUBLIC_IP": PUBLIC_IP, f"RUNPOD_TCP_PORT_{pod.ports['ssh']}": SSH_PUBLIC_PORT,
+            "PUBLIC_KEY": pod.public_key, "RUNPOD_API_KEY": RUNPOD_KEY, "RUNPOD_GPU_COUNT": "1",
+            "RUNPOD_CPU_COUNT": "16", "RUNPOD_POD_HOSTNAME": f"{POD_ID}-64410f2b",
+        }
+        test = dict(RUNPOD_GRAPHQL_URL=f"{api.url}/graphql", AUTOSTOP_IDLE_MINUTES="0.05",
+                    AUTOSTOP_WARN_SECONDS="1", AUTOSTOP_GRACE_SECONDS="0", AUTOSTOP_POLL_SECONDS="0.5",
+                    AUTOSTOP_STOP_TIMEOUT_SECONDS="600", AUTOSTOP_HEARTBEAT_FILE=str(pod.root / "heartbeat"),
+                    AUTOSTOP_CPU_PERCENT="0")  # the test machine's own load is no user's activity
+        pod.boot({**local_paths(pod), **runpod_template_env(), **runpod, **test,
+                  "UPLOAD_WATCH_DIRS": str(pod.root / "workspace" / "checkpoints")})
+        pod.extra.update(api=api, beat=beat)
+        pod.wait_ready_banner()
+        yield pod
+        api.close()
+
+
+def test_the_connect_dialogs_command_logs_in_as_root_with_the_account_key(pod):
+    log = pod.stack.output
+    command = f"ssh root@{PUBLIC_IP} -p {SSH_PUBLIC_PORT}"
+    assert re.search(rf"podvisor:   sshd +{re.escape(command)}  \(host keys ED25519 SHA256:\S+, RSA SHA256:", log)
+    assert "sshd: 1 authorized key(s) for runner and root (1 from PUBLIC_KEY)" in log
+    # The same command, with RunPod's proxy (public IP, mapped port) replaced by loopback.
+    result = ssh(pod.ports["ssh"], "root", pod.key, "whoami; echo $RUNPOD_POD_ID; podvisor status")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["root", POD_ID]
+    assert any(re.match(r"\s+sshd\s+RUNNING .* ready", line) for line in lines), result.stdout
+
+
+def test_the_host_key_fingerprint_in_the_log_is_the_servers(pod):
+    pub = pod.root / "state" / "services" / "sshd" / "ssh_host_ed25519_key.pub"
+    fingerprint = subprocess.run(["ssh-keygen", "-l", "-f", str(pub)], capture_output=True, text=True).stdout.split()[1]
+    assert f"ED25519 {fingerprint}" in pod.stack.output
+
+
+def test_the_login_user_runs_podvisor_status_with_and_without_sudo(pod):
+    for command in ("podvisor status", "sudo podvisor status"):
+        result = ssh(pod.ports["ssh"], "runner", pod.key, command)
+        assert result.returncode == 0, (command, result.stderr)
+        assert re.search(r"\s+sshd\s+RUNNING .* ready", result.stdout), (command, result.stdout)
+        assert "<user>" not in result.stdout
+    motd = ssh(pod.ports["ssh"], "runner", pod.key, "cat /etc/motd").stdout
+    assert f"ssh root@{PUBLIC_IP} -p {SSH_PUBLIC_PORT}" in motd and "sudo podvisor" not in motd
+
+
+def test_status_gives_runpods_addresses_and_where_the_jupyter_token_is(pod):
+    services = pod.stack.status()["services"]
+    assert services["sshd"]["endpoint"] == f"ssh root@{PUBLIC_IP} -p {SSH_PUBLIC_PORT}"
+    assert services["jupyter"]["endpoint"] == f"https://{POD_ID}-{pod.ports['jupyter']}.proxy.runpod.net/lab"
+    assert services["inference"]["endpoint"] == f"https://{POD_ID}-{pod.ports['inference']}.proxy.runpod.net/"
+    token_file = pod.root / "state" / "services" / "jupyter" / "token"
+    assert f"cat {token_file}" in services["jupyter"]["summary"]
+    assert token_file.read_text().strip() not in pod.stack.output
+    assert RUNPOD_KEY not in pod.stack.output
+
+
+def test_ready_for_traffic_before_any_model_exists(pod):
+    out = subprocess.run(["podvisor", "status", "--ready"], env=pod.stack.env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+    inference = pod.stack.status()["services"]["inference"]
+    assert inference["ready"] is True and inference["model_ready"] is False
+    assert "no model served yet" in inference["summary"]
+
+
+def test_zz_idle_pod_is_stopped_through_runpods_api_then_exits_cleanly_on_runpods_sigterm(pod):
+    api = pod.extra["api"]
+    assert api.requests == [], "busy while the heartbeat beats"
+    pod.extra["beat"].stop()
+    wait_for(lambda: api.requests, 60, 0.3, lambda: pod.stack.output[-3000:])
+    sent = api.requests[0]
+    assert (sent["method"], sent["path"]) == ("POST", "/graphql")
+    assert f'podStop(input: {{podId: "{POD_ID}"}})' in sent["body"]["query"]
+    assert sent["headers"]["Authorization"] == f"Bearer {RUNPOD_KEY}"
+    assert pod.stack.stop() == 0  # RunPod stops the container with SIGTERM
