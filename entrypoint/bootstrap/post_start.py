@@ -27,6 +27,8 @@ def announce(ctx: PodContext) -> None:
     while waiting(report) and time.monotonic() < deadline:
         time.sleep(0.5)
         report = collect(ctx)
+    if ctx.stop_requested_file.exists():
+        return  # the pod is stopping already: nothing to connect to
     services = {name: svc for name, svc in report["services"].items() if svc["state"] != "DISABLED"}
     answering = [name for name, svc in services.items() if svc.get("ready")]
     started_ms = json.loads((ctx.state_dir / "boot.json").read_text()).get("started_epoch_ms", 0)

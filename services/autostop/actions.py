@@ -125,7 +125,8 @@ class Actions:
 
     # -- local ----------------------------------------------------------------------------------------------
     def exit(self) -> None:
-        """Stop supervisord: every service stops in order and the container exits 0 (a Job, `docker run --rm`)."""
+        """Stop supervisord: every service stops in order and the container exits (a Job, `docker run --rm`): 0, or
+        the exit code of a job that failed."""
         from entrypoint.status import supervisor_proxy
 
         supervisor_proxy(self.ctx).supervisor.shutdown()
