@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import time
@@ -70,9 +71,21 @@ class PodContext:
         return began + self.core.podvisor_grace_seconds - STOP_MARGIN_SECONDS
 
     @property
+    def bootstrap_file(self) -> Path:
+        """The bootstrap's progress ({"state": running|done|failed, "step", "step_started", "started"}): it runs
+        beside sshd and Jupyter, and what needs the repo (the job, the post-start hook) waits for "done"."""
+        return self.state_dir / "bootstrap.json"
+
+    def bootstrap_state(self) -> dict:
+        try:
+            return json.loads(self.bootstrap_file.read_text())
+        except (OSError, ValueError):
+            return {"state": "pending"}
+
+    @property
     def exit_code_file(self) -> Path:
-        """The exit code the container should end with, written by a job that failed: `start` exits with it
-        once supervisord is done, so a failed Kubernetes Job shows Failed, not Completed."""
+        """The exit code the container should end with, then why (a job that failed, a strict hook): `start`
+        exits with it once supervisord is done, so a failed Kubernetes Job shows Failed, not Completed."""
         return self.state_dir / "exit_code"
 
     @property

@@ -17,12 +17,12 @@ import time
 import uuid
 from pathlib import Path
 
-from entrypoint import bootstrap, login_user, session
+from entrypoint import login_user, session
 from entrypoint.cloud import detect
 from entrypoint.context import PodContext
 from entrypoint.registry import Service, discover
 from entrypoint.schema import load
-from entrypoint.supervisor_conf import EVENT_LISTENER, write
+from entrypoint.supervisor_conf import BOOTSTRAP, EVENT_LISTENER, write
 from entrypoint.timings import phase, record
 
 log = logging.getLogger("podvisor")
@@ -78,6 +78,7 @@ def start() -> int:
         folder.mkdir(parents=True, exist_ok=True)
     ctx.stop_requested_file.unlink(missing_ok=True)  # a stop that ended the last run is no stop of this one
     ctx.exit_code_file.unlink(missing_ok=True)
+    ctx.bootstrap_file.unlink(missing_ok=True)
     record(ctx.timings_file, run_id, "validate", "ok" if config.ok else "problems", validate_ms)
     record(ctx.timings_file, run_id, "state_dirs", "ok", (time.monotonic() - with_dirs) * 1000)
     log.info("run %s on %s; state in %s", run_id, ctx.cloud.provider, ctx.state_dir)
@@ -88,11 +89,6 @@ def start() -> int:
         session.install(ctx, login_user.name(ctx), login_user.home(ctx))
     except Exception as exc:
         log.error("could not set up the login user %s: %s", ctx.core.ssh_user, exc)
-    try:
-        bootstrap.before_services(ctx)
-    except bootstrap.HookFailed as exc:
-        log.error("boot stopped: %s", exc)
-        return 1
     services, disabled = prepare(ctx)
     with phase(ctx.timings_file, run_id, "render"):
         os.environ.update({
@@ -108,7 +104,7 @@ def start() -> int:
             "services": [svc.name for svc in services], "disabled": disabled,
         }, indent=2))
     names = ", ".join(svc.name for svc in services) or "none"
-    log.info("starting supervisord with: %s (+%s)", names, EVENT_LISTENER)
+    log.info("starting supervisord with: %s (+%s, %s)", names, EVENT_LISTENER, BOOTSTRAP)
     record(ctx.timings_file, run_id, "exec_supervisord", "ok", (time.monotonic() - t0) * 1000)
     sys.stdout.flush()
     supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or shutil.which("supervisord")
@@ -132,8 +128,8 @@ def supervise(ctx: PodContext, argv: list[str]) -> int:
         signal.signal(signum, forward)
     code = child.wait()
     try:
-        asked = int(ctx.exit_code_file.read_text())
+        asked, _, why = ctx.exit_code_file.read_text().partition("\n")
+        log.error("container exits %d: %s", int(asked), why.strip())
+        return int(asked)
     except (OSError, ValueError):
         return code
-    log.error("container exits %d: the job failed (see `podvisor status` and the job log)", asked)
-    return asked

@@ -8,6 +8,7 @@ from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
 
+from entrypoint.bootstrap import describe
 from entrypoint.context import PodContext
 from entrypoint.gpu import inventory
 from entrypoint.registry import discover
@@ -63,6 +64,7 @@ def collect(ctx: PodContext) -> dict[str, Any]:
         "instance_id": ctx.cloud.instance_id,
         "run_id": boot.get("run_id"),
         "supervisord": supervisor_error or "running",
+        "bootstrap": {**ctx.bootstrap_state(), "summary": describe(ctx.bootstrap_state())},
         "services": services,
         "gpus": gpus,
         "gpu_summary": gpu_summary,
@@ -90,7 +92,8 @@ def waiting(report: dict[str, Any]) -> list[str]:
 
 def render_text(report: dict[str, Any]) -> str:
     lines = [f"provider: {report['provider']}" + (f" ({report['instance_id']})" if report["instance_id"] else ""),
-             f"supervisord: {report['supervisord']}", f"gpu: {report['gpu_summary']}", "services:"]
+             f"supervisord: {report['supervisord']}", f"bootstrap: {report['bootstrap']['summary']}",
+             f"gpu: {report['gpu_summary']}", "services:"]
     for name, svc in report["services"].items():
         parts = [f"  {name:<12} {svc['state']:<9}"]
         if svc.get("pid"):

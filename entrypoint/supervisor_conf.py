@@ -21,6 +21,9 @@ from entrypoint.registry import Service
 
 SUPERVISOR_USER = "podvisor"
 EVENT_LISTENER = "podvisor-events"
+BOOTSTRAP = "bootstrap"
+BOOTSTRAP_PRIORITY = 15
+"""Right after sshd (10) starts: the clone and installs run while SSH already answers."""
 
 
 def stop_waits(services: list[Service], grace: float) -> dict[str, int]:
@@ -115,6 +118,22 @@ def render(ctx: PodContext, services: list[Service]) -> str:
     for svc in services:
         lines += _program(ctx, svc, waits[svc.name])
     lines += [
+        f"[program:{BOOTSTRAP}]",
+        f"command={_value(shlex.join([sys.executable, '-m', 'entrypoint.bootstrap']))}",
+        f"priority={BOOTSTRAP_PRIORITY}",
+        "autostart=true",
+        "autorestart=false",
+        "startsecs=0",
+        "startretries=0",
+        "exitcodes=0",
+        "stopwaitsecs=5",
+        "stopasgroup=true",
+        "killasgroup=true",
+        "redirect_stderr=true",
+        f"stdout_logfile={_value(str(ctx.logs_dir / 'bootstrap.log'))}",
+        f"stdout_logfile_maxbytes={core.podvisor_log_max_mb}MB",
+        "stdout_events_enabled=true",
+        "",
         f"[eventlistener:{EVENT_LISTENER}]",
         f"command={_value(shlex.join([sys.executable, '-m', 'entrypoint.events']))}",
         "events=PROCESS_STATE,PROCESS_LOG,SUPERVISOR_STATE_CHANGE",

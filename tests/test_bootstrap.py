@@ -120,3 +120,56 @@ def test_strict_hooks_stop_the_boot(tmp_path, stack_factory):
     stack = stack_factory(_env(tmp_path, PRE_START_SCRIPT=str(pre), HOOKS_STRICT="true"))
     assert stack.proc.wait(60) == 1
     assert "boot stopped: pre_start" in stack.output
+
+
+def test_ssh_answers_while_a_slow_hook_runs_and_the_job_waits_for_it(open_tmp, stack_factory):
+    """A pre-start hook that takes long (a clone, a dataset download) must not leave the pod unreachable."""
+    import os
+    import socket
+    import sys
+
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("sshd and the login user need root")
+    from conftest import free_port
+
+    tmp_path = open_tmp
+    gate, trail = tmp_path / "gate", tmp_path / "trail"
+    trail.touch(mode=0o666)
+    trail.chmod(0o666)
+    pre = tmp_path / "pre.sh"
+    pre.write_text(f"echo hook-started >> {trail}\nwhile [ ! -e {gate} ]; do sleep 0.1; done\n")
+    port = free_port()
+    stack = stack_factory(_env(tmp_path, SSH_ENABLED="true", SSH_PORT=str(port), SSH_USER="pvtest",
+                               PODVISOR_BIND_HOST="127.0.0.1", PRE_START_SCRIPT=str(pre),
+                               JOB_COMMAND=f"{sys.executable} -c \"open('{trail}', 'a').write('job\\\\n')\""))
+    wait_for(lambda: trail.read_text().startswith("hook-started"), 30, 0.2, lambda: stack.output[-2000:])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        assert sock.recv(64).startswith(b"SSH-"), "sshd answers while the hook still runs"
+    status = stack.status()
+    assert status["bootstrap"]["summary"].startswith("running PRE_START_SCRIPT, ")
+    assert "job: waiting for the bootstrap (running PRE_START_SCRIPT" in stack.output
+    assert trail.read_text().split() == ["hook-started"], "the job waits for the bootstrap"
+    gate.touch()
+    wait_for(lambda: "job" in trail.read_text(), 30, 0.2, lambda: stack.output[-2000:])
+    assert stack.status()["bootstrap"]["state"] == "done"
+
+
+def test_provisioning_script_from_a_url_runs_like_a_pre_start_hook(tmp_path, stack_factory):
+    """Vast's PROVISIONING_SCRIPT is a URL: a loopback HTTP server stands in for the host serving it."""
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "provision.sh").write_text(f"echo provisioned > {tmp_path / 'provisioned'}\n")
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(served))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/provision.sh"
+        stack = _boot(stack_factory, _env(tmp_path, PROVISIONING_SCRIPT=url))
+        wait_for(lambda: (tmp_path / "provisioned").exists(), 30, 0.2, lambda: stack.output[-2000:])
+        assert "hook provisioning done" in stack.output
+    finally:
+        server.shutdown()

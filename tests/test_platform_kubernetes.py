@@ -91,5 +91,5 @@ def test_a_failed_job_fails_the_container_and_its_log_is_shipped(open_tmp):
     finally:
         stack.kill()
     assert code == 3, stack.output[-3000:]
-    assert "container exits 3: the job failed" in stack.output
+    assert "container exits 3: the job failed with exit code 3" in stack.output
     assert "loss went nan at step 41" in (volume / "_podvisor" / "job.log").read_text()

@@ -1,10 +1,16 @@
-"""Bootstrap steps the entrypoint runs before supervisord (repo, requirements, pre-start hooks), and once every
-service is up (manifest, post-start hook). Each is timed in timings.jsonl; a failing step is reported and
-skipped, so a broken hook never takes SSH down with it (unless HOOKS_STRICT asks for exactly that)."""
+"""Bootstrap steps (repo, requirements, pre-start hooks) that supervisord runs as a one-shot program beside sshd
+and Jupyter, so SSH answers while a clone or a requirements install takes minutes; the job and the post-start
+hook wait for it. Progress goes to the log and to bootstrap.json (`podvisor status` shows "bootstrap:
+installing requirements, 40 s"). Each step is timed in timings.jsonl; a failing step is reported and skipped,
+so a broken hook never takes SSH down with it (unless HOOKS_STRICT asks for exactly that)."""
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
 from pathlib import Path
+from typing import Callable
 
 from entrypoint import login_user
 from entrypoint.bootstrap import hooks, repo
@@ -19,8 +25,58 @@ class HookFailed(RuntimeError):
     """A hook failed with HOOKS_STRICT=true: the boot stops."""
 
 
+BOOTSTRAP_POLL_SECONDS = 0.5
+
+
+def wait_done(ctx: PodContext, who: str, stopping=lambda: False) -> dict:
+    """Block until the bootstrap finished (done or failed), saying once what `who` waits for."""
+    said = False
+    while (state := ctx.bootstrap_state()).get("state") in ("pending", "running") and not stopping():
+        if not said:
+            log.info("%s: waiting for the bootstrap (%s) to finish", who, describe(state))
+            said = True
+        time.sleep(BOOTSTRAP_POLL_SECONDS)
+    return state
+
+
+def describe(state: dict, now: float | None = None) -> str:
+    """`installing requirements, 40 s` / `done in 12 s`: the bootstrap's progress in words."""
+    now = time.time() if now is None else now
+    if state.get("state") == "running":
+        step = STEP_WORDS.get(state.get("step", ""), f"running {state.get('step', 'its first step')}")
+        return f"{step}, {now - state.get('step_started', state.get('started', now)):.0f} s"
+    if state.get("state") in ("done", "failed"):
+        return f"{state['state']} in {state.get('finished', now) - state.get('started', now):.0f} s"
+    return "not started yet"
+
+
+STEP_WORDS = {"repo": "syncing the repository", "requirements": "installing requirements",
+              "pre_start": "running PRE_START_SCRIPT", "on_start": "running on_start.sh",
+              "provisioning": "running PROVISIONING_SCRIPT"}
+
+
 def settings_of(ctx: PodContext) -> BootstrapSettings | None:
     return ctx.config.sections.get("bootstrap")  # type: ignore[return-value]
+
+
+def run(ctx: PodContext) -> None:
+    """All steps, with progress in bootstrap.json; raises HookFailed for a strict hook's failure."""
+    started = time.time()
+    write_state(ctx, state="running", started=started)
+    try:
+        before_services(ctx)
+    except HookFailed:
+        write_state(ctx, state="failed", started=started, finished=time.time())
+        raise
+    write_state(ctx, state="done", started=started, finished=time.time())
+    log.info("bootstrap: done in %.1f s", time.time() - started)
+
+
+def write_state(ctx: PodContext, **state: object) -> None:
+    path = ctx.bootstrap_file
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)
 
 
 def before_services(ctx: PodContext) -> None:
@@ -35,22 +91,28 @@ def before_services(ctx: PodContext) -> None:
         steps.append(("requirements", lambda: log.info("bootstrap: %s",
                                                       hooks.install_requirements(requirements, stamp))))
     for name, path in pre_start_hooks(ctx, settings):
-        steps.append((name, lambda path=path, name=name: hooks.run_hook(path, name)))
+        steps.append((name, lambda path=path, name=name: hooks.run_hook(path(), name)))
     for name, step in steps:
         run_step(ctx, name, step, strict=settings.hooks_strict and name not in ("repo", "requirements"))
 
 
-def pre_start_hooks(ctx: PodContext, settings: BootstrapSettings) -> list[tuple[str, Path]]:
-    found = []
+def pre_start_hooks(ctx: PodContext, settings: BootstrapSettings) -> list[tuple[str, Callable[[], Path]]]:
+    """(name, where the script is) in run order; a URL is downloaded inside its own timed step."""
+    found: list[tuple[str, Callable[[], Path]]] = []
     if settings.pre_start_script:
-        found.append(("pre_start", settings.pre_start_script))
+        found.append(("pre_start", lambda: settings.pre_start_script))  # type: ignore[list-item,return-value]
     on_start = ctx.core.podvisor_workspace / "on_start.sh"
     if on_start.exists():
-        found.append(("on_start", on_start))
+        found.append(("on_start", lambda: on_start))
+    if settings.provisioning_script:
+        target = ctx.state_dir / "bootstrap" / "provisioning.sh"
+        found.append(("provisioning", lambda: hooks.fetch_script(settings.provisioning_script, target)))
     return found
 
 
 def run_step(ctx: PodContext, name: str, step, strict: bool = False) -> None:
+    if ctx.bootstrap_state().get("state") == "running":
+        write_state(ctx, **{**ctx.bootstrap_state(), "step": name, "step_started": time.time()})
     try:
         with phase(ctx.timings_file, ctx.run_id, f"bootstrap:{name}"):
             step()

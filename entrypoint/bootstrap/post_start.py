@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 
-from entrypoint.bootstrap import hooks, manifest, repo, run_step, settings_of
+from entrypoint.bootstrap import hooks, manifest, repo, run_step, settings_of, wait_done
 from entrypoint.context import PodContext, current
 from entrypoint.status import collect, waiting
 from entrypoint.timings import record
@@ -56,6 +56,7 @@ def main() -> None:
     run_step(ctx, "ship_manifest", lambda: ship(ctx, [path]))
     run_step(ctx, "announce", lambda: announce(ctx))
     if settings and settings.post_start_script:
+        wait_done(ctx, "post_start")
         run_step(ctx, "post_start", lambda: hooks.run_hook(settings.post_start_script, "post_start"))
 
 

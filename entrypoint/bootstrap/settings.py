@@ -20,8 +20,20 @@ class BootstrapSettings(Section):
     git_username: str = Field("x-access-token", description="User name sent with GIT_TOKEN (oauth2 for GitLab).")
     requirements_install: bool = Field(True, description="pip install the repo's requirements.txt when it changed.")
     pre_start_script: Path | None = Field(None, description="Script run before the services start.")
+    provisioning_script: str = Field(
+        "", description="Vast's name: a script run like PRE_START_SCRIPT, after it; an absolute path or an "
+                        "http(s) URL, downloaded first.",
+    )
     post_start_script: Path | None = Field(None, description="Script run once every service is up.")
     hooks_strict: bool = Field(False, description="A failing hook stops the boot instead of being reported.")
+
+    @field_validator("provisioning_script")
+    @classmethod
+    def _script(cls, value: str) -> str:
+        if value and not (value.startswith(("https://", "http://")) or Path(value).is_absolute()):
+            raise ValueError(f"{value!r} is neither an absolute path nor a URL; expected /path/to/script.sh or "
+                             "https://host/script.sh")
+        return value
 
     @field_validator("repo_url")
     @classmethod

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint import login_user
-from entrypoint.bootstrap import manifest
+from entrypoint.bootstrap import manifest, wait_done
 from entrypoint.context import PodContext
 from entrypoint.gpu import inventory
 from entrypoint.registry import discover
@@ -156,6 +156,7 @@ class Runner:
         return "/"
 
     def run(self) -> int:
+        wait_done(self.ctx, "job", stopping=lambda: self.stopping)
         started = time.time()
         code, number = 1, 0
         while True:
@@ -176,7 +177,7 @@ class Runner:
         log.info("job: %s (exit code %d) after %.1f s and %d attempt(s)", state, code, duration, number + 1)
         if state == "failed":
             # The container's own exit code when it ends: a Kubernetes Job is Failed, not Completed.
-            self.ctx.exit_code_file.write_text(f"{min(max(code, 1), 255)}\n")
+            self.ctx.exit_code_file.write_text(f"{min(max(code, 1), 255)}\nthe job failed with exit code {code}\n")
         self.record(state, code, duration)
         if self.settings.job_on_exit == "stop" and not self.stopping:
             self.finish(state)
