@@ -29,12 +29,25 @@ class Section(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
 
 
+VOLUME_STATE_DIR = Path("/workspace/.podvisor")
+
+
+def default_state_dir() -> Path:
+    """On the volume, unless podvisor runs as a normal user who may not write there (a bare GPU host): then
+    that user's own state folder, so `podvisor start` works without root."""
+    if os.geteuid() == 0 or os.access(VOLUME_STATE_DIR.parent, os.W_OK):
+        return VOLUME_STATE_DIR
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "podvisor"
+
+
 class CoreSettings(Section):
     """podvisor itself: where state lives, how long a stop may take, which provider this is."""
 
     podvisor_state_dir: AbsPath = Field(
-        Path("/workspace/.podvisor"),
-        description="Holds state, logs, timings and the generated supervisord config; keep it on the volume.",
+        default_factory=lambda: default_state_dir(),
+        description="Holds state, logs, timings and the generated supervisord config; keep it on the volume. "
+                    "Default: /workspace/.podvisor, or for a normal user who may not write there (a bare host), "
+                    "$XDG_STATE_HOME/podvisor (~/.local/state/podvisor).",
     )
     podvisor_grace_seconds: Seconds = Field(
         25, le=3600, description="Stop grace: services stop in reverse order within this; fits `docker stop -t 30`."

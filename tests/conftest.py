@@ -57,18 +57,29 @@ def write_service(folder: Path, name: str, body: str) -> Path:
 class Stack:
     """`podvisor start` as a child process, its output captured line by line."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], as_user: str | None = None) -> None:
+        """`as_user`: start it as that normal user (setpriv execs, so signals reach podvisor itself); the output
+        pipe is then that user's, as a terminal would be, so supervisord may open /dev/stdout."""
         self.env = env
         self.lines: list[str] = []
-        self.proc = subprocess.Popen([PODVISOR, "start"], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
+        runas: list[str] = []
+        read, write = os.pipe()
+        if as_user:
+            import pwd
+
+            user = pwd.getpwnam(as_user)
+            os.fchown(write, user.pw_uid, user.pw_gid)
+            runas = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--"]
+        self.proc = subprocess.Popen([*runas, PODVISOR, "start"], env=env, stdout=write,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        os.close(write)
+        self._reader = threading.Thread(target=self._read, args=(read,), daemon=True)
         self._reader.start()
 
-    def _read(self) -> None:
-        assert self.proc.stdout
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
+    def _read(self, fd: int) -> None:
+        with os.fdopen(fd, errors="replace") as stream:
+            for line in stream:
+                self.lines.append(line.rstrip("\n"))
 
     @property
     def output(self) -> str:

@@ -2,6 +2,7 @@
 /root/.ssh/authorized_keys, AUTHORIZED_KEYS, SSH_PUBKEY, SSH_KEY)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
@@ -9,6 +10,7 @@ from pydantic import AliasChoices, Field
 from entrypoint.fields import CsvPaths, Port
 from entrypoint.schema import Section
 
+UNPRIVILEGED_SSH_PORT = 2222
 VAST_KEYS_FILE = Path("/root/.ssh/authorized_keys")
 """Where Vast writes the account's SSH keys when the instance starts."""
 
@@ -17,7 +19,11 @@ class SshSettings(Section):
     """OpenSSH server: key-only logins for the login user (and root where the provider's console uses it)."""
 
     ssh_enabled: bool = Field(True, description="Run sshd.")
-    ssh_port: Port = Field(22, description="Port sshd listens on inside the container.")
+    ssh_port: Port = Field(
+        default_factory=lambda: 22 if os.geteuid() == 0 else UNPRIVILEGED_SSH_PORT,
+        description="Port sshd listens on. Default: 22 as root (a container), 2222 for a normal user on a bare "
+                    "host, who may not bind 22 and whose host's own sshd has it.",
+    )
     public_key: str = Field("", description="An authorized public key (RunPod and Vast set it from your account).")
     ssh_public_key: str = Field(
         "", validation_alias=AliasChoices("ssh_public_key", "ssh_pubkey", "ssh_key"),

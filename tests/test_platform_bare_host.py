@@ -1,0 +1,62 @@
+"""A bare GPU host (Lambda-style) run by a normal user, not root: `podvisor start` keeps its state where that
+user may write ($XDG_STATE_HOME, else ~/.local/state/podvisor), creates no user, and takes SSH port 2222 (the
+host's own sshd has 22, and a normal user may not bind it): the user logs in to it with their key."""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import PODVISOR, VENV_BIN, Stack, make_key, ssh, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="making a normal user to run as needs root")
+USER = "pvplain"
+
+
+@pytest.fixture(scope="module")
+def host():
+    if subprocess.run(["id", USER], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", USER], check=True)
+    home = pwd.getpwnam(USER).pw_dir
+    state = os.path.join(home, ".local", "state", "podvisor")
+    shutil.rmtree(state, ignore_errors=True)
+    keys = os.path.join(home, "keys")
+    os.makedirs(keys, exist_ok=True)
+    key, pub = make_key(Path(keys), "laptop")
+    env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": home, "USER": USER, "LANG": "C.UTF-8",
+           "PODVISOR_PROVIDER": "local",  # this test machine may itself look like a container
+           "PODVISOR_BIND_HOST": "127.0.0.1", "PUBLIC_KEY": pub, "JUPYTER_ENABLED": "false",
+           "INFERENCE_ENABLED": "false", "AUTOSTOP_ENABLED": "false", "PODVISOR_WORKSPACE": os.path.join(home, "work"),
+           "UPLOAD_WATCH_DIRS": os.path.join(home, "work", "checkpoints")}
+    stack = Stack(env, as_user=USER)
+    wait_for(lambda: "ready: all" in stack.output, 90, 0.3, lambda: stack.output[-3000:])
+    yield stack, key, state
+    stack.kill()
+    shutil.rmtree(keys, ignore_errors=True)
+
+
+def test_state_in_the_users_own_folder_and_no_user_created(host):
+    stack, _, state = host
+    assert f"state in {state}" in stack.output
+    assert f"not root: SSH, Jupyter and the job run as {USER}" in stack.output
+    assert os.stat(state).st_uid == pwd.getpwnam(USER).pw_uid
+    assert stack.proc.poll() is None
+
+
+def test_ssh_on_2222_as_that_user_and_status_works_for_them(host):
+    stack, key, _ = host
+    assert "ssh pvplain@127.0.0.1 -p 2222" in stack.output
+    result = ssh(2222, USER, key, "whoami")
+    assert result.returncode == 0 and result.stdout.strip() == USER, result.stderr
+    status = subprocess.run(["setpriv", f"--reuid={USER}", f"--regid={USER}", "--init-groups", PODVISOR, "status",
+                             "--ready"], env=stack.env, capture_output=True, text=True)
+    assert status.returncode == 0, status.stdout + status.stderr
+
+
+def test_zz_sigterm_stops_it_cleanly(host):
+    stack, _, _ = host
+    assert stack.stop() == 0
