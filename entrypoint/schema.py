@@ -60,8 +60,7 @@ class CoreSettings(Section):
     )
     podvisor_workspace: AbsPath = Field(
         Path("/workspace"), validation_alias=AliasChoices("podvisor_workspace", "workspace", "data_directory"),
-        description="The persistent volume: code, checkpoints and models live under it (also read as WORKSPACE "
-                    "or Vast's DATA_DIRECTORY).",
+        description="The persistent volume: code, checkpoints and models live under it (DATA_DIRECTORY is Vast's name).",
     )
     ssh_user: str = Field(
         "runner", pattern=r"^[a-z_][a-z0-9_-]{0,31}$",

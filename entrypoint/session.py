@@ -32,19 +32,19 @@ def environment_file(ctx: PodContext) -> Path:
     return ctx.state_dir / "session.env"
 
 
-def render(environ: dict[str, str]) -> str:
+def render(environ: dict[str, str], tail: str = "") -> str:
     lines = ["# The container's environment, written by podvisor at boot for login shells."]
     lines += [f"export {key}={shlex.quote(val)}" for key, val in sorted(environ.items())
               if key not in SESSION_SPECIFIC and key.isidentifier()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + tail
 
 
-def write(path: Path, user: str, environ: dict[str, str] | None = None) -> None:
+def write(path: Path, user: str, tail: str = "") -> None:
     """Write the file 0600, owned by `user`, atomically: it holds tokens."""
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(render(dict(os.environ if environ is None else environ)))
+        fh.write(render(dict(os.environ), tail))
     if os.geteuid() == 0:
         entry = pwd.getpwnam(user)
         os.chown(tmp, entry.pw_uid, entry.pw_gid)
@@ -73,8 +73,10 @@ def command_script(env_file: Path, program: Path) -> str:
 
 def install(ctx: PodContext, user: str, home: Path) -> None:
     """Write the environment file; as root, also hook it into login shells and put `podvisor` on sudo's PATH."""
+    from entrypoint.bootstrap import settings_of, userenv
+
     env_file = environment_file(ctx)
-    write(env_file, user)
+    write(env_file, user, userenv.shell_lines(settings_of(ctx)))
     if os.geteuid() != 0:
         return
     line = source_line(env_file)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 from conftest import base_env, wait_for
 
@@ -84,20 +85,60 @@ def test_mounted_checkout_is_left_alone_and_other_content_is_skipped(tmp_path, s
     assert sorted(p.name for p in repo.iterdir()) == ["notes.txt"]
 
 
-def test_requirements_install_once_and_a_failure_does_not_stop_the_boot(tmp_path, stack_factory):
+def _wheel(folder, name="podvisor_demo_pkg", version="1.0"):
+    """A minimal pure-Python wheel, made here so the install needs no index."""
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    info = f"{name}-{version}.dist-info"
+    files = {f"{name}/__init__.py": "VALUE = 42\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{path},,\n" for path in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as whl:
+        for path, text in files.items():
+            whl.writestr(path, text)
+
+
+def test_requirements_go_to_the_users_venv_that_the_job_and_kernels_use(open_tmp, stack_factory):
+    import os
+    import sys
+
+    tmp_path, venv = open_tmp, open_tmp / "venv"
     repo = tmp_path / "repo"
     repo.mkdir()
-    (repo / "requirements.txt").write_text("requests\n")
-    stack = _boot(stack_factory, _env(tmp_path))
-    assert "[pip] Requirement already satisfied: requests" in stack.output
-    assert "bootstrap: installed" in stack.output
+    _wheel(tmp_path / "wheels")
+    (repo / "requirements.txt").write_text(f"--no-index\n--find-links {tmp_path / 'wheels'}\npodvisor_demo_pkg\n")
+    probe = "import podvisor_demo_pkg, sys; print('demo', podvisor_demo_pkg.VALUE, sys.prefix)"
+    env = _env(tmp_path, USER_VENV=str(venv), SSH_USER="pvtest", JOB_COMMAND=f"python -c \"{probe}\"")
+    stack = _boot(stack_factory, env)
+    wait_for(lambda: "[job] demo 42" in stack.output, 300, 0.5, lambda: stack.output[-3000:])
+    assert f"[job] demo 42 {venv}" in stack.output, "the job runs the user's venv"
+    assert "[pip] Successfully installed podvisor_demo_pkg-1.0" in stack.output.replace("podvisor-demo-pkg", "podvisor_demo_pkg")
+    assert f"bootstrap: installed {repo / 'requirements.txt'} into {venv / 'bin' / 'python'}" in stack.output
+    own = subprocess.run([sys.executable, "-c", "import podvisor_demo_pkg"], capture_output=True)
+    assert own.returncode != 0, "podvisor's own venv stays private"
+    if os.geteuid() == 0:
+        import pwd
+
+        assert venv.stat().st_uid == pwd.getpwnam("pvtest").pw_uid, "the login user owns the venv"
+        kernel = json.loads((Path(pwd.getpwnam("pvtest").pw_dir) / ".local/share/jupyter/kernels/workspace-venv/"
+                             "kernel.json").read_text())
+        assert kernel["argv"][:3] == [str(venv / "bin" / "python"), "-m", "ipykernel_launcher"]
+        assert subprocess.run([kernel["argv"][0], "-c", "import ipykernel, podvisor_demo_pkg"]).returncode == 0
+        shell = subprocess.run(["setpriv", "--reuid=pvtest", "--regid=pvtest", "--init-groups", "bash", "-c",
+                                f". {tmp_path / 'state' / 'session.env'}; command -v python; command -v podvisor"],
+                               capture_output=True, text=True)
+        assert shell.stdout.split()[0] == str(venv / "bin" / "python"), "login shells use the venv"
+        assert shell.stdout.split()[1].endswith("/podvisor"), "and still find podvisor"
     assert stack.stop() == 0
-    stack = _boot(stack_factory, _env(tmp_path))
-    assert "requirements unchanged; nothing to install" in stack.output
+    stack = _boot(stack_factory, env)
+    wait_for(lambda: "requirements unchanged; nothing to install" in stack.output, 60, 0.3, lambda: stack.output[-2000:])
     assert stack.stop() == 0
     (repo / "requirements.txt").write_text("--no-index\npodvisor-no-such-package==9.9.9\n")
-    stack = _boot(stack_factory, _env(tmp_path))
-    assert "bootstrap: requirements failed: pip install -r" in stack.output
+    stack = _boot(stack_factory, env)
+    wait_for(lambda: "bootstrap: requirements failed: pip install -r" in stack.output, 60, 0.3,
+             lambda: stack.output[-2000:])
     assert stack.state("uploader") == "RUNNING"
 
 
@@ -148,7 +189,7 @@ def test_ssh_answers_while_a_slow_hook_runs_and_the_job_waits_for_it(open_tmp, s
         assert sock.recv(64).startswith(b"SSH-"), "sshd answers while the hook still runs"
     status = stack.status()
     assert status["bootstrap"]["summary"].startswith("running PRE_START_SCRIPT, ")
-    assert "job: waiting for the bootstrap (running PRE_START_SCRIPT" in stack.output
+    wait_for(lambda: "job: waiting for the bootstrap (" in stack.output, 30, 0.2, lambda: stack.output[-2000:])
     assert trail.read_text().split() == ["hook-started"], "the job waits for the bootstrap"
     gate.touch()
     wait_for(lambda: "job" in trail.read_text(), 30, 0.2, lambda: stack.output[-2000:])

@@ -33,7 +33,7 @@ def test_key_login_sees_container_env_and_everything_else_is_refused(open_tmp, s
     verbose = ssh(port, USER, wrong, "true", extra=("-v", "-o", "LogLevel=DEBUG1"))
     offered = [l for l in verbose.stderr.splitlines() if "Authentications that can continue" in l]
     assert offered and all(l.rstrip().endswith("publickey") for l in offered)
-    env_file = open_tmp / "state" / "services" / "sshd" / "environment.sh"
+    env_file = open_tmp / "state" / "session.env"
     assert oct(env_file.stat().st_mode & 0o777) == "0o600"
     import pwd
     assert env_file.stat().st_uid == pwd.getpwnam(USER).pw_uid

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from entrypoint import login_user
-from entrypoint.bootstrap import hooks, repo
+from entrypoint.bootstrap import hooks, repo, userenv
 from entrypoint.bootstrap.settings import BootstrapSettings
 from entrypoint.context import PodContext
 from entrypoint.timings import phase
@@ -88,8 +88,8 @@ def before_services(ctx: PodContext) -> None:
     requirements = settings.repo_dir / "requirements.txt"
     if settings.requirements_install and requirements.exists():
         stamp = ctx.state_dir / "bootstrap" / "requirements.sha256"
-        steps.append(("requirements", lambda: log.info("bootstrap: %s",
-                                                      hooks.install_requirements(requirements, stamp))))
+        steps.append(("requirements", lambda: log.info("bootstrap: %s", userenv.install_requirements(
+            requirements, stamp, settings, login_user.name(ctx)))))
     for name, path in pre_start_hooks(ctx, settings):
         steps.append((name, lambda path=path, name=name: hooks.run_hook(path(), name)))
     for name, step in steps:

@@ -2,9 +2,7 @@
 prefix, so a user sees what their script printed and where it failed."""
 from __future__ import annotations
 
-import hashlib
 import logging
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,18 +50,3 @@ def fetch_script(source: str, target: Path) -> Path:
     target.write_bytes(response.content)
     target.chmod(0o700)
     return target
-
-
-def install_requirements(requirements: Path, stamp: Path) -> str:
-    """pip install -r into the job's Python when the file changed since the last successful install."""
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
-    if stamp.exists() and stamp.read_text().strip() == digest:
-        return "requirements unchanged; nothing to install"
-    python = shutil.which("python3") or shutil.which("python") or sys.executable
-    code = run_prefixed([python, "-m", "pip", "install", "--progress-bar", "off", "-r", str(requirements)],
-                        "pip", cwd=requirements.parent)
-    if code != 0:
-        raise RuntimeError(f"pip install -r {requirements} failed (exit {code}); see the [pip] lines above")
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(digest)
-    return f"installed {requirements}"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -19,6 +20,14 @@ class BootstrapSettings(Section):
     git_token: Secret = Field(None, description="Token for a private repository (never written to disk).")
     git_username: str = Field("x-access-token", description="User name sent with GIT_TOKEN (oauth2 for GitLab).")
     requirements_install: bool = Field(True, description="pip install the repo's requirements.txt when it changed.")
+    requirements_target: Literal["venv", "system"] = Field(
+        "venv", description="Where requirements go: venv (USER_VENV, used by the job, SSH sessions and Jupyter "
+                            "kernels; podvisor's own stays private) or system (the image's python3).",
+    )
+    user_venv: AbsPath = Field(
+        Path("/workspace/.venv"), description="The user's virtualenv, on the volume; it sees the image's packages "
+                                              "(torch) too.",
+    )
     pre_start_script: Path | None = Field(None, description="Script run before the services start.")
     provisioning_script: str = Field(
         "", description="Vast's name: a script run like PRE_START_SCRIPT, after it; an absolute path or an "

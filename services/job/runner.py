@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint import login_user
-from entrypoint.bootstrap import manifest, wait_done
+from entrypoint.bootstrap import manifest, settings_of, userenv, wait_done
 from entrypoint.context import PodContext
 from entrypoint.gpu import inventory
 from entrypoint.registry import discover
@@ -66,8 +66,10 @@ def command_line(settings: JobSettings, resume: Path | None, gpus: int) -> list[
     return argv
 
 
-def job_environment(settings: JobSettings, resume: Path | None, attempt: int, nproc_many: bool) -> dict[str, str]:
-    env = dict(os.environ)
+def job_environment(settings: JobSettings, resume: Path | None, attempt: int, nproc_many: bool,
+                    python_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The job's environment: the container's, the user's venv first on PATH (where the requirements went)."""
+    env = {**os.environ, **(python_env or {})}
     env.pop("PODVISOR_SERVICE", None)
     if resume:
         env["PODVISOR_RESUME_FROM"] = str(resume)
@@ -133,7 +135,8 @@ class Runner:
             return 0
         gpus = len(inventory()[0])
         argv = command_line(self.settings, resume, gpus)
-        env = job_environment(self.settings, resume, number, argv[0] == "torchrun")
+        env = job_environment(self.settings, resume, number, argv[0] == "torchrun",
+                              userenv.environment(settings_of(self.ctx)))
         user = pwd.getpwnam(login_user.name(self.ctx))
         env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name)
         workdir = self.settings.job_workdir or self._default_workdir()

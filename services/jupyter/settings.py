@@ -18,15 +18,15 @@ class JupyterSettings(Section):
     jupyter_port: Port = Field(8888, description="Port Jupyter Lab listens on.")
     jupyter_token: Secret = Field(
         None, validation_alias=AliasChoices("jupyter_token", "open_button_token"),
-        description="Token for Jupyter (the `?token=` of its URL); also read as Vast's OPEN_BUTTON_TOKEN. "
-                    "Unset: one is generated and `podvisor status` says where to read it.",
+        description="Token for Jupyter (the `?token=` of its URL; OPEN_BUTTON_TOKEN is Vast's). Unset: one is "
+                    "generated and `podvisor status` says where to read it.",
     )
     jupyter_password: Secret = Field(
         None, description="RunPod's name: a password hash (argon2:/sha1:...) or, as plain text, used as the token."
     )
     jupyter_allow_no_auth: bool = Field(False, description="Start Jupyter with no token or password (unsafe).")
     jupyter_root_dir: AbsPath = Field(Path("/workspace"), validation_alias=AliasChoices("jupyter_root_dir", "jupyter_dir"),
-                                      description="Folder Jupyter opens on (also read as JUPYTER_DIR).")
+                                      description="Folder Jupyter opens on.")
     jupyter_base_url: str = Field("/", description="URL prefix, for running behind a proxy path.")
 
     @field_validator("jupyter_base_url")

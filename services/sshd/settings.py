@@ -27,11 +27,11 @@ class SshSettings(Section):
     public_key: str = Field("", description="An authorized public key (RunPod and Vast set it from your account).")
     ssh_public_key: str = Field(
         "", validation_alias=AliasChoices("ssh_public_key", "ssh_pubkey", "ssh_key"),
-        description="An authorized public key (also read as SSH_PUBKEY or SSH_KEY).",
+        description="An authorized public key.",
     )
     ssh_authorized_keys: str = Field(
         "", validation_alias=AliasChoices("ssh_authorized_keys", "authorized_keys"),
-        description="More authorized public keys, one per line (also read as AUTHORIZED_KEYS).",
+        description="More authorized public keys, one per line.",
     )
     ssh_authorized_keys_files: CsvPaths = Field(
         default_factory=lambda: [VAST_KEYS_FILE],

@@ -62,8 +62,7 @@ class UploadSettings(Section):
         30, ge=1, le=3600, description="How long a destination may take to list its checkpoints at restore."
     )
     hf_token: Secret = Field(None, validation_alias=AliasChoices("hf_token", "hugging_face_hub_token"),
-                             description="Hugging Face token (write access to the repo); also read as "
-                                         "HUGGING_FACE_HUB_TOKEN.")
+                             description="Hugging Face token (write access to the repo).")
     hf_hub_enable_hf_transfer: bool = Field(
         False, description="Legacy fast-transfer switch; taken as HF_XET_HIGH_PERFORMANCE=1 (hf_xet)."
     )
