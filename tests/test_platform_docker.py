@@ -1,0 +1,41 @@
+"""`docker run` on a workstation: no provider variables, the container's hostname, the user's key in
+PUBLIC_KEY. The SSH address says which port to publish, the login user (not root) gets in, the HEALTHCHECK
+command passes once SSH answers, and `docker stop` (SIGTERM) ends the container with 0."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from conftest import PODVISOR, ssh
+from platforms import local_paths, pod_dir
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a container runs as root: login user, sshd privilege separation")
+
+
+@pytest.fixture(scope="module")
+def pod():
+    with pod_dir() as pod:
+        # Docker is detected from /.dockerenv, which this test machine may lack: the provider is named instead.
+        docker = {"PODVISOR_PROVIDER": "docker", "HOSTNAME": "3f2a9c1e7b44", "PUBLIC_KEY": pod.public_key}
+        pod.boot({**local_paths(pod), **docker, "JUPYTER_ENABLED": "false", "INFERENCE_ENABLED": "false"})
+        pod.wait_ready_banner()
+        yield pod
+
+
+def test_the_address_says_which_port_to_publish_and_the_login_user_gets_in(pod):
+    port = pod.ports["ssh"]
+    assert f"podvisor:   sshd       ssh runner@HOST -p {port} (publish it: docker run -p {port}:{port})" in pod.stack.output
+    result = ssh(port, "runner", pod.key, "whoami")
+    assert result.returncode == 0 and result.stdout.strip() == "runner", result.stderr
+    assert ssh(port, "root", pod.key, "true").returncode == 255, "root stays out unless SSH_PERMIT_ROOT=true"
+
+
+def test_the_healthcheck_command_passes(pod):
+    health = subprocess.run([PODVISOR, "status", "--ready"], env=pod.stack.env, capture_output=True, text=True)
+    assert health.returncode == 0, health.stdout
+
+
+def test_zz_docker_stop_exits_zero(pod):
+    assert pod.stack.stop() == 0
