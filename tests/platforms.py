@@ -98,6 +98,15 @@ def local_paths(pod: Pod, **extra: str) -> dict[str, str]:
                     UPLOAD_WATCH_DIRS=str(work / "checkpoints"), REPO_DIR=str(work / "repo"), **extra)
 
 
+def idle_quickly(pod: Pod, api_variable: str, api_url: str) -> dict[str, str]:
+    """Autostop settings that stop the pod seconds after its heartbeat stops, through the provider's API at
+    `api_url` (a loopback stand-in): busy while `Heartbeat` beats, so the test looks around first."""
+    return {api_variable: api_url, "AUTOSTOP_IDLE_MINUTES": "0.05", "AUTOSTOP_WARN_SECONDS": "1",
+            "AUTOSTOP_GRACE_SECONDS": "0", "AUTOSTOP_POLL_SECONDS": "0.5", "AUTOSTOP_STOP_TIMEOUT_SECONDS": "600",
+            "AUTOSTOP_HEARTBEAT_FILE": str(pod.root / "heartbeat"),
+            "AUTOSTOP_CPU_PERCENT": "0"}  # the test machine's own load is no user's activity
+
+
 class Heartbeat:
     """Keeps the pod busy (AUTOSTOP_HEARTBEAT_FILE) while a test looks around, then lets it go idle."""
 

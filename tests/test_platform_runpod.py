@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ssh, wait_for
 from fakeapi import FakeApi
-from platforms import PUBLIC_IP, Heartbeat, local_paths, pod_dir, runpod_template_env
+from platforms import PUBLIC_IP, Heartbeat, idle_quickly, local_paths, pod_dir, runpod_template_env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a pod runs as root: login user, sshd privilege separation")
 POD_ID = "k3xq9z1abcdef0"
@@ -29,10 +29,7 @@ def pod():
             "PUBLIC_KEY": pod.public_key, "RUNPOD_API_KEY": RUNPOD_KEY, "RUNPOD_GPU_COUNT": "1",
             "RUNPOD_CPU_COUNT": "16", "RUNPOD_POD_HOSTNAME": f"{POD_ID}-64410f2b",
         }
-        test = dict(RUNPOD_GRAPHQL_URL=f"{api.url}/graphql", AUTOSTOP_IDLE_MINUTES="0.05",
-                    AUTOSTOP_WARN_SECONDS="1", AUTOSTOP_GRACE_SECONDS="0", AUTOSTOP_POLL_SECONDS="0.5",
-                    AUTOSTOP_STOP_TIMEOUT_SECONDS="600", AUTOSTOP_HEARTBEAT_FILE=str(pod.root / "heartbeat"),
-                    AUTOSTOP_CPU_PERCENT="0")  # the test machine's own load is no user's activity
+        test = idle_quickly(pod, "RUNPOD_GRAPHQL_URL", f"{api.url}/graphql")
         pod.boot({**local_paths(pod), **runpod_template_env(), **runpod, **test,
                   "UPLOAD_WATCH_DIRS": str(pod.root / "workspace" / "checkpoints")})
         pod.extra.update(api=api, beat=beat)

@@ -13,7 +13,7 @@ import requests
 
 from conftest import ssh, wait_for
 from fakeapi import FakeApi
-from platforms import PUBLIC_IP, Heartbeat, local_paths, pod_dir, vast_template_env
+from platforms import PUBLIC_IP, Heartbeat, idle_quickly, local_paths, pod_dir, vast_template_env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a pod runs as root: login user, sshd privilege separation")
 INSTANCE = "31415926"
@@ -38,10 +38,7 @@ def pod():
             "CONTAINER_API_KEY": VAST_KEY, "OPEN_BUTTON_TOKEN": OPEN_BUTTON_TOKEN,
             "DATA_DIRECTORY": work.pop("PODVISOR_WORKSPACE"), "SSH_AUTHORIZED_KEYS_FILES": str(keys),
         }
-        test = dict(VAST_API_URL=f"{api.url}/api/v0", AUTOSTOP_IDLE_MINUTES="0.05", AUTOSTOP_WARN_SECONDS="1",
-                    AUTOSTOP_GRACE_SECONDS="0", AUTOSTOP_POLL_SECONDS="0.5", AUTOSTOP_STOP_TIMEOUT_SECONDS="600",
-                    AUTOSTOP_HEARTBEAT_FILE=str(pod.root / "heartbeat"), AUTOSTOP_CPU_PERCENT="0",
-                    UPLOAD_WATCH_DIRS=work["UPLOAD_WATCH_DIRS"])
+        test = {**idle_quickly(pod, "VAST_API_URL", f"{api.url}/api/v0"), "UPLOAD_WATCH_DIRS": work["UPLOAD_WATCH_DIRS"]}
         pod.boot({**work, **vast_template_env(), **vast, **test})
         pod.extra.update(api=api, beat=beat, keys=keys)
         pod.wait_ready_banner()

@@ -205,23 +205,22 @@ class Queue:
 
     def uncommitted(self, skip: str) -> int:
         """Checkpoints with every file queued or durable somewhere but no marker yet at that destination."""
-        db = self._connect()
-        try:
-            return db.execute(
-                "SELECT COUNT(*) FROM (SELECT DISTINCT dest, root, unit FROM uploads u WHERE u.unit<>? "
-                "AND u.status IN ('queued','uploading','durable') AND NOT EXISTS (SELECT 1 FROM commits c WHERE c.dest=u.dest "
-                "AND c.root=u.root AND c.unit=u.unit))", (skip,)).fetchone()[0]
-        finally:
-            db.close()
+        return self._without_marker(skip, per_destination=True)
 
     def committed_nowhere(self, skip: str) -> int:
         """Checkpoints no destination holds a marker of: what a stop would lose if the local disk goes."""
+        return self._without_marker(skip, per_destination=False)
+
+    def _without_marker(self, skip: str, per_destination: bool) -> int:
+        """Queued or uploaded checkpoints (unit `skip` aside) with no commit marker: counted per destination
+        (the marker missing there), or per checkpoint (missing everywhere)."""
+        group, same_dest = ("dest, root, unit", "c.dest=u.dest AND ") if per_destination else ("root, unit", "")
         db = self._connect()
         try:
             return db.execute(
-                "SELECT COUNT(*) FROM (SELECT DISTINCT root, unit FROM uploads u WHERE u.unit<>? "
+                f"SELECT COUNT(*) FROM (SELECT DISTINCT {group} FROM uploads u WHERE u.unit<>? "
                 "AND u.status IN ('queued','uploading','durable') AND NOT EXISTS (SELECT 1 FROM commits c WHERE "
-                "c.root=u.root AND c.unit=u.unit))", (skip,)).fetchone()[0]
+                f"{same_dest}c.root=u.root AND c.unit=u.unit))", (skip,)).fetchone()[0]
         finally:
             db.close()
 
