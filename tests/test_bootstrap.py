@@ -37,8 +37,11 @@ def _env(tmp_path, **extra):
 
 
 def _boot(stack_factory, env):
+    """A stack whose bootstrap (it runs beside the services) has finished."""
     stack = stack_factory(env)
     stack.wait_state("uploader", "RUNNING")
+    wait_for(lambda: stack.status()["bootstrap"]["state"] in ("done", "failed"), 300, 0.3,
+             lambda: f"the bootstrap to finish\n{stack.output[-3000:]}")
     return stack
 
 
@@ -46,12 +49,21 @@ def _phases(tmp_path) -> list[dict]:
     return [json.loads(l) for l in (tmp_path / "state" / "timings.jsonl").read_text().splitlines()]
 
 
-def test_clone_then_pull_and_the_token_stays_secret(tmp_path, stack_factory):
+def test_clone_then_pull_and_the_token_stays_secret(open_tmp, stack_factory):
+    tmp_path = open_tmp  # the venv is made as the login user
     bare, work = _origin(tmp_path)
-    env = _env(tmp_path, REPO_URL=f"file://{bare}", GIT_TOKEN=TOKEN, GIT_AUTO_PULL="true")
+    _wheel(tmp_path / "wheels")
+    (work / "requirements.txt").write_text(f"--no-index\n--find-links {tmp_path / 'wheels'}\npodvisor_demo_pkg\n")
+    _git("add", ".", cwd=work)
+    _git("commit", "-m", "requirements", cwd=work)
+    _git("push", "origin", "HEAD:main", cwd=work)
+    env = _env(tmp_path, REPO_URL=f"file://{bare}", GIT_TOKEN=TOKEN, GIT_AUTO_PULL="true",
+               USER_VENV=str(tmp_path / "venv"))
     stack = _boot(stack_factory, env)
     assert (tmp_path / "repo" / "train.py").read_text() == "print('v1')\n"
     assert "bootstrap: cloned into" in stack.output, stack.output
+    wait_for(lambda: f"bootstrap: installed {tmp_path / 'repo' / 'requirements.txt'}" in stack.output, 30, 0.2,
+             lambda: f"the requirements of a repo cloned at this boot installed at this boot\n{stack.output[-2000:]}")
     assert stack.stop() == 0
     (work / "train.py").write_text("print('v2')\n")
     _git("commit", "-am", "v2", cwd=work)

@@ -85,15 +85,20 @@ def before_services(ctx: PodContext) -> None:
         log.error("bootstrap skipped: its variables are invalid (see the config lines above)")
         return
     steps = [("repo", lambda: log.info("bootstrap: %s", repo.sync(settings, login_user.name(ctx))))]
-    requirements = settings.repo_dir / "requirements.txt"
-    if settings.requirements_install and requirements.exists():
-        stamp = ctx.state_dir / "bootstrap" / "requirements.sha256"
-        steps.append(("requirements", lambda: log.info("bootstrap: %s", userenv.install_requirements(
-            requirements, stamp, settings, login_user.name(ctx)))))
+    if settings.requirements_install:  # looked for when its turn comes: the clone just before may bring it
+        steps.append(("requirements", lambda: log.info("bootstrap: %s", install(ctx, settings))))
     for name, path in pre_start_hooks(ctx, settings):
         steps.append((name, lambda path=path, name=name: hooks.run_hook(path(), name)))
     for name, step in steps:
         run_step(ctx, name, step, strict=settings.hooks_strict and name not in ("repo", "requirements"))
+
+
+def install(ctx: PodContext, settings: BootstrapSettings) -> str:
+    requirements = settings.repo_dir / "requirements.txt"
+    if not requirements.exists():
+        return f"no {requirements}; nothing to install"
+    stamp = ctx.state_dir / "bootstrap" / "requirements.sha256"
+    return userenv.install_requirements(requirements, stamp, settings, login_user.name(ctx))
 
 
 def pre_start_hooks(ctx: PodContext, settings: BootstrapSettings) -> list[tuple[str, Callable[[], Path]]]:
