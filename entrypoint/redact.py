@@ -27,7 +27,11 @@ def secrets_of(config: Config) -> list[str]:
     return sorted({v for v in values if len(v) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
 
 
+URL_TOKEN = re.compile(r"([?&](?:token|api_key|access_token)=)[^&\s]+", re.IGNORECASE)
+"""A token in a URL a program prints (Jupyter's `?token=`), even one podvisor never knew."""
+
+
 def redact(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, "***")
-    return text
+    return URL_TOKEN.sub(r"\1***", text)

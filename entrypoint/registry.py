@@ -94,22 +94,32 @@ def extra_dirs() -> list[Path]:
 
 def discover() -> list[Service]:
     """Every service, in start order."""
-    return _discover(tuple(extra_dirs()))
+    return _discover(tuple(extra_dirs()))[0]
+
+
+def broken_extras() -> dict[str, str]:
+    """{folder: why} for each folder of PODVISOR_EXTRA_SERVICES that is not a usable service: it is left out
+    and reported, never a reason for `podvisor start` to fail (RunPod would restart it in a billed loop)."""
+    return _discover(tuple(extra_dirs()))[1]
 
 
 @lru_cache(maxsize=8)
-def _discover(extra: tuple[Path, ...]) -> list[Service]:
+def _discover(extra: tuple[Path, ...]) -> tuple[list[Service], dict[str, str]]:
     import services
 
     found: dict[str, Service] = {}
+    broken: dict[str, str] = {}
     for info in pkgutil.iter_modules(services.__path__):
         if info.ispkg:
             module = importlib.import_module(f"services.{info.name}")
             _add(found, getattr(module, "SERVICE", None), module.__name__)
     for folder in extra:
         for pkg in sorted(folder.glob("*/__init__.py")) if folder.is_dir() else []:
-            _add(found, getattr(_load_extra(pkg), "SERVICE", None), str(pkg.parent))
-    return sorted(found.values(), key=lambda svc: (svc.priority, svc.name))
+            try:
+                _add(found, getattr(_load_extra(pkg), "SERVICE", None), str(pkg.parent))
+            except Exception as exc:  # the user's code: any error at all leaves just that folder out
+                broken[str(pkg.parent)] = f"{type(exc).__name__}: {exc}"
+    return sorted(found.values(), key=lambda svc: (svc.priority, svc.name)), broken
 
 
 def _load_extra(init: Path) -> Any:

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 from entrypoint import login_user, session
 from entrypoint.cloud import detect
 from entrypoint.context import PodContext
-from entrypoint.registry import Service, discover
+from entrypoint.registry import Service, broken_extras, discover
 from entrypoint.schema import load
 from entrypoint.supervisor_conf import BOOTSTRAP, EVENT_LISTENER, write
 from entrypoint.timings import phase, record
@@ -46,6 +47,9 @@ def prepare(ctx: PodContext) -> tuple[list[Service], dict[str, str]]:
         else:
             log.error("config: %s -> service %s disabled", problem, problem.section)
             disabled.setdefault(problem.section, f"invalid config: {problem}")
+    for folder, why in broken_extras().items():
+        log.error("extra service %s is left out: %s", folder, why)
+        disabled[Path(folder).name] = f"broken extra service: {why}"
     chosen = []
     for svc in discover():
         if svc.name in disabled:
@@ -74,8 +78,19 @@ def start() -> int:
     ctx = PodContext(config, detect(os.environ, config.core.podvisor_provider), run_id)
     validate_ms = (time.monotonic() - t0) * 1000
     with_dirs = time.monotonic()
-    for folder in (ctx.state_dir, ctx.logs_dir, ctx.state_dir / "services"):
-        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        for folder in (ctx.state_dir, ctx.logs_dir, ctx.state_dir / "services"):
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fallback = Path(tempfile.mkdtemp(prefix="podvisor-state-"))
+        fallback.chmod(0o755)  # like a state dir on the volume: the login user's services read their config here
+        log.error("!!! the state dir %s is unusable (%s): using %s for this boot; nothing there survives a "
+                  "restart. Point PODVISOR_STATE_DIR at a writable folder on the volume !!!", ctx.state_dir,
+                  exc.strerror or exc, fallback)
+        ctx.core.podvisor_state_dir = fallback
+        os.environ["PODVISOR_STATE_DIR"] = str(fallback)
+        for folder in (ctx.logs_dir, ctx.state_dir / "services"):
+            folder.mkdir(parents=True, exist_ok=True)
     ctx.stop_requested_file.unlink(missing_ok=True)  # a stop that ended the last run is no stop of this one
     ctx.exit_code_file.unlink(missing_ok=True)
     ctx.bootstrap_file.unlink(missing_ok=True)

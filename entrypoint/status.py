@@ -58,6 +58,8 @@ def collect(ctx: PodContext) -> dict[str, Any]:
         if svc.status is not None:
             entry.update(svc.status(ctx))
         services[svc.name] = entry
+    for name, reason in boot.get("disabled", {}).items():
+        services.setdefault(name, {"state": "DISABLED", "reason": reason})
     gpus, gpu_summary = inventory()
     return {
         "provider": ctx.cloud.provider,

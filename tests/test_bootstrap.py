@@ -167,12 +167,26 @@ def test_hooks_run_in_order_and_a_failing_one_does_not_stop_the_boot(tmp_path, s
     assert "bootstrap: pre_start failed" in stack.output and "exited with 3" in stack.output
 
 
-def test_strict_hooks_stop_the_boot(tmp_path, stack_factory):
+def test_a_strict_hook_that_fails_fails_the_job_not_the_pod(tmp_path, stack_factory):
+    """A missing script with HOOKS_STRICT=true: the services stay up, the job never runs, and a Job-style pod
+    (JOB_ON_EXIT=stop, AUTOSTOP_ACTION=exit) ends non-zero saying why."""
+    ran = tmp_path / "ran"
+    env = _env(tmp_path, PRE_START_SCRIPT=str(tmp_path / "missing.sh"), HOOKS_STRICT="true",
+               JOB_COMMAND=f"touch {ran}", JOB_ON_EXIT="stop", AUTOSTOP_ENABLED="true", AUTOSTOP_ACTION="exit")
+    stack = stack_factory(env)
+    assert stack.proc.wait(90) == 1, stack.output[-3000:]
+    assert not ran.exists()
+    assert "container exits 1: the bootstrap failed: pre_start:" in stack.output
+    assert "does not exist (HOOKS_STRICT=true)" in stack.output
+
+
+def test_a_strict_hook_failure_leaves_the_services_up_and_status_says_why(tmp_path, stack_factory):
     pre = tmp_path / "pre.sh"
     pre.write_text("exit 1\n")
-    stack = stack_factory(_env(tmp_path, PRE_START_SCRIPT=str(pre), HOOKS_STRICT="true"))
-    assert stack.proc.wait(60) == 1
-    assert "boot stopped: pre_start" in stack.output
+    stack = _boot(stack_factory, _env(tmp_path, PRE_START_SCRIPT=str(pre), HOOKS_STRICT="true"))
+    boot = stack.status()["bootstrap"]
+    assert boot["state"] == "failed" and "pre_start" in boot["summary"] and "exited with 1" in boot["summary"]
+    assert stack.state("uploader") == "RUNNING" and stack.proc.poll() is None
 
 
 def test_ssh_answers_while_a_slow_hook_runs_and_the_job_waits_for_it(open_tmp, stack_factory):

@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 
-from conftest import base_env, wait_for, write_service
+from conftest import PODVISOR, base_env, wait_for, write_service
 
 PROGRAM = '''
 import os, signal, sys, time
@@ -142,4 +143,26 @@ def test_invalid_section_or_failed_prepare_disables_only_that_service(tmp_path, 
     assert services["unprepared"]["state"] == "DISABLED"
     assert "the disk is not there" in services["unprepared"]["reason"]
     assert "service picky disabled" in stack.output
+    assert stack.stop() == 0
+
+
+def test_a_broken_extra_service_and_a_state_dir_that_is_a_file_never_stop_the_start(tmp_path, stack_factory):
+    """Either used to end `podvisor start` with a traceback and exit 1: a billed restart loop on RunPod."""
+    extra = tmp_path / "extra"
+    write_service(extra, "nothing_here", "X = 1\n")
+    write_service(extra, "syntax", "def (:\n")
+    (tmp_path / "state").write_text("a file where the state dir should be")
+    env = base_env(tmp_path / "state", PODVISOR_EXTRA_SERVICES=str(extra), UPLOAD_WATCH_DIRS=str(tmp_path / "ck"),
+                   SSH_ENABLED="false", JUPYTER_ENABLED="false", INFERENCE_ENABLED="false", AUTOSTOP_ENABLED="false")
+    stack = stack_factory(env)
+    wait_for(lambda: "all 1 services started" in stack.output or stack.proc.poll() is not None, 60, 0.2)
+    assert stack.proc.poll() is None, stack.output
+    assert "the state dir" in stack.output and "is unusable" in stack.output
+    fallback = stack.output.split("using ", 1)[1].split(" for this boot")[0]
+    status = subprocess.run([PODVISOR, "status", "--json"], env={**env, "PODVISOR_STATE_DIR": fallback},
+                            capture_output=True, text=True)
+    services = json.loads(status.stdout)["services"]
+    assert services["uploader"]["state"] == "RUNNING"
+    assert "defines no SERVICE" in services["nothing_here"]["reason"]
+    assert "SyntaxError" in services["syntax"]["reason"]
     assert stack.stop() == 0

@@ -46,7 +46,8 @@ def describe(state: dict, now: float | None = None) -> str:
         step = STEP_WORDS.get(state.get("step", ""), f"running {state.get('step', 'its first step')}")
         return f"{step}, {now - state.get('step_started', state.get('started', now)):.0f} s"
     if state.get("state") in ("done", "failed"):
-        return f"{state['state']} in {state.get('finished', now) - state.get('started', now):.0f} s"
+        took = f"{state['state']} in {state.get('finished', now) - state.get('started', now):.0f} s"
+        return f"{took}: {state['reason']}" if state.get("reason") else took
     return "not started yet"
 
 
@@ -60,14 +61,16 @@ def settings_of(ctx: PodContext) -> BootstrapSettings | None:
 
 
 def run(ctx: PodContext) -> None:
-    """All steps, with progress in bootstrap.json; raises HookFailed for a strict hook's failure."""
+    """All steps, with progress in bootstrap.json. A strict hook's failure fails the bootstrap, so the job does
+    not start; SSH and the rest stay up for the user to look (exiting would make RunPod restart in a loop)."""
     started = time.time()
     write_state(ctx, state="running", started=started)
     try:
         before_services(ctx)
-    except HookFailed:
-        write_state(ctx, state="failed", started=started, finished=time.time())
-        raise
+    except HookFailed as exc:
+        write_state(ctx, state="failed", started=started, finished=time.time(), reason=str(exc))
+        log.error("bootstrap FAILED: %s. The job will not start; SSH and the other services stay up.", exc)
+        return
     write_state(ctx, state="done", started=started, finished=time.time())
     log.info("bootstrap: done in %.1f s", time.time() - started)
 
@@ -123,5 +126,5 @@ def run_step(ctx: PodContext, name: str, step, strict: bool = False) -> None:
             step()
     except Exception as exc:
         if strict:
-            raise HookFailed(f"{name}: {exc} (HOOKS_STRICT=true stops the boot)") from exc
+            raise HookFailed(f"{name}: {exc} (HOOKS_STRICT=true)") from exc
         log.error("bootstrap: %s failed: %s; boot goes on", name, exc)

@@ -159,7 +159,11 @@ class Runner:
         return "/"
 
     def run(self) -> int:
-        wait_done(self.ctx, "job", stopping=lambda: self.stopping)
+        boot = wait_done(self.ctx, "job", stopping=lambda: self.stopping)
+        if boot.get("state") == "failed":
+            log.error("job: not started: the bootstrap failed (%s)", boot.get("reason", "see its log"))
+            self.conclude("failed", 1, 0.0, 0, f"the bootstrap failed: {boot.get('reason', '')}")
+            return 0
         started = time.time()
         code, number = 1, 0
         while True:
@@ -175,16 +179,19 @@ class Runner:
             self.write(state="restarting")
             time.sleep(delay)
         state = "stopped" if self.stopping else ("succeeded" if code == 0 else "failed")
-        duration = round(time.time() - started, 1)
+        self.conclude(state, code, round(time.time() - started, 1), number + 1, f"the job failed with exit code {code}")
+        return 0
+
+    def conclude(self, state: str, code: int, duration: float, attempts: int, why: str) -> None:
+        """Record how the job ended, ship that, and with JOB_ON_EXIT=stop stop the pod once uploads drained."""
         self.write(state=state, exit_code=code, total_duration_s=duration)
-        log.info("job: %s (exit code %d) after %.1f s and %d attempt(s)", state, code, duration, number + 1)
+        log.info("job: %s (exit code %d) after %.1f s and %d attempt(s)", state, code, duration, attempts)
         if state == "failed":
             # The container's own exit code when it ends: a Kubernetes Job is Failed, not Completed.
-            self.ctx.exit_code_file.write_text(f"{min(max(code, 1), 255)}\nthe job failed with exit code {code}\n")
+            self.ctx.exit_code_file.write_text(f"{min(max(code, 1), 255)}\n{why}\n")
         self.record(state, code, duration)
         if self.settings.job_on_exit == "stop" and not self.stopping:
             self.finish(state)
-        return 0
 
     def record(self, state: str, code: int, duration: float) -> None:
         """Put the outcome in the run manifest and ship it with the job's log, whatever JOB_ON_EXIT says."""
