@@ -71,6 +71,23 @@ class PodContext:
         return began + self.core.podvisor_grace_seconds - STOP_MARGIN_SECONDS
 
     @property
+    def boot_file(self) -> Path:
+        """What this boot started and disabled, and why ({"run_id", "started_epoch_ms", "services", "disabled"}),
+        written by `start`: the one record of which services are active."""
+        return self.state_dir / "boot.json"
+
+    def boot(self) -> dict:
+        try:
+            return json.loads(self.boot_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def active_services(self) -> list[str] | None:
+        """The services this boot started (a prepare step may have disabled an enabled one); None before `start`
+        has written it."""
+        return self.boot().get("services")
+
+    @property
     def bootstrap_file(self) -> Path:
         """The bootstrap's progress ({"state": running|done|failed, "step", "step_started", "started"}): it runs
         beside sshd and Jupyter, and what needs the repo (the job, the post-start hook) waits for "done"."""

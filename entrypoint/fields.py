@@ -62,6 +62,9 @@ def not_placeholder(value: Any) -> Any:
     text = value.get_secret_value() if hasattr(value, "get_secret_value") else value
     items = text if isinstance(text, list) else [text]
     for item in items:
+        if isinstance(item, str) and any(ord(c) < 32 or ord(c) == 127 for c in item):
+            raise ValueError("holds a line break or another control character; expected the value on one line "
+                             "(a stray newline from copying a file, or a \\n in a template)")
         if isinstance(item, str) and _PLACEHOLDER.search(item.strip()):
             raise ValueError("holds a template placeholder or a publicly known value, not yours; expected your own "
                              "value (a token: a long random one, such as the output of `openssl rand -hex 24`)")

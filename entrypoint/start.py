@@ -29,11 +29,6 @@ from entrypoint.timings import phase, record
 log = logging.getLogger("podvisor")
 
 
-def boot_file(ctx: PodContext) -> Path:
-    """What this boot enabled and disabled, and why; `podvisor status` reads it."""
-    return ctx.state_dir / "boot.json"
-
-
 def prepare(ctx: PodContext) -> tuple[list[Service], dict[str, str]]:
     """Run the prepare steps; returns the services to supervise and {disabled service: reason}."""
     disabled: dict[str, str] = {}
@@ -114,7 +109,7 @@ def start() -> int:
             "PODVISOR_STATE_DIR": str(ctx.state_dir),
         })
         conf = write(ctx, services)
-        boot_file(ctx).write_text(json.dumps({
+        ctx.boot_file.write_text(json.dumps({
             "run_id": run_id, "started_epoch_ms": int(started * 1000),
             "services": [svc.name for svc in services], "disabled": disabled,
         }, indent=2))

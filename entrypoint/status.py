@@ -2,7 +2,6 @@
 endpoints and the GPUs, as text for people or JSON for scripts and the container HEALTHCHECK."""
 from __future__ import annotations
 
-import json
 import xmlrpc.client
 from typing import Any
 
@@ -23,7 +22,7 @@ def supervisor_proxy(ctx: PodContext) -> Any:
 
 
 def collect(ctx: PodContext) -> dict[str, Any]:
-    boot = _read_json(ctx.state_dir / "boot.json")
+    boot = ctx.boot()
     try:
         processes = {p["name"]: p for p in supervisor_proxy(ctx).supervisor.getAllProcessInfo()}
         supervisor_error = None
@@ -116,12 +115,3 @@ def render_text(report: dict[str, Any]) -> str:
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def _read_json(path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-

@@ -209,3 +209,26 @@ def test_pending_upload_holds_the_stop_until_drained(tmp_path, api, stack_factor
         assert set(s3.objects()) == {"step_1.pt"}
     finally:
         s3.stop()
+
+
+def test_jupyter_behind_a_password_hash_does_not_keep_the_pod_busy_forever(open_tmp, api, stack_factory):
+    """Before: the probe got 403 (no token with a password), a failed probe counts as activity, no stop ever."""
+    from jupyter_server.auth import passwd
+
+    port = free_port()
+    stack = stack_factory(_env(open_tmp, api, actions="exit", JUPYTER_ENABLED="true", JUPYTER_PORT=str(port),
+                               JUPYTER_PASSWORD=passwd("correct horse battery"), SSH_USER="pvtest",
+                               JUPYTER_ROOT_DIR=str(open_tmp / "nb"), PODVISOR_BIND_HOST="127.0.0.1",
+                               INFERENCE_ENABLED="false"))
+    assert stack.proc.wait(120) == 0, stack.output[-3000:]
+    signals = {s["name"]: s for s in _decision(open_tmp)["signals"]}
+    assert signals["jupyter"]["failed"] is False and "last active" in signals["jupyter"]["reason"]
+
+
+def test_a_token_with_a_newline_is_an_error_that_names_it(tmp_path):
+    from conftest import PODVISOR
+
+    check = subprocess.run([PODVISOR, "config", "--check"], capture_output=True, text=True,
+                           env=base_env(tmp_path / "state", JUPYTER_TOKEN="0a1b2c3d4e5f60718293\n"))
+    assert check.returncode == 2 and "JUPYTER_TOKEN: holds a line break" in check.stdout
+    assert "0a1b2c3d4e5f60718293" not in check.stdout

@@ -91,3 +91,16 @@ def test_the_wait_starts_again_after_the_uploads_drained_once():
 def test_no_cap_waits_forever():
     t = Timeline(0.0, IDLE, WARN, 0.0, ["runpod"], 60, max_wait=0)
     assert t.evaluate(10 ** 7, _quiet(), ["waiting for 1 upload(s)"], lambda: []).state == "waiting"
+
+
+def test_a_probe_failing_longer_than_the_idle_timeout_stops_counting_and_says_so():
+    t = Timeline(0.0, IDLE, WARN, 0.0, ["runpod"], 60)
+    broken = lambda now: [Signal("jupyter", now, "jupyter probe failed (ConnectionError), counted as activity", True)]
+    assert t.evaluate(10, broken(10), []).state == "busy", "a passing failure still counts"
+    assert t.evaluate(IDLE, broken(IDLE), []).state == "busy"
+    late = t.evaluate(IDLE + 11, broken(IDLE + 11), [])
+    assert late.state == "idle" and "WARNING: the jupyter probe has failed for 10 min" in late.message
+    assert set(late.warnings) == {"jupyter"}
+    assert t.evaluate(IDLE * 2 + WARN + 20, broken(IDLE * 2 + WARN + 20), []).state == "stop"
+    healed = t.evaluate(IDLE * 3, [Signal("jupyter", None, "jupyter last active 5 s ago")], [])
+    assert healed.warnings == {}

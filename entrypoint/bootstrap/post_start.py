@@ -3,7 +3,6 @@ container log how to reach each service once they answer, then run POST_START_SC
 the boot path, so it never delays SSH or Jupyter."""
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -31,7 +30,7 @@ def announce(ctx: PodContext) -> None:
         return  # the pod is stopping already: nothing to connect to
     services = {name: svc for name, svc in report["services"].items() if svc["state"] != "DISABLED"}
     answering = [name for name, svc in services.items() if svc.get("ready")]
-    started_ms = json.loads((ctx.state_dir / "boot.json").read_text()).get("started_epoch_ms", 0)
+    started_ms = ctx.boot().get("started_epoch_ms", 0)
     elapsed_ms = time.time() * 1000 - started_ms
     down = [f"{name} ({svc['state']}{': ' + svc['ready_detail'] if svc.get('ready_detail') else ''})"
             for name, svc in services.items() if name not in answering]

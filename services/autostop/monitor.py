@@ -28,7 +28,11 @@ def decision_path(ctx: PodContext) -> Path:
 
 
 def enabled_services(ctx: PodContext) -> list:
-    return [svc for svc in discover() if svc.name in ctx.config.sections and svc.enabled(ctx)]
+    """The services this boot actually started: one disabled by its prepare step (Jupyter without a usable
+    config) is not probed, or its refused connections would count as activity forever."""
+    active = ctx.active_services()
+    return [svc for svc in discover() if svc.name in ctx.config.sections and svc.enabled(ctx)
+            and (active is None or svc.name in active)]
 
 
 class Monitor:
@@ -36,10 +40,8 @@ class Monitor:
         self.ctx, self.clock = ctx, clock
         self.settings: AutostopSettings = ctx.section("autostop")  # type: ignore[assignment]
         self.actions = self.settings.actions(ctx.cloud.provider)
-        try:
-            boot = json.loads((ctx.state_dir / "boot.json").read_text())["started_epoch_ms"] / 1000
-        except (OSError, ValueError, KeyError):
-            boot = clock()
+        started_ms = ctx.boot().get("started_epoch_ms")
+        boot = started_ms / 1000 if started_ms else clock()
         s = self.settings
         self.timeline = Timeline(boot, s.autostop_idle_minutes * 60, s.autostop_warn_seconds,
                                  s.autostop_grace_seconds, self.actions, busy_window=2 * s.autostop_poll_seconds,
@@ -136,12 +138,16 @@ class Monitor:
         log.info("autostop: idle %.1f min + warning %.0f s, grace %.0f s, actions %s",
                  self.settings.autostop_idle_minutes, self.settings.autostop_warn_seconds,
                  self.settings.autostop_grace_seconds, ", ".join(self.actions))
-        last_state = ""
+        last_state, said = "", set()
         while True:
             decision = self.step()
             if decision.state != last_state:
                 (log.error if decision.state == "stuck" else log.info)("autostop: %s", decision.message)
                 last_state = decision.state
+            for name, warning in decision.warnings.items():
+                if name not in said:  # once per probe going bad, not at every poll
+                    log.warning("autostop: %s", warning)
+            said = set(decision.warnings)
             time.sleep(self.settings.autostop_poll_seconds)
 
 

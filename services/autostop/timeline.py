@@ -19,6 +19,8 @@ class Decision:
     idle_seconds: float = 0.0
     stops_in: float | None = None
     signals: list[Signal] = field(default_factory=list)
+    warnings: dict[str, str] = field(default_factory=dict)
+    """Probes that have failed for longer than the idle timeout: no longer counted as activity, said loudly."""
 
 
 class Timeline:
@@ -32,14 +34,39 @@ class Timeline:
         self.last_activity = boot
         self.warned = False
         self.waiting_since: float | None = None
+        self.failing_since: dict[str, float] = {}
 
     def evaluate(self, now: float, signals: list[Signal], blockers: list[str],
                  lost: Callable[[], list[str]] = list) -> Decision:
         """`lost` says what a stop right now would lose for good (asked only once the wait is over)."""
+        signals, warnings = self._stale_failures(now, signals)
         decision = self._evaluate(now, signals, blockers, lost)
         if decision.state not in ("waiting", "stuck"):
             self.waiting_since = None
+        decision.warnings = warnings
+        if warnings:
+            decision.message += "; WARNING: " + "; ".join(warnings.values())
         return decision
+
+    def _stale_failures(self, now: float, signals: list[Signal]) -> tuple[list[Signal], dict[str, str]]:
+        """A failed probe counts as activity (a passing error must not stop a busy pod), but one that has failed
+        for longer than the idle timeout is broken, not busy: it stops counting, so it cannot hold the pod up
+        forever, and it is reported."""
+        kept: list[Signal] = []
+        warnings: dict[str, str] = {}
+        for signal in signals:
+            if not signal.failed:
+                self.failing_since.pop(signal.name, None)
+                kept.append(signal)
+                continue
+            failing = now - self.failing_since.setdefault(signal.name, now)
+            if failing <= self.idle_limit:
+                kept.append(signal)
+                continue
+            warnings[signal.name] = (f"the {signal.name} probe has failed for {failing / 60:.0f} min ({signal.reason}); "
+                                     "it no longer counts as activity")
+            kept.append(Signal(signal.name, None, signal.reason, True))
+        return kept, warnings
 
     def _evaluate(self, now: float, signals: list[Signal], blockers: list[str],
                   lost: Callable[[], list[str]]) -> Decision:

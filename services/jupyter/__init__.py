@@ -34,9 +34,10 @@ def token_file(ctx: PodContext) -> Path:
 
 
 def token(ctx: PodContext) -> str | None:
-    """The token Jupyter requires: JUPYTER_TOKEN (or a plain-text JUPYTER_PASSWORD), else the generated one."""
+    """The token Jupyter accepts: JUPYTER_TOKEN (or a plain-text JUPYTER_PASSWORD), else the generated one. With a
+    password hash Jupyter takes the generated token too, so readiness and the idle probe can ask it."""
     settings = _settings(ctx)
-    if settings.token() or settings.password_hash():
+    if settings.token():
         return settings.token()
     try:
         return token_file(ctx).read_text().strip() or None
@@ -95,7 +96,9 @@ def prepare(ctx: PodContext) -> None:
     user = pwd.getpwnam(login_user.name(ctx))
     folder = ctx.service_dir("jupyter")
     folder.mkdir(parents=True, exist_ok=True)
-    if not settings.token() and not settings.password_hash():
+    if settings.password_hash() and not settings.token():
+        _generate_token(ctx, user)
+    elif not settings.token():
         if settings.jupyter_allow_no_auth:
             token_file(ctx).unlink(missing_ok=True)
             log.warning("!!! Jupyter runs WITHOUT AUTH (JUPYTER_ALLOW_NO_AUTH=true): anyone who reaches port %d "
