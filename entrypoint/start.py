@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from entrypoint import login_user, session
+from entrypoint import leftovers, login_user, session
 from entrypoint.cloud import detect
 from entrypoint.context import PodContext
 from entrypoint.registry import Service, broken_extras, discover
@@ -86,6 +86,7 @@ def start() -> int:
         os.environ["PODVISOR_STATE_DIR"] = str(fallback)
         for folder in (ctx.logs_dir, ctx.state_dir / "services"):
             folder.mkdir(parents=True, exist_ok=True)
+    leftovers.sweep(ctx.state_dir)
     ctx.stop_requested_file.unlink(missing_ok=True)  # a stop that ended the last run is no stop of this one
     ctx.exit_code_file.unlink(missing_ok=True)
     ctx.bootstrap_file.unlink(missing_ok=True)
@@ -137,6 +138,9 @@ def supervise(ctx: PodContext, argv: list[str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
     code = child.wait()
+    if code < 0:  # supervisord itself was killed: nothing stopped its programs in order
+        log.error("supervisord was killed (signal %d); stopping what it left running", -code)
+        leftovers.sweep(ctx.state_dir)
     try:
         asked, _, why = ctx.exit_code_file.read_text().partition("\n")
         log.error("container exits %d: %s", int(asked), why.strip())

@@ -12,6 +12,7 @@ import os
 import pwd
 import secrets
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -64,6 +65,13 @@ def credentials(ctx: PodContext) -> tuple[str, str]:
         os.chown(path, 0, group.gr_gid)
         path.chmod(0o640)
     return SUPERVISOR_USER, path.read_text().strip()
+
+
+def with_parent_death_signal(command: str) -> str:
+    """The program gets SIGTERM if supervisord dies (setpriv sets it after supervisord's setuid, and it lasts
+    through the exec), instead of living on as an orphan that holds its port."""
+    setpriv = shutil.which("setpriv")
+    return f"{setpriv} --pdeathsig TERM -- {command}" if setpriv else command
 
 
 def _value(text: str) -> str:
@@ -121,7 +129,8 @@ def render(ctx: PodContext, services: list[Service]) -> str:
         lines += _program(ctx, svc, waits[svc.name])
     lines += [
         f"[program:{BOOTSTRAP}]",
-        f"command={_value(shlex.join([sys.executable, '-m', 'entrypoint.bootstrap']))}",
+        f"command={_value(with_parent_death_signal(shlex.join([sys.executable, '-m', 'entrypoint.bootstrap'])))}",
+        f"environment={_environment({'PODVISOR_SERVICE': BOOTSTRAP})}",
         f"priority={BOOTSTRAP_PRIORITY}",
         "autostart=true",
         "autorestart=false",
@@ -158,7 +167,7 @@ def _program(ctx: PodContext, svc: Service, stop_wait: int) -> list[str]:
     env = {"PODVISOR_SERVICE": svc.name, "PODVISOR_STOP_WAIT": str(stop_wait), **svc.environment(ctx)}
     lines = [
         f"[program:{svc.name}]",
-        f"command={_value(svc.command(ctx))}",
+        f"command={_value(with_parent_death_signal(svc.command(ctx)))}",
         f"priority={svc.priority}",
         "autostart=true",
         f"autorestart={svc.restart}",

@@ -166,3 +166,29 @@ def test_a_broken_extra_service_and_a_state_dir_that_is_a_file_never_stop_the_st
     assert "defines no SERVICE" in services["nothing_here"]["reason"]
     assert "SyntaxError" in services["syntax"]["reason"]
     assert stack.stop() == 0
+
+
+def test_kill_9_of_supervisord_leaves_no_orphans_and_a_new_start_comes_up_clean(tmp_path, stack_factory):
+    import psutil
+
+    extra = tmp_path / "extra"
+    write_service(extra, "stubborn", '''
+        from entrypoint.registry import Service
+        SERVICE = Service(name="stubborn", priority=100,
+                          command=lambda ctx: "sh -c 'trap \\"\\" TERM; while true; do sleep 0.2; done'")
+    ''')
+    env = base_env(tmp_path / "state", PODVISOR_EXTRA_SERVICES=str(extra), UPLOAD_WATCH_DIRS=str(tmp_path / "ck"),
+                   SSH_ENABLED="false", JUPYTER_ENABLED="false", INFERENCE_ENABLED="false", AUTOSTOP_ENABLED="false")
+    stack = stack_factory(env)
+    first = {name: stack.wait_state(name, "RUNNING")["pid"] for name in ("uploader", "stubborn")}
+    supervisord = int((tmp_path / "state" / "supervisord.pid").read_text())
+    os.kill(supervisord, signal.SIGKILL)
+    assert stack.proc.wait(30) != 0
+    assert "supervisord was killed (signal 9)" in stack.output
+    assert not [pid for pid in first.values() if psutil.pid_exists(pid)], "every program died with supervisord"
+    again = stack_factory(env)
+    for name in ("uploader", "stubborn"):
+        assert again.wait_state(name, "RUNNING")["pid"] not in first.values()
+    time.sleep(2)
+    assert again.state("uploader") == "RUNNING", again.output[-2000:]
+    assert again.stop() == 0
