@@ -1,6 +1,7 @@
 """Reusable field types for the env schema, so every section parses lists, ports and paths the same way."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +31,42 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 AbsPath = Annotated[Path, AfterValidator(_absolute_path)]
 """A path that must not depend on the working directory supervisord happens to start programs in."""
+
+SYSTEM_DIRS = tuple(Path(p) for p in ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc",
+                                      "/root", "/run", "/sbin", "/sys", "/usr", "/var", "/home", "/opt", "/tmp"))
+"""Folders podvisor must never take over: the workspace and state dir are handed to the login user."""
+
+
+def is_system_dir(path: Path) -> bool:
+    """The folder is one of the system's own, or inside one that belongs to the system alone."""
+    path = Path(os.path.normpath(path))
+    return path in SYSTEM_DIRS or any(path.is_relative_to(p) for p in SYSTEM_DIRS if str(p) in
+                                      ("/bin", "/boot", "/dev", "/etc", "/lib", "/proc", "/sbin", "/sys", "/usr"))
+
+
+def _own_folder(value: Path) -> Path:
+    if is_system_dir(value):
+        raise ValueError(f"'{value}' is a system folder, which podvisor would hand to the login user; expected a "
+                         "folder of your own such as /workspace")
+    return value
+
+
+OwnDir = Annotated[Path, AfterValidator(_absolute_path), AfterValidator(_own_folder)]
+"""An absolute folder that podvisor may create and give to the login user: never a system folder."""
+
+def _address(value: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        shown = repr(value[:60]) if value.strip() else "an empty value"
+        raise ValueError(f"{shown} is not an IP address; expected one such as 0.0.0.0 (every interface), "
+                         "127.0.0.1 (this machine only) or ::") from None
+
+
+BindHost = Annotated[str, AfterValidator(_address)]
+"""An address to listen on: an IP address literal, which sshd, Jupyter and uvicorn all take the same way."""
 
 Seconds = Annotated[float, Field(ge=0)]
 """A non-negative duration in seconds."""

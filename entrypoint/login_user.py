@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 from entrypoint.context import PodContext
+from entrypoint.fields import is_system_dir
 
 log = logging.getLogger("podvisor")
 
@@ -79,6 +80,6 @@ def own_dir(ctx: PodContext, path: Path) -> Path:
         return path
     user = pwd.getpwnam(name(ctx))
     for folder in [*missing, path]:
-        if folder.stat().st_uid == 0 and folder != Path("/"):
+        if folder.stat().st_uid == 0 and not is_system_dir(folder):
             os.chown(folder, user.pw_uid, user.pw_gid)
     return path

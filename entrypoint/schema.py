@@ -18,7 +18,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from entrypoint.fields import AbsPath, CsvPaths, Seconds
+from entrypoint.fields import BindHost, CsvPaths, OwnDir, Seconds
 
 PROVIDERS = ("auto", "runpod", "vast", "kubernetes", "docker", "local")
 
@@ -43,7 +43,7 @@ def default_state_dir() -> Path:
 class CoreSettings(Section):
     """podvisor itself: where state lives, how long a stop may take, which provider this is."""
 
-    podvisor_state_dir: AbsPath = Field(
+    podvisor_state_dir: OwnDir = Field(
         default_factory=lambda: default_state_dir(),
         description="Holds state, logs, timings and the generated supervisord config; keep it on the volume. "
                     "Default: /workspace/.podvisor, or for a normal user who may not write there (a bare host), "
@@ -55,10 +55,10 @@ class CoreSettings(Section):
     podvisor_provider: Literal[PROVIDERS] = Field(  # type: ignore[valid-type]
         "auto", description="Cloud provider; auto detects RunPod, Vast.ai, Kubernetes, Docker or a local run."
     )
-    podvisor_bind_host: str = Field(
+    podvisor_bind_host: BindHost = Field(
         "0.0.0.0", description="Address services listen on; 127.0.0.1 keeps a local run off the network."
     )
-    podvisor_workspace: AbsPath = Field(
+    podvisor_workspace: OwnDir = Field(
         Path("/workspace"), validation_alias=AliasChoices("podvisor_workspace", "workspace", "data_directory"),
         description="The persistent volume: code, checkpoints and models live under it (DATA_DIRECTORY is Vast's name).",
     )
@@ -191,8 +191,30 @@ def load() -> Config:
             config.core = instance  # type: ignore[assignment]
         if valid or name == "podvisor":
             config.sections[name] = instance
-    config.problems += _lookalikes(known, os.environ)
+    config.problems += _lookalikes(known, os.environ) + _port_clashes(config)
     return config
+
+
+def _port_clashes(config: Config) -> list[Problem]:
+    """Two enabled services on one port: the later would fail to bind and restart forever. It is disabled with
+    the reason instead (sections are in start order, so the earlier one, sshd before Jupyter, keeps it)."""
+    taken: dict[int, str] = {}
+    problems = []
+    for name, section in list(config.sections.items()):
+        fields = type(section).model_fields
+        if any(f.endswith("_enabled") and getattr(section, f) is False for f in fields):
+            continue
+        for fname, info in fields.items():
+            port = getattr(section, fname)
+            if not fname.endswith("_port") or not isinstance(port, int):
+                continue
+            variable = env_names(fname, info)[0]
+            if port in taken:
+                problems.append(Problem(name, variable, f"{port} is also {taken[port]}; expected a port of its own"))
+                config.sections.pop(name, None)
+            else:
+                taken[port] = variable
+    return problems
 
 
 def _service_links(section: str, cls: type[Section], environ: Mapping[str, str]) -> tuple[dict, list[Problem]]:

@@ -57,6 +57,28 @@ MALFORMED = [
     ("JOB_RESUME_ARGS", "--resume", "{checkpoint}"),
     ("REPO_URL", "github.com/me/repo", "not a git URL"),
     ("HOOKS_STRICT", "perhaps", "true or false"),
+    ("PODVISOR_BIND_HOST", "", "not an IP address"),
+    ("PODVISOR_BIND_HOST", "999.1.1.1", "not an IP address"),
+    ("PODVISOR_WORKSPACE", "/etc", "system folder"),
+    ("PODVISOR_STATE_DIR", "/usr/local/state", "system folder"),
+    ("INFERENCE_API_TOKEN", "0a1b2c3d4e5f60718293\nsecond-line", "line break"),
+    ("PROVISIONING_SCRIPT", "provision.sh", "absolute path nor a URL"),
+]
+
+CLASHES = [  # errors that take more than one variable
+    ({"SSH_PORT": "2200", "JUPYTER_PORT": "2200"}, "JUPYTER_PORT", "also SSH_PORT"),
+    ({"JUPYTER_PORT": "8001", "INFERENCE_PORT": "8001"}, "INFERENCE_PORT", "also JUPYTER_PORT"),
+]
+
+WARNINGS = [  # accepted, with a warning: `config --check` exits 1
+    ({"UPLOAD_DESTINATION": "s3://bucket/ck"}, "UPLOAD_DESTINATION", "did you mean UPLOAD_DESTINATIONS"),
+    ({"JUPYTER_TOKN": "x"}, "JUPYTER_TOKN", "did you mean JUPYTER_TOKEN"),
+    ({"AUTOSTOP_IDLE_MINUTE": "5"}, "AUTOSTOP_IDLE_MINUTE", "did you mean AUTOSTOP_IDLE_MINUTES"),
+    ({"SSH_PORTS": "22"}, "SSH_PORTS", "did you mean SSH_PORT"),
+    ({"JUPYTER_PORT": "tcp://10.96.0.9:8888"}, "JUPYTER_PORT", "Kubernetes service link"),
+    ({"INFERENCE_PORT": "tcp://10.96.0.10:8000"}, "INFERENCE_PORT", "Kubernetes service link"),
+    ({"HF_TOKEN": "hf_one_0123456789", "HUGGING_FACE_HUB_TOKEN": "hf_two_0123456789"}, "HUGGING_FACE_HUB_TOKEN",
+     "another name for HF_TOKEN"),
 ]
 
 
@@ -79,6 +101,20 @@ def test_malformed_value_is_named_with_the_fix(tmp_path, variable, value, expect
     assert lines, result.stdout
     assert expected in lines[0] and "expected" in lines[0]
     assert SECRET not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("env", "variable", "expected"), CLASHES)
+def test_ports_two_services_would_share_are_errors(tmp_path, env, variable, expected):
+    result = _check(tmp_path, **env)
+    assert result.returncode == 2 and f"{variable}: " in result.stdout and expected in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(("env", "variable", "expected"), WARNINGS)
+def test_lookalikes_links_and_clashing_aliases_are_warnings(tmp_path, env, variable, expected):
+    result = _check(tmp_path, **env)
+    assert result.returncode == 1, result.stdout
+    assert f"warning: {variable}: " in result.stdout and expected in result.stdout
+    assert "hf_one_0123456789" not in result.stdout and "hf_two_0123456789" not in result.stdout
 
 
 def test_every_problem_is_listed_at_once(tmp_path):

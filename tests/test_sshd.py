@@ -84,3 +84,16 @@ def test_malformed_keys_are_reported_by_position_and_the_good_ones_work(open_tmp
     assert "SSH_AUTHORIZED_KEYS key #2 is not a valid public key" in stack.output
     for key in (key1, key2):
         assert ssh(port, USER, key, "true").returncode == 0
+
+
+def test_ssh_user_root_is_never_locked_out(open_tmp, stack_factory):
+    """SSH_USER=root with root logins off installed the key, then refused every login."""
+    key, pub = make_key(open_tmp, "good")
+    port = free_port()
+    env = base_env(open_tmp / "state", PODVISOR_BIND_HOST="127.0.0.1", SSH_PORT=str(port), SSH_USER="root",
+                   SSH_PERMIT_ROOT="false", PUBLIC_KEY=pub, JUPYTER_ENABLED="false", INFERENCE_ENABLED="false")
+    stack = stack_factory(env)
+    stack.wait_state("sshd", "RUNNING")
+    result = ssh(port, "root", key, "whoami")
+    assert result.returncode == 0 and result.stdout.strip() == "root", result.stderr
+    assert "SSH_PERMIT_ROOT=false is ignored" in stack.output

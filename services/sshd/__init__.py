@@ -30,8 +30,13 @@ def _dir(ctx: PodContext) -> Path:
 
 
 def permit_root(ctx: PodContext) -> bool:
-    """SSH_PERMIT_ROOT, defaulting to what the provider's console expects."""
+    """SSH_PERMIT_ROOT, defaulting to what the provider's console expects; always when the login user is root
+    (SSH_USER=root), who would otherwise be locked out with their key installed."""
     chosen = _settings(ctx).ssh_permit_root
+    if login_user.name(ctx) == "root":
+        if chosen is False:
+            log.warning("sshd: SSH_USER=root needs root logins: SSH_PERMIT_ROOT=false is ignored")
+        return True
     return ctx.cloud.console_logs_in_as_root if chosen is None else chosen
 
 
