@@ -88,6 +88,17 @@ class PodContext:
         return self.boot().get("services")
 
     @property
+    def given_up_file(self) -> Path:
+        """{service: why} for programs the event listener left down after repeated failed starts."""
+        return self.state_dir / "given_up.json"
+
+    def given_up(self) -> dict[str, str]:
+        try:
+            return json.loads(self.given_up_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    @property
     def bootstrap_file(self) -> Path:
         """The bootstrap's progress ({"state": running|done|failed, "step", "step_started", "started"}): it runs
         beside sshd and Jupyter, and what needs the repo (the job, the post-start hook) waits for "done"."""

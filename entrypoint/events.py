@@ -6,10 +6,12 @@ listener copies the same bytes to the container's stdout (`docker logs`, RunPod'
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +20,13 @@ from supervisor import childutils
 from entrypoint.redact import redact, secrets_of
 from entrypoint.schema import load
 from entrypoint.timings import record
+
+
+QUICK_EXIT_SECONDS = 30.0
+"""An unexpected exit this soon after reaching RUNNING counts as a failed start, whatever startsecs said."""
+QUICK_EXITS_TO_GIVE_UP = 5
+"""Failed starts in a row after which a program is left down (a port held by something else, a bad config):
+supervisord's own limit only counts exits before startsecs, so a program dying at 2 s would loop forever."""
 
 
 class Listener:
@@ -29,6 +38,8 @@ class Listener:
         self.partial: dict[tuple[str, str], str] = {}
         self.all_running_seen = False
         self.post_start_started = False
+        self.running_since: dict[str, float] = {}
+        self.quick_exits: dict[str, int] = {}
 
     def handle(self, headers: dict[str, str], payload: str) -> None:
         event = headers["eventname"]
@@ -70,6 +81,10 @@ class Listener:
             how = "as expected" if fields.get("expected") == "1" else "unexpectedly"
             self._write(f"podvisor: service {name} EXITED {how} (from {fields.get('from_state')}, "
                         f"pid {fields.get('pid')}).\n")
+            if how == "unexpectedly":
+                self._count_quick_exit(name)
+        elif state == "RUNNING":
+            self.running_since[name] = time.monotonic()
         elif state == "BACKOFF":
             self._write(f"podvisor: service {name} exited during start; retrying.\n")
         if state == "RUNNING" and not self.all_running_seen and self._all_running():
@@ -78,6 +93,30 @@ class Listener:
         if not self.post_start_started and self._settled():
             self.post_start_started = True
             self._post_start()
+
+    def _count_quick_exit(self, name: str) -> None:
+        up = time.monotonic() - self.running_since.get(name, time.monotonic())
+        self.quick_exits[name] = self.quick_exits.get(name, 0) + 1 if up < QUICK_EXIT_SECONDS else 0
+        if self.quick_exits[name] >= QUICK_EXITS_TO_GIVE_UP:
+            reason = (f"exited {self.quick_exits[name]} times in a row within {QUICK_EXIT_SECONDS:.0f} s of starting; "
+                      f"left down (see its log: a port in use, a bad setting)")
+            self._write(f"podvisor: service {name} {reason}. The rest keep running.\n")
+            threading.Thread(target=self._give_up, args=(name, reason), daemon=True).start()
+
+    def _give_up(self, name: str, reason: str) -> None:
+        """Stop the program for good and record why, for `podvisor status` (outside the event handler, which
+        supervisord waits on)."""
+        from entrypoint.context import current
+        from entrypoint.status import supervisor_proxy
+
+        ctx = current()
+        given = ctx.given_up()
+        given[name] = reason
+        ctx.given_up_file.write_text(json.dumps(given))
+        try:
+            supervisor_proxy(ctx).supervisor.stopProcess(name, False)
+        except Exception as exc:  # already stopped in between: nothing to do
+            self._write(f"podvisor: could not stop {name}: {exc}\n")
 
     def _settled(self) -> bool:
         """Every service up, or given up on: the moment for the manifest and the post-start hook."""

@@ -90,6 +90,7 @@ def start() -> int:
     ctx.stop_requested_file.unlink(missing_ok=True)  # a stop that ended the last run is no stop of this one
     ctx.exit_code_file.unlink(missing_ok=True)
     ctx.bootstrap_file.unlink(missing_ok=True)
+    ctx.given_up_file.unlink(missing_ok=True)
     record(ctx.timings_file, run_id, "validate", "ok" if config.ok else "problems", validate_ms)
     record(ctx.timings_file, run_id, "state_dirs", "ok", (time.monotonic() - with_dirs) * 1000)
     log.info("run %s on %s; state in %s", run_id, ctx.cloud.provider, ctx.state_dir)

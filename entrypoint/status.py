@@ -23,6 +23,7 @@ def supervisor_proxy(ctx: PodContext) -> Any:
 
 def collect(ctx: PodContext) -> dict[str, Any]:
     boot = ctx.boot()
+    given_up = ctx.given_up()
     try:
         processes = {p["name"]: p for p in supervisor_proxy(ctx).supervisor.getAllProcessInfo()}
         supervisor_error = None
@@ -46,6 +47,8 @@ def collect(ctx: PodContext) -> dict[str, Any]:
             "exit_status": info["exitstatus"] if info["statename"] in ("EXITED", "FATAL") else None,
             "description": info["description"],
         }
+        if svc.name in given_up and info["statename"] in ("STOPPED", "STOPPING", "EXITED", "BACKOFF", "STARTING"):
+            entry.update(state="FATAL", reason=given_up[svc.name])
         if svc.ready is not None and info["statename"] == "RUNNING":
             readiness = svc.ready(ctx)
             entry.update(ready=readiness.ready, ready_detail=readiness.detail)
@@ -80,8 +83,10 @@ def alive(report: dict[str, Any]) -> bool:
 
 def pod_ready(report: dict[str, Any]) -> bool:
     """Every enabled interactive service answers (the readiness probe and HEALTHCHECK). A background service
-    that failed, a job that ended or an API with no model yet does not keep users from SSH."""
-    enabled = [s for s in report["services"].values() if s["state"] != "DISABLED" and s.get("interactive")]
+    that failed, a job that ended, an API with no model yet or a service left down (FATAL, shown by status)
+    does not keep users from SSH."""
+    enabled = [s for s in report["services"].values()
+               if s["state"] not in ("DISABLED", "FATAL") and s.get("interactive")]
     return alive(report) and all(s.get("ready") for s in enabled)
 
 

@@ -192,3 +192,24 @@ def test_kill_9_of_supervisord_leaves_no_orphans_and_a_new_start_comes_up_clean(
     time.sleep(2)
     assert again.state("uploader") == "RUNNING", again.output[-2000:]
     assert again.stop() == 0
+
+
+def test_a_program_that_keeps_dying_after_its_start_time_is_left_down_not_restarted_forever(tmp_path, stack_factory):
+    """startsecs=1 and a death at 1.5 s (Jupyter on a port something else holds): supervisord alone loops."""
+    extra = tmp_path / "extra"
+    write_service(extra, "doomed", f'''
+        from entrypoint.registry import Service
+        SERVICE = Service(name="doomed", priority=100,
+                          command=lambda ctx: "sh -c 'echo start >> {tmp_path / "starts"}; sleep 1.5; exit 1'")
+    ''')
+    env = base_env(tmp_path / "state", PODVISOR_EXTRA_SERVICES=str(extra), UPLOAD_WATCH_DIRS=str(tmp_path / "ck"),
+                   SSH_ENABLED="false", JUPYTER_ENABLED="false", INFERENCE_ENABLED="false", AUTOSTOP_ENABLED="false")
+    stack = stack_factory(env)
+    doomed = stack.wait_state("doomed", "FATAL", timeout=60)
+    assert "exited 5 times in a row" in doomed["reason"]
+    starts = len((tmp_path / "starts").read_text().split())
+    time.sleep(4)
+    assert len((tmp_path / "starts").read_text().split()) == starts, "no more restarts"
+    assert "service doomed exited 5 times in a row" in stack.output
+    assert stack.state("uploader") == "RUNNING" and stack.proc.poll() is None
+    assert stack.stop() == 0
