@@ -21,8 +21,6 @@ from entrypoint.context import STOP_MARGIN_SECONDS, PodContext
 from entrypoint.registry import Service
 
 SUPERVISOR_USER = "podvisor"
-STOP_STEP_SECONDS = 0.5
-"""Kept back per program: supervisord moves to the next one on its once-a-second loop, not at once."""
 EVENT_LISTENER = "podvisor-events"
 BOOTSTRAP = "bootstrap"
 BOOTSTRAP_PRIORITY = 15
@@ -33,7 +31,7 @@ def stop_waits(services: list[Service], grace: float) -> dict[str, int]:
     """Split the grace into per-program stop waits; stops run one program at a time in reverse order. A
     program with no fixed wait (the uploader, stopped last) may take the whole budget: it ends itself at
     the deadline measured when the stop began (`PodContext.stop_deadline`), so it gets what the others leave."""
-    budget = max(grace - STOP_MARGIN_SECONDS - STOP_STEP_SECONDS * len(services), len(services))
+    budget = max(grace - STOP_MARGIN_SECONDS, len(services))
     fixed = {s.name: float(s.stop_wait) for s in services if s.stop_wait is not None}
     elastic = [s.name for s in services if s.stop_wait is None]
     reserve = 0.5 * budget if elastic else 0.0
