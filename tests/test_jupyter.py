@@ -55,3 +55,14 @@ def test_no_token_set_means_a_generated_one_that_status_points_to(open_tmp, stac
     assert f"cat {token_file}" in jupyter["summary"]
     assert token not in stack.output and f"cat {token_file}" in stack.output
     assert stack.stop() == 0
+
+
+def test_a_state_dir_the_login_user_cannot_reach_disables_jupyter_with_the_reason(tmp_path, stack_factory):
+    """pytest's tmp_path is closed to other users: Jupyter (as the login user) could not read its config and used
+    to start with a token of its own, printed in the log, while podvisor's probes got 403."""
+    port = free_port()
+    stack = stack_factory(_env(tmp_path, port, UPLOAD_WATCH_DIRS=str(tmp_path / "ck"), INFERENCE_ENABLED="false"))
+    jupyter = stack.wait_state("jupyter", "DISABLED")
+    assert "the login user pvtest cannot read" in jupyter["reason"]
+    assert "token=" not in stack.output.replace("token=***", "")
+    assert stack.stop() == 0

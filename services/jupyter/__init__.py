@@ -8,6 +8,7 @@ import pwd
 import secrets
 import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -66,6 +67,11 @@ def _generate_token(ctx: PodContext, user: pwd.struct_passwd) -> None:
         fh.write(secrets.token_hex(24) + "\n")
     if os.geteuid() == 0:
         os.chown(path, user.pw_uid, user.pw_gid)
+    if os.geteuid() == 0 and subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                                             "--init-groups", "test", "-r", str(path)]).returncode != 0:
+        # Jupyter would quietly skip the file and run with a token of its own, printed to the log.
+        raise RuntimeError(f"the login user {user.pw_name} cannot read {path}: a folder above it is closed to "
+                           "other users; put PODVISOR_STATE_DIR where the login user can reach it")
 
 
 def _config(ctx: PodContext) -> str:
