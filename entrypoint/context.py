@@ -13,7 +13,10 @@ from entrypoint.cloud import Cloud, detect
 from entrypoint.schema import Config, CoreSettings, Section, load
 
 STOP_MARGIN_SECONDS = 2.0
-"""Kept back from the stop grace for the event listener and supervisord's own exit."""
+"""Kept back from the stop grace for the event listener (stopped last) and supervisord's own exit."""
+STOP_STEP_SECONDS = 1.0
+"""What each program in the stop sequence costs beyond its own exit: supervisord notices an exit on its
+once-a-second loop (a SIGCHLD does not wake it), and only then stops the next program."""
 SOCKET_PATH_MAX = 100
 """AF_UNIX paths are limited to 108 bytes; a deep state dir gets its socket under /tmp instead."""
 
@@ -62,13 +65,13 @@ class PodContext:
         return self.state_dir / "stop_requested"
 
     def stop_deadline(self) -> float:
-        """When the whole stop must be over (epoch seconds): the grace counted from the moment the shutdown
-        began, so the last program to stop gets whatever the others left of it."""
+        """When the last program to stop (the uploader) must be gone (epoch seconds): the grace counted from
+        the moment the shutdown began, less its own step and the margin, so it gets whatever the others left."""
         try:
             began = float(self.stop_requested_file.read_text())
         except (OSError, ValueError):
             began = time.time()
-        return began + self.core.podvisor_grace_seconds - STOP_MARGIN_SECONDS
+        return began + self.core.podvisor_grace_seconds - STOP_MARGIN_SECONDS - STOP_STEP_SECONDS
 
     @property
     def boot_file(self) -> Path:

@@ -23,7 +23,7 @@ from entrypoint.cloud import detect
 from entrypoint.context import PodContext
 from entrypoint.registry import Service, broken_extras, discover
 from entrypoint.schema import load
-from entrypoint.supervisor_conf import BOOTSTRAP, EVENT_LISTENER, write
+from entrypoint.supervisor_conf import BOOTSTRAP, EVENT_LISTENER, stop_floor, write
 from entrypoint.timings import phase, record
 
 log = logging.getLogger("podvisor")
@@ -115,6 +115,14 @@ def start() -> int:
             "run_id": run_id, "started_epoch_ms": int(started * 1000),
             "services": [svc.name for svc in services], "disabled": disabled,
         }, indent=2))
+    floor = stop_floor(services)
+    if ctx.core.podvisor_grace_seconds < floor:
+        log.warning("config: PODVISOR_GRACE_SECONDS=%g is less than the %g s a stop of %d programs can take (they "
+                    "stop one after another, the bootstrap's included: at least 1 s wait and 1 s of supervisord's "
+                    "loop each, plus 2 s); a "
+                    "program that ignores SIGTERM may still run when the platform kills the container. Set it to "
+                    "%d or more, and the platform's stop timeout above it", ctx.core.podvisor_grace_seconds, floor,
+                    len(services) + 1, floor)
     names = ", ".join(svc.name for svc in services) or "none"
     log.info("starting supervisord with: %s (+%s, %s)", names, EVENT_LISTENER, BOOTSTRAP)
     record(ctx.timings_file, run_id, "exec_supervisord", "ok", (time.monotonic() - t0) * 1000)

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from entrypoint import login_user
-from entrypoint.context import STOP_MARGIN_SECONDS, PodContext
+from entrypoint.context import STOP_MARGIN_SECONDS, STOP_STEP_SECONDS, PodContext
 from entrypoint.registry import Service
 
 SUPERVISOR_USER = "podvisor"
@@ -25,20 +25,31 @@ EVENT_LISTENER = "podvisor-events"
 BOOTSTRAP = "bootstrap"
 BOOTSTRAP_PRIORITY = 15
 """Right after sshd (10) starts: the clone and installs run while SSH already answers."""
+BOOTSTRAP_STOP_WAIT = 5
+"""A clone or install cut by a stop is redone at the next boot; it gets no more than the others."""
 
 
 def stop_waits(services: list[Service], grace: float) -> dict[str, int]:
-    """Split the grace into per-program stop waits; stops run one program at a time in reverse order. A
-    program with no fixed wait (the uploader, stopped last) may take the whole budget: it ends itself at
-    the deadline measured when the stop began (`PodContext.stop_deadline`), so it gets what the others leave."""
-    budget = max(grace - STOP_MARGIN_SECONDS, len(services))
+    """Split the grace into per-program stop waits (the bootstrap's included). Stops run one program at a time
+    in reverse start order, each costing its exit plus STOP_STEP_SECONDS. A program with no fixed wait (the
+    uploader, stopped last) ends itself at `PodContext.stop_deadline`, so its wait is the whole grace less the
+    margin and its step: the kill can never come before its own deadline. The fixed waits share half of the
+    rest (all of it with no such program), scaled down to fit, at least 1 s each."""
     fixed = {s.name: float(s.stop_wait) for s in services if s.stop_wait is not None}
+    fixed[BOOTSTRAP] = BOOTSTRAP_STOP_WAIT
     elastic = [s.name for s in services if s.stop_wait is None]
-    reserve = 0.5 * budget if elastic else 0.0
-    scale = min(1.0, (budget - reserve) / sum(fixed.values())) if fixed and sum(fixed.values()) else 1.0
+    left = grace - STOP_MARGIN_SECONDS - STOP_STEP_SECONDS * (len(fixed) + len(elastic))
+    share = max(0.0, left) * (0.5 if elastic else 1.0)
+    scale = min(1.0, share / sum(fixed.values()))
     waits = {name: max(1, int(wait * scale)) for name, wait in fixed.items()}
-    waits.update({name: max(1, int(budget)) for name in elastic})
+    waits.update({name: max(1, int(grace - STOP_MARGIN_SECONDS - STOP_STEP_SECONDS)) for name in elastic})
     return waits
+
+
+def stop_floor(services: list[Service]) -> float:
+    """The longest a stop can take when every program (the bootstrap's included) uses its shortest wait (1 s)
+    and its step: below this, a grace cannot be kept by a program that ignores SIGTERM."""
+    return STOP_MARGIN_SECONDS + (1 + STOP_STEP_SECONDS) * (len(services) + 1)
 
 
 def login_group(ctx: PodContext) -> grp.struct_group | None:
@@ -137,7 +148,7 @@ def render(ctx: PodContext, services: list[Service]) -> str:
         "startsecs=0",
         "startretries=0",
         "exitcodes=0",
-        "stopwaitsecs=5",
+        f"stopwaitsecs={waits[BOOTSTRAP]}",
         "stopasgroup=true",
         "killasgroup=true",
         "redirect_stderr=true",

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from conftest import PODVISOR, base_env, wait_for, write_service
 
 PROGRAM = '''
@@ -109,16 +111,43 @@ def test_a_program_that_ignores_sigterm_is_killed_inside_the_grace(tmp_path, sta
         SERVICE = Service(name="stubborn", priority=100, stop_wait=60,
                           command=lambda ctx: "sh -c 'trap \\"\\" TERM; while true; do sleep 0.2; done'")
     ''')
-    # Only what this is about: with every default service in a 6 s grace, supervisord's once-a-second loop
-    # between programs alone is most of the budget (a real pod has 25 s).
+    # Only what this is about: four programs (stubborn, autostop, the bootstrap, uploader) can take 10 s at
+    # worst (`stop_floor`), so a 10 s grace must hold although stubborn asks for 60.
     stack = stack_factory(base_env(tmp_path / "state", PODVISOR_EXTRA_SERVICES=str(extra),
-                                   PODVISOR_GRACE_SECONDS="6", SSH_ENABLED="false", JUPYTER_ENABLED="false",
+                                   PODVISOR_GRACE_SECONDS="10", SSH_ENABLED="false", JUPYTER_ENABLED="false",
                                    INFERENCE_ENABLED="false", UPLOAD_WATCH_DIRS=str(tmp_path / "ck")))
     stack.wait_state("stubborn", "RUNNING")
     started = time.monotonic()
-    stack.stop(signal.SIGTERM)
+    assert stack.stop(signal.SIGTERM) == 0
     took = time.monotonic() - started
-    assert took < 6, f"stop took {took:.2f} s"
+    assert took < 10, f"stop took {took:.2f} s"
+    assert "killing 'stubborn'" in stack.output and "PODVISOR_GRACE_SECONDS" not in stack.output
+
+
+def test_a_grace_too_short_for_the_programs_is_reported_with_the_least_that_holds(tmp_path, stack_factory):
+    stack = stack_factory(base_env(tmp_path / "state", PODVISOR_GRACE_SECONDS="4", SSH_ENABLED="false",
+                                   JUPYTER_ENABLED="false", INFERENCE_ENABLED="false",
+                                   UPLOAD_WATCH_DIRS=str(tmp_path / "ck")))
+    stack.wait_state("uploader", "RUNNING")
+    assert "PODVISOR_GRACE_SECONDS=4 is less than the 8 s a stop of 3 programs can take" in stack.output
+    assert "Set it to 8 or more" in stack.output
+
+
+def test_stop_waits_fit_the_grace_and_the_uploader_is_never_killed_before_its_own_deadline():
+    from entrypoint.context import STOP_MARGIN_SECONDS, STOP_STEP_SECONDS
+    from entrypoint.registry import discover
+    from entrypoint.supervisor_conf import BOOTSTRAP, stop_floor, stop_waits
+
+    services = discover()
+    for grace in range(1, 3601):
+        waits = stop_waits(services, grace)
+        uploader = waits.pop("uploader")
+        # Its own deadline, from the moment the stop began; the earliest it can be sent SIGTERM is that moment.
+        assert uploader >= grace - STOP_MARGIN_SECONDS - STOP_STEP_SECONDS
+        if grace >= stop_floor(services):  # the others, one by one at their full waits, leave the uploader its step
+            assert sum(waits.values()) + STOP_STEP_SECONDS * (len(waits) + 1) + STOP_MARGIN_SECONDS <= grace
+        assert set(waits) == {svc.name for svc in services if svc.name != "uploader"} | {BOOTSTRAP}
+        assert all(wait >= 1 for wait in waits.values())
 
 
 def test_invalid_section_or_failed_prepare_disables_only_that_service(tmp_path, stack_factory):
