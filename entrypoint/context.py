@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from entrypoint.cloud import Cloud, detect
-from entrypoint.schema import Config, CoreSettings, Section, load
+from entrypoint.schema import Config, CoreSettings, Section, load, without_control
 
 STOP_MARGIN_SECONDS = 2.0
 """Kept back from the stop grace for the event listener (stopped last) and supervisord's own exit."""
@@ -63,6 +63,11 @@ class PodContext:
     def stop_requested_file(self) -> Path:
         """Written (epoch seconds) by the event listener when supervisord begins to shut down."""
         return self.state_dir / "stop_requested"
+
+    def environment_for(self, *owners: str) -> dict[str, str]:
+        """The environment for the program of the `owners`' sections, or with none for the user's own code
+        (SSH sessions, hooks, the job's command): the container's, less the control credentials of others."""
+        return without_control(os.environ, owners, self.core.session_env_passthrough)
 
     def stop_deadline(self) -> float:
         """When the last program to stop (the uploader) must be gone (epoch seconds): the grace counted from

@@ -110,3 +110,12 @@ def not_placeholder(value: Any) -> Any:
 
 Secret = Annotated[SecretStr | None, AfterValidator(not_placeholder)]
 """A token or password: never echoed, and never a placeholder or a well-known value."""
+
+
+class ControlCredential:
+    """Field marker: a secret that acts on the pod or the account (a provider API key, the git token), not one
+    the user's code needs. Only the service whose section declares it sees it; SSH sessions, Jupyter and its
+    kernels, the job and the hooks never do, unless SESSION_ENV_PASSTHROUGH names it."""
+
+
+ControlSecret = Annotated[Secret, ControlCredential()]

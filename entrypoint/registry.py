@@ -61,6 +61,9 @@ class Service:
     answers (`podvisor status --ready`, the Kubernetes readiness probe, the Docker HEALTHCHECK)."""
     user: Callable[["PodContext"], str | None] = lambda ctx: None
     environment: Callable[["PodContext"], dict[str, str]] = lambda ctx: {}
+    credentials_of: tuple[str, ...] = ()
+    """Other sections whose control credentials this program acts with (the job stops the pod with the
+    autostop's provider keys); the program keeps them from the user's code it runs (`environment_for()`)."""
     directory: Callable[["PodContext"], str | None] = lambda ctx: None
     endpoint: Callable[["PodContext"], str] | None = None
     """How a user outside reaches it (an ssh command, a URL), built with `ctx.cloud.endpoint`: status, the

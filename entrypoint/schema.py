@@ -18,7 +18,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from entrypoint.fields import BindHost, CsvPaths, OwnDir, Seconds
+from entrypoint.fields import BindHost, ControlCredential, CsvList, CsvPaths, OwnDir, Seconds
 
 PROVIDERS = ("auto", "runpod", "vast", "kubernetes", "docker", "local")
 
@@ -79,6 +79,12 @@ class CoreSettings(Section):
     podvisor_extra_services: CsvPaths = Field(
         default_factory=list,
         description="Extra folders holding service folders of your own (comma-separated absolute paths).",
+    )
+    session_env_passthrough: CsvList = Field(
+        default_factory=list,
+        description="Control credentials (the variables marked so in this table: provider API keys, GIT_TOKEN) "
+                    "that SSH sessions, Jupyter, the job and the hooks get anyway, e.g. RUNPOD_API_KEY for "
+                    "runpodctl. Every other variable, HF_TOKEN, WANDB_API_KEY and AWS_* included, they always get.",
     )
 
 
@@ -149,6 +155,25 @@ def env_names(name: str, info: FieldInfo) -> list[str]:
 
 def is_secret(info: FieldInfo) -> bool:
     return SecretStr in _leaf_types(info.annotation)
+
+
+def is_control(info: FieldInfo) -> bool:
+    return any(isinstance(meta, ControlCredential) for meta in info.metadata)
+
+
+def control_credentials() -> dict[str, str]:
+    """Every variable that names a control credential, with the one section (service) that may see it."""
+    return {variable: name for name, cls in sections() for fname, info in cls.model_fields.items()
+            if is_control(info) for variable in env_names(fname, info)}
+
+
+def without_control(environ: Mapping[str, str], owners: typing.Collection[str] = (),
+                    passthrough: typing.Iterable[str] = ()) -> dict[str, str]:
+    """`environ` less the control credentials that no section of `owners` declares and that `passthrough`
+    does not name: with no owners, the environment for anything the user's code runs in."""
+    hidden = {variable for variable, section in control_credentials().items() if section not in owners}
+    hidden -= {name.upper() for name in passthrough}
+    return {key: value for key, value in environ.items() if key.upper() not in hidden}
 
 
 def _leaf_types(annotation: Any) -> list[Any]:

@@ -39,12 +39,13 @@ def render(environ: dict[str, str], tail: str = "") -> str:
     return "\n".join(lines) + "\n" + tail
 
 
-def write(path: Path, user: str, tail: str = "") -> None:
-    """Write the file 0600, owned by `user`, atomically: it holds tokens."""
+def write(path: Path, user: str, environ: dict[str, str], tail: str = "") -> None:
+    """Write the file 0600, owned by `user`, atomically: it holds the user's tokens (never the control
+    credentials: `environ` comes from `PodContext.environment_for`)."""
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(render(dict(os.environ), tail))
+        fh.write(render(environ, tail))
     if os.geteuid() == 0:
         entry = pwd.getpwnam(user)
         os.chown(tmp, entry.pw_uid, entry.pw_gid)
@@ -76,7 +77,7 @@ def install(ctx: PodContext, user: str, home: Path) -> None:
     from entrypoint.bootstrap import settings_of, userenv
 
     env_file = environment_file(ctx)
-    write(env_file, user, userenv.shell_lines(settings_of(ctx)))
+    write(env_file, user, ctx.environment_for(), userenv.shell_lines(settings_of(ctx)))
     if os.geteuid() != 0:
         return
     line = source_line(env_file)

@@ -78,9 +78,15 @@ def credentials(ctx: PodContext) -> tuple[str, str]:
     return SUPERVISOR_USER, path.read_text().strip()
 
 
-def with_parent_death_signal(command: str) -> str:
-    """The program gets SIGTERM if supervisord dies (setpriv sets it after supervisord's setuid, and it lasts
-    through the exec), instead of living on as an orphan that holds its port."""
+def program_command(ctx: PodContext, owners: tuple[str, ...], command: str) -> str:
+    """How supervisord runs the `command` of the `owners`' sections:
+    - with SIGTERM when supervisord dies (setpriv sets it after supervisord's setuid, and it lasts through the
+      execs), instead of living on as an orphan that holds its port;
+    - without the control credentials it has no use for (`PodContext.environment_for`): supervisord can
+      add variables to a program's environment, never take them away, so `env -u` does (it names, never shows)."""
+    hidden = sorted(set(os.environ) - set(ctx.environment_for(*owners)))
+    if hidden:
+        command = shlex.join(["env", *[arg for name in hidden for arg in ("-u", name)], "--"]) + " " + command
     setpriv = shutil.which("setpriv")
     return f"{setpriv} --pdeathsig TERM -- {command}" if setpriv else command
 
@@ -140,7 +146,7 @@ def render(ctx: PodContext, services: list[Service]) -> str:
         lines += _program(ctx, svc, waits[svc.name])
     lines += [
         f"[program:{BOOTSTRAP}]",
-        f"command={_value(with_parent_death_signal(shlex.join([sys.executable, '-m', 'entrypoint.bootstrap'])))}",
+        f"command={_value(program_command(ctx, (BOOTSTRAP,), shlex.join([sys.executable, '-m', 'entrypoint.bootstrap'])))}",
         f"environment={_environment({'PODVISOR_SERVICE': BOOTSTRAP})}",
         f"priority={BOOTSTRAP_PRIORITY}",
         "autostart=true",
@@ -178,7 +184,7 @@ def _program(ctx: PodContext, svc: Service, stop_wait: int) -> list[str]:
     env = {"PODVISOR_SERVICE": svc.name, "PODVISOR_STOP_WAIT": str(stop_wait), **svc.environment(ctx)}
     lines = [
         f"[program:{svc.name}]",
-        f"command={_value(with_parent_death_signal(svc.command(ctx)))}",
+        f"command={_value(program_command(ctx, (svc.name, *svc.credentials_of), svc.command(ctx)))}",
         f"priority={svc.priority}",
         "autostart=true",
         f"autorestart={svc.restart}",

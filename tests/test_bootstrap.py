@@ -155,16 +155,24 @@ def test_requirements_go_to_the_users_venv_that_the_job_and_kernels_use(open_tmp
 
 
 def test_hooks_run_in_order_and_a_failing_one_does_not_stop_the_boot(tmp_path, stack_factory):
-    trail = tmp_path / "trail"
+    trail, seen = tmp_path / "trail", tmp_path / "seen"
     pre, post = tmp_path / "pre.sh", tmp_path / "post.sh"
-    pre.write_text(f"echo pre >> {trail}\necho from-pre\nexit 3\n")
-    post.write_text(f"echo post >> {trail}\n")
+    look = f"echo ${{GIT_TOKEN:-unset}} ${{VAST_API_KEY:-unset}} ${{RUNPOD_API_KEY:-unset}} ${{HF_TOKEN:-unset}} >> {seen}"
+    pre.write_text(f"echo pre >> {trail}\n{look}\necho from-pre\nexit 3\n")
+    post.write_text(f"echo post >> {trail}\n{look}\n")
     (tmp_path / "on_start.sh").write_text(f"echo on_start >> {trail}\n")
-    stack = _boot(stack_factory, _env(tmp_path, PRE_START_SCRIPT=str(pre), POST_START_SCRIPT=str(post)))
+    # The user's own token reaches hooks and sessions; control credentials only when passed through by name.
+    secrets = dict(GIT_TOKEN=TOKEN, VAST_API_KEY="vast-CANARY-0123456789", RUNPOD_API_KEY="rpa_CANARY0123456789",
+                   HF_TOKEN="hf_CANARY0123456789", SESSION_ENV_PASSTHROUGH="runpod_api_key")
+    stack = _boot(stack_factory, _env(tmp_path, PRE_START_SCRIPT=str(pre), POST_START_SCRIPT=str(post), **secrets))
     wait_for(lambda: trail.exists() and "post" in trail.read_text(), 30, 0.2, lambda: stack.output[-2000:])
     assert trail.read_text().split() == ["pre", "on_start", "post"]
     assert "[hook:pre_start] from-pre" in stack.output
     assert "bootstrap: pre_start failed" in stack.output and "exited with 3" in stack.output
+    assert seen.read_text().splitlines() == ["unset unset rpa_CANARY0123456789 hf_CANARY0123456789"] * 2
+    session = (tmp_path / "state" / "session.env").read_text()
+    assert "HF_TOKEN=hf_CANARY" in session and "RUNPOD_API_KEY=rpa_CANARY" in session
+    assert TOKEN not in session and "vast-CANARY" not in session
 
 
 def test_a_strict_hook_that_fails_fails_the_job_not_the_pod(tmp_path, stack_factory):

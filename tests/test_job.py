@@ -21,7 +21,8 @@ attempt = int(os.environ["PODVISOR_JOB_ATTEMPT"])
 resume = os.environ.get("PODVISOR_RESUME_FROM")
 with open(log, "a") as fh:
     fh.write(json.dumps({"attempt": attempt, "resume": resume, "argv": sys.argv[4:], "user": os.getuid(),
-                         "wandb": os.environ.get("WANDB_MODE")}) + "\\n")
+                         "wandb": os.environ.get("WANDB_MODE"), "vast_key": os.environ.get("CONTAINER_API_KEY")})
+             + "\\n")
 start = int(resume.rsplit("_", 1)[1].split(".")[0]) if resume else 0
 for step in range(start + 1, start + 3):
     os.makedirs(ckpt, exist_ok=True)
@@ -86,6 +87,8 @@ def test_success_drains_uploads_then_stops_the_pod(open_tmp, api, stack_factory)
     assert shipped["job"] == manifest["job"]
     assert "step 2" in (tmp_path / "volume" / "_podvisor" / "job.log").read_text()
     assert _attempts(tmp_path)[0]["wandb"] == "offline"
+    # The runner stopped the pod with Vast's key; the training code it ran never had it.
+    assert _attempts(tmp_path)[0]["vast_key"] is None
     assert "[job] step 2" in stack.output
 
 

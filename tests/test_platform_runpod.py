@@ -3,6 +3,7 @@ Connect dialog shows works, the container log and status give the real addresses
 model, and the idle autostop stops the pod through RunPod's API (a loopback stand-in that records the call)."""
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
@@ -16,6 +17,8 @@ from platforms import PUBLIC_IP, Heartbeat, idle_quickly, local_paths, pod_dir, 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a pod runs as root: login user, sshd privilege separation")
 POD_ID = "k3xq9z1abcdef0"
 RUNPOD_KEY = "rpa_PODSCOPEDKEY0123456789"
+GIT_TOKEN = "ghp_CANARYgittoken0123456789abcdef"
+HF_TOKEN = "hf_CANARYusertoken0123456789abcd"
 SSH_PUBLIC_PORT = "40022"
 
 
@@ -30,7 +33,8 @@ def pod():
             "RUNPOD_CPU_COUNT": "16", "RUNPOD_POD_HOSTNAME": f"{POD_ID}-64410f2b",
         }
         test = idle_quickly(pod, "RUNPOD_GRAPHQL_URL", f"{api.url}/graphql")
-        pod.boot({**local_paths(pod), **runpod_template_env(), **runpod, **test,
+        secrets = {"GIT_TOKEN": GIT_TOKEN, "HF_TOKEN": HF_TOKEN}  # as a user sets them in the pod's env
+        pod.boot({**local_paths(pod), **runpod_template_env(), **runpod, **test, **secrets,
                   "UPLOAD_WATCH_DIRS": str(pod.root / "workspace" / "checkpoints")})
         pod.extra.update(api=api, beat=beat)
         pod.wait_ready_banner()
@@ -65,6 +69,24 @@ def test_the_login_user_runs_podvisor_status_with_and_without_sudo(pod):
         assert "<user>" not in result.stdout
     motd = ssh(pod.ports["ssh"], "runner", pod.key, "cat /etc/motd").stdout
     assert f"ssh root@{PUBLIC_IP} -p {SSH_PUBLIC_PORT}" in motd and "sudo podvisor" not in motd
+
+
+def test_the_login_user_gets_its_own_tokens_and_can_read_no_control_credential_anywhere(pod):
+    """A canary scan as the login user: the session, every file under the pod and /etc, /tmp and every
+    process environment and command line it can read (Jupyter's among them: it runs as this user)."""
+    patterns = base64.b64encode(f"{RUNPOD_KEY}\n{GIT_TOKEN}\n".encode()).decode()  # not in the scan's own cmdline
+    scan = (f"echo hf=${{HF_TOKEN:-unset}} runpod=${{RUNPOD_API_KEY:-unset}} git=${{GIT_TOKEN:-unset}}; "
+            f"grep -rlsF -f <(echo {patterns} | base64 -d) {pod.root} /etc /tmp /home /proc/[0-9]*/environ "
+            f"/proc/[0-9]*/cmdline; echo scanned")
+    result = ssh(pod.ports["ssh"], "runner", pod.key, scan)
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"hf={HF_TOKEN} runpod=unset git=unset", result.stdout
+    assert lines[1:] == ["scanned"], f"control credentials readable by the login user in: {lines[1:]}"
+    jupyter = pod.stack.status()["services"]["jupyter"]["pid"]
+    assert ssh(pod.ports["ssh"], "runner", pod.key, f"tr '\\0' '\\n' < /proc/{jupyter}/environ").stdout.count(
+        "HF_TOKEN=") == 1, "Jupyter (and so its kernels) keeps the user's own token"
+    # The services that use them still have them: the stop at the end of this module goes through RunPod's API
+    # with RUNPOD_API_KEY.
 
 
 def test_status_gives_runpods_addresses_and_where_the_jupyter_token_is(pod):

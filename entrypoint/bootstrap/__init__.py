@@ -91,7 +91,7 @@ def before_services(ctx: PodContext) -> None:
     if settings.requirements_install:  # looked for when its turn comes: the clone just before may bring it
         steps.append(("requirements", lambda: log.info("bootstrap: %s", install(ctx, settings))))
     for name, path in pre_start_hooks(ctx, settings):
-        steps.append((name, lambda path=path, name=name: hooks.run_hook(path(), name)))
+        steps.append((name, lambda path=path, name=name: hooks.run_hook(path(), name, ctx.environment_for())))
     for name, step in steps:
         run_step(ctx, name, step, strict=settings.hooks_strict and name not in ("repo", "requirements"))
 

@@ -10,8 +10,8 @@ from pathlib import Path
 log = logging.getLogger("podvisor")
 
 
-def run_prefixed(argv: list[str], prefix: str, cwd: Path | None = None) -> int:
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def run_prefixed(argv: list[str], prefix: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> int:
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout
     for line in proc.stdout:
         sys.stdout.write(f"[{prefix}] {line}")
@@ -19,14 +19,15 @@ def run_prefixed(argv: list[str], prefix: str, cwd: Path | None = None) -> int:
     return proc.wait()
 
 
-def run_hook(path: Path, name: str) -> None:
-    """Run one hook script; raises when it fails (the caller decides whether that stops the boot)."""
+def run_hook(path: Path, name: str, env: dict[str, str]) -> None:
+    """Run one hook script in `env` (the user's, `PodContext.environment_for`); raises when it fails (the
+    caller decides whether that stops the boot)."""
     if not path.exists():
         raise RuntimeError(f"{name} {path} does not exist")
     with path.open("rb") as fh:
         shebang = fh.read(2) == b"#!"
     argv = [str(path)] if shebang and path.stat().st_mode & 0o111 else ["bash", str(path)]
-    code = run_prefixed(argv, f"hook:{name}", cwd=path.parent)
+    code = run_prefixed(argv, f"hook:{name}", cwd=path.parent, env=env)
     if code != 0:
         raise RuntimeError(f"{name} {path} exited with {code}")
     log.info("hook %s done", name)

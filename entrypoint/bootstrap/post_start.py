@@ -56,7 +56,8 @@ def main() -> None:
     run_step(ctx, "announce", lambda: announce(ctx))
     if settings and settings.post_start_script:
         wait_done(ctx, "post_start")
-        run_step(ctx, "post_start", lambda: hooks.run_hook(settings.post_start_script, "post_start"))
+        run_step(ctx, "post_start", lambda: hooks.run_hook(settings.post_start_script, "post_start",
+                                                                 ctx.environment_for()))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from entrypoint.fields import AbsPath, Secret
+from entrypoint.fields import AbsPath, ControlSecret
 from entrypoint.schema import Section
 
 
@@ -17,7 +17,7 @@ class BootstrapSettings(Section):
     repo_dir: AbsPath = Field(Path("/workspace/repo"), description="Where the repository lives (on the volume).")
     repo_ref: str = Field("", description="Branch, tag or commit to check out (default: the remote's default).")
     git_auto_pull: bool = Field(False, description="Fast-forward an existing checkout at every boot.")
-    git_token: Secret = Field(None, description="Token for a private repository (never written to disk).")
+    git_token: ControlSecret = Field(None, description="Token for a private repository (never written to disk).")
     git_username: str = Field("x-access-token", description="User name sent with GIT_TOKEN (oauth2 for GitLab).")
     requirements_install: bool = Field(True, description="pip install the repo's requirements.txt when it changed.")
     requirements_target: Literal["venv", "system"] = Field(

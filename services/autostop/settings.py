@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from entrypoint.fields import CsvList, Secret
+from entrypoint.fields import ControlSecret, CsvList
 from entrypoint.schema import Section
 
 ACTIONS = ("auto", "runpod", "vast", "exit", "command", "none")
@@ -42,14 +42,14 @@ class AutostopSettings(Section):
     autostop_stop_timeout_seconds: float = Field(
         300, gt=0, le=86400, description="How long to wait for a provider stop to take effect before reporting failure."
     )
-    autostop_runpod_api_key: Secret = Field(
+    autostop_runpod_api_key: ControlSecret = Field(
         None, description="Your RunPod API key; overrides the pod-scoped RUNPOD_API_KEY RunPod injects."
     )
-    runpod_api_key: Secret = Field(None, description="Pod-scoped RunPod key (injected by RunPod).")
+    runpod_api_key: ControlSecret = Field(None, description="Pod-scoped RunPod key (injected by RunPod).")
     runpod_graphql_url: str = Field("https://api.runpod.io/graphql", description="RunPod GraphQL endpoint.")
     runpod_rest_url: str = Field("https://rest.runpod.io/v1", description="RunPod REST API base URL.")
-    vast_api_key: Secret = Field(None, description="Your Vast.ai API key; overrides CONTAINER_API_KEY.")
-    container_api_key: Secret = Field(None, description="Instance-scoped Vast.ai key (injected by Vast).")
+    vast_api_key: ControlSecret = Field(None, description="Your Vast.ai API key; overrides CONTAINER_API_KEY.")
+    container_api_key: ControlSecret = Field(None, description="Instance-scoped Vast.ai key (injected by Vast).")
     vast_api_url: str = Field("https://console.vast.ai/api/v0", description="Vast.ai API base URL.")
 
     @field_validator("autostop_action")

@@ -39,6 +39,7 @@ SERVICE = Service(
     restart="false",
     start_seconds=0,
     busy_while_running=True,
+    credentials_of=("autostop",),  # JOB_ON_EXIT=stop stops the pod as the autostop would
     prepare=prepare,
     status=status,
 )

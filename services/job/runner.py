@@ -66,10 +66,11 @@ def command_line(settings: JobSettings, resume: Path | None, gpus: int) -> list[
     return argv
 
 
-def job_environment(settings: JobSettings, resume: Path | None, attempt: int, nproc_many: bool,
-                    python_env: dict[str, str] | None = None) -> dict[str, str]:
-    """The job's environment: the container's, the user's venv first on PATH (where the requirements went)."""
-    env = {**os.environ, **(python_env or {})}
+def job_environment(base: dict[str, str], settings: JobSettings, resume: Path | None, attempt: int,
+                    nproc_many: bool, python_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The job's environment: the user's (`base`: no control credentials), the user's venv first on PATH
+    (where the requirements went)."""
+    env = {**base, **(python_env or {})}
     env.pop("PODVISOR_SERVICE", None)
     if resume:
         env["PODVISOR_RESUME_FROM"] = str(resume)
@@ -135,7 +136,7 @@ class Runner:
             return 0
         gpus = len(inventory()[0])
         argv = command_line(self.settings, resume, gpus)
-        env = job_environment(self.settings, resume, number, argv[0] == "torchrun",
+        env = job_environment(self.ctx.environment_for(), self.settings, resume, number, argv[0] == "torchrun",
                               userenv.environment(settings_of(self.ctx)))
         user = pwd.getpwnam(login_user.name(self.ctx))
         env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name)
@@ -152,10 +153,10 @@ class Runner:
         return code
 
     def _default_workdir(self) -> str:
-        repo = os.environ.get("REPO_DIR")
-        for candidate in (repo, str(self.ctx.core.podvisor_workspace)):
-            if candidate and Path(candidate).is_dir():
-                return candidate
+        bootstrap = settings_of(self.ctx)
+        for candidate in (bootstrap.repo_dir if bootstrap else None, self.ctx.core.podvisor_workspace):
+            if candidate and candidate.is_dir():
+                return str(candidate)
         return "/"
 
     def run(self) -> int:
