@@ -100,6 +100,12 @@ class PodContext:
         """{service: why} for programs the event listener left down after repeated failed starts."""
         return self.state_dir / "given_up.json"
 
+    @property
+    def processes_file(self) -> Path:
+        """supervisord's process table as the event listener last saw it ({"supervisord_pid", "processes"}),
+        readable by all: `podvisor status` for a login user the control socket is not shared with."""
+        return self.state_dir / "processes.json"
+
     def given_up(self) -> dict[str, str]:
         try:
             return json.loads(self.given_up_file.read_text())

@@ -38,6 +38,8 @@ class Listener:
         self.partial: dict[tuple[str, str], str] = {}
         self.all_running_seen = False
         self.post_start_started = False
+        self.changed = threading.Event()
+        threading.Thread(target=self._publish_processes, daemon=True).start()
         self.running_since: dict[str, float] = {}
         self.quick_exits: dict[str, int] = {}
 
@@ -70,6 +72,7 @@ class Listener:
             os.replace(path.with_suffix(".tmp"), path)
 
     def _state(self, state: str, fields: dict[str, str]) -> None:
+        self.changed.set()
         name = fields["processname"]
         if name not in self.expected:
             return
@@ -117,6 +120,27 @@ class Listener:
             supervisor_proxy(ctx).supervisor.stopProcess(name, False)
         except Exception as exc:  # already stopped in between: nothing to do
             self._write(f"podvisor: could not stop {name}: {exc}\n")
+
+    def _publish_processes(self) -> None:
+        """After each state change, write supervisord's process table for `podvisor status` run by a login user
+        who may not use the control socket (SSH_SUDO=false). From a thread: supervisord answers the call only
+        once the event handler has returned."""
+        from entrypoint.context import current
+        from entrypoint.status import supervisor_proxy
+
+        ctx = current()
+        while True:
+            self.changed.wait()
+            self.changed.clear()
+            try:
+                proxy = supervisor_proxy(ctx).supervisor
+                table = {"supervisord_pid": proxy.getPID(), "processes": proxy.getAllProcessInfo()}
+            except Exception:  # supervisord stopping or not answering yet: the next change writes it
+                continue
+            tmp = ctx.processes_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(table))
+            tmp.chmod(0o644)
+            os.replace(tmp, ctx.processes_file)
 
     def _settled(self) -> bool:
         """Every service up, or given up on: the moment for the manifest and the post-start hook."""

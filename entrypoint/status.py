@@ -2,8 +2,12 @@
 endpoints and the GPUs, as text for people or JSON for scripts and the container HEALTHCHECK."""
 from __future__ import annotations
 
+import json
+import time
 import xmlrpc.client
 from typing import Any
+
+import psutil
 
 from supervisor.xmlrpc import SupervisorTransport
 
@@ -21,12 +25,29 @@ def supervisor_proxy(ctx: PodContext) -> Any:
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
 
 
+def published_processes(ctx: PodContext) -> tuple[dict[str, Any], str | None]:
+    """The process table the event listener last published, for a user the control socket is not shared
+    with; uptimes counted to now. The error is set when there is none or its supervisord is gone."""
+    try:
+        table = json.loads(ctx.processes_file.read_text())
+    except (OSError, ValueError):
+        return {}, "supervisord's control socket is root's and no process table is published yet"
+    if not psutil.pid_exists(table["supervisord_pid"]):
+        return {}, "supervisord is not running (its last published process table is stale)"
+    now = int(time.time())
+    return {p["name"]: {**p, "now": now} for p in table["processes"]}, None
+
+
 def collect(ctx: PodContext) -> dict[str, Any]:
     boot = ctx.boot()
     given_up = ctx.given_up()
+    control = "full"
     try:
         processes = {p["name"]: p for p in supervisor_proxy(ctx).supervisor.getAllProcessInfo()}
         supervisor_error = None
+    except PermissionError:  # the login user without sudo (SSH_SUDO=false): the control socket is not theirs
+        processes, supervisor_error = published_processes(ctx)
+        control = "read-only: states as last published; the control socket is root's (SSH_SUDO=false)"
     except (OSError, xmlrpc.client.Error) as exc:
         processes, supervisor_error = {}, f"supervisord is not answering ({type(exc).__name__})"
     services: dict[str, Any] = {}
@@ -68,6 +89,7 @@ def collect(ctx: PodContext) -> dict[str, Any]:
         "instance_id": ctx.cloud.instance_id,
         "run_id": boot.get("run_id"),
         "supervisord": supervisor_error or "running",
+        "control": control,
         "bootstrap": {**ctx.bootstrap_state(), "summary": describe(ctx.bootstrap_state())},
         "services": services,
         "gpus": gpus,
@@ -98,7 +120,8 @@ def waiting(report: dict[str, Any]) -> list[str]:
 
 def render_text(report: dict[str, Any]) -> str:
     lines = [f"provider: {report['provider']}" + (f" ({report['instance_id']})" if report["instance_id"] else ""),
-             f"supervisord: {report['supervisord']}", f"bootstrap: {report['bootstrap']['summary']}",
+             f"supervisord: {report['supervisord']}"
+             + (f" ({report['control']})" if report["control"] != "full" else ""), f"bootstrap: {report['bootstrap']['summary']}",
              f"gpu: {report['gpu_summary']}", "services:"]
     for name, svc in report["services"].items():
         parts = [f"  {name:<12} {svc['state']:<9}"]

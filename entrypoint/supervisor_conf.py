@@ -54,8 +54,10 @@ def stop_floor(services: list[Service]) -> float:
 
 def login_group(ctx: PodContext) -> grp.struct_group | None:
     """The login user's group, which may use the control socket, so `podvisor status` works in an SSH session
-    without sudo; None when podvisor does not run as root (then the login user is its owner already)."""
-    if os.geteuid() != 0:
+    without sudo; None when podvisor does not run as root (then the login user is its owner already), or when
+    the login user has no sudo (SSH_SUDO=false): the socket starts and stops services, root's business then,
+    and status reads the published process table instead."""
+    if os.geteuid() != 0 or not ctx.core.ssh_sudo:
         return None
     try:
         return grp.getgrgid(pwd.getpwnam(login_user.name(ctx)).pw_gid)
@@ -75,6 +77,8 @@ def credentials(ctx: PodContext) -> tuple[str, str]:
     if group is not None:
         os.chown(path, 0, group.gr_gid)
         path.chmod(0o640)
+    else:  # shared at an earlier boot, perhaps, with SSH_SUDO on
+        path.chmod(0o600)
     return SUPERVISOR_USER, path.read_text().strip()
 
 

@@ -1,9 +1,11 @@
 """`docker run` on a workstation: no provider variables, the container's hostname, the user's key in
-PUBLIC_KEY. The SSH address says which port to publish, the login user (not root) gets in, the HEALTHCHECK
-command passes once SSH answers, and `docker stop` (SIGTERM) ends the container with 0."""
+PUBLIC_KEY, and a login user without sudo (SSH_SUDO=false: a shared box). The SSH address says which port to
+publish, the login user (not root) gets in and sees the status but cannot control or read root's credentials,
+the HEALTHCHECK command passes once SSH answers, and `docker stop` (SIGTERM) ends the container with 0."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -18,7 +20,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a container runs as r
 def pod():
     with pod_dir() as pod:
         # Docker is detected from /.dockerenv, which this test machine may lack: the provider is named instead.
-        docker = {"PODVISOR_PROVIDER": "docker", "HOSTNAME": "3f2a9c1e7b44", "PUBLIC_KEY": pod.public_key}
+        docker = {"PODVISOR_PROVIDER": "docker", "HOSTNAME": "3f2a9c1e7b44", "PUBLIC_KEY": pod.public_key,
+                  "SSH_SUDO": "false"}
         pod.boot({**local_paths(pod), **docker, "JUPYTER_ENABLED": "false", "INFERENCE_ENABLED": "false"})
         pod.wait_ready_banner()
         yield pod
@@ -30,6 +33,18 @@ def test_the_address_says_which_port_to_publish_and_the_login_user_gets_in(pod):
     result = ssh(port, "runner", pod.key, "whoami")
     assert result.returncode == 0 and result.stdout.strip() == "runner", result.stderr
     assert ssh(port, "root", pod.key, "true").returncode == 255, "root stays out unless SSH_PERMIT_ROOT=true"
+
+
+def test_without_sudo_the_login_user_sees_the_status_but_holds_no_control_credential(pod):
+    state = pod.root / "state"
+    result = ssh(pod.ports["ssh"], "runner", pod.key,
+                 f"podvisor status; cat {state / 'supervisor.auth'} {state / 'supervisord.conf'}; sudo -n true")
+    assert re.search(r"\s+sshd\s+RUNNING +pid \d+, up \S+  ready", result.stdout), result.stdout + result.stderr
+    assert "the control socket is root's (SSH_SUDO=false)" in result.stdout
+    assert result.stderr.count("Permission denied") == 2, result.stderr
+    assert result.returncode != 0, "sudo worked"
+    password = (state / "supervisor.auth").read_text().strip()
+    assert password not in result.stdout
 
 
 def test_the_healthcheck_command_passes(pod):
