@@ -17,6 +17,14 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
+def _not_empty(value: Any) -> Any:
+    """An empty variable would become Path('.'), the folder supervisord happens to start in."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("is empty; expected an absolute path such as /workspace/..., or leave the variable unset "
+                         "for the default")
+    return value
+
+
 def _absolute_path(value: Path) -> Path:
     if not value.is_absolute():
         raise ValueError(f"'{value}' is a relative path; expected an absolute path such as /workspace/...")
@@ -29,7 +37,7 @@ CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 """A TCP port number."""
 
-AbsPath = Annotated[Path, AfterValidator(_absolute_path)]
+AbsPath = Annotated[Path, BeforeValidator(_not_empty), AfterValidator(_absolute_path)]
 """A path that must not depend on the working directory supervisord happens to start programs in."""
 
 SYSTEM_DIRS = tuple(Path(p) for p in ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc",
@@ -51,7 +59,7 @@ def _own_folder(value: Path) -> Path:
     return value
 
 
-OwnDir = Annotated[Path, AfterValidator(_absolute_path), AfterValidator(_own_folder)]
+OwnDir = Annotated[Path, BeforeValidator(_not_empty), AfterValidator(_absolute_path), AfterValidator(_own_folder)]
 """An absolute folder that podvisor may create and give to the login user: never a system folder."""
 
 def _address(value: str) -> str:

@@ -26,7 +26,8 @@ PROVIDERS = ("auto", "runpod", "vast", "kubernetes", "docker", "local")
 class Section(BaseSettings):
     """Base of every schema section: plain env var names, no prefix, unknown variables ignored."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True,
+                                      allow_inf_nan=False)
 
 
 VOLUME_STATE_DIR = Path("/workspace/.podvisor")
@@ -303,10 +304,12 @@ _EXPECTED: dict[str, str] = {
     "bool_parsing": "true or false (also 1/0, yes/no, on/off)",
     "bool_type": "true or false",
     "int_parsing": "a whole number",
+    "int_parsing_size": "a whole number of a sensible size",
     "int_from_float": "a whole number",
     "int_type": "a whole number",
     "float_parsing": "a number",
     "float_type": "a number",
+    "finite_number": "a finite number (not nan or inf)",
     "path_type": "a path",
     "string_type": "text",
     "url_parsing": "a URL such as https://host/path",
@@ -337,12 +340,22 @@ def _env_get(environ: Mapping[str, str], name: str) -> str | None:
     return lowered.get(name.lower())
 
 
+QUOTE_MAX = 60
+"""Characters of a bad value quoted back: enough to recognise it, not a pasted file in the log."""
+
+
+def _cut(raw: str) -> str:
+    return raw if len(raw) <= QUOTE_MAX else f"{raw[:QUOTE_MAX]}... ({len(raw)} characters)"
+
+
 def _phrase(err: Mapping[str, Any], raw: str | None, secret: bool) -> str:
     """Turn a pydantic error into `what is wrong; expected ...`, quoting the value only when it is not secret."""
     kind, ctx = err["type"], err.get("ctx") or {}
-    shown = "the value" if secret or raw is None else repr(raw)
+    shown = "the value" if secret or raw is None else repr(_cut(raw))
     if kind == "value_error":
         message = str(ctx.get("error", err["msg"]))
+        if raw and not secret:  # a validator quoting the value: a pasted file is not echoed whole either
+            message = message.replace(raw, _cut(raw))
         return message if "expected" in message else f"{message}; expected a valid value"
     if kind in _EXPECTED:
         return f"{shown} is not valid; expected {_EXPECTED[kind]}"

@@ -63,6 +63,12 @@ MALFORMED = [
     ("PODVISOR_STATE_DIR", "/usr/local/state", "system folder"),
     ("INFERENCE_API_TOKEN", "0a1b2c3d4e5f60718293\nsecond-line", "line break"),
     ("PROVISIONING_SCRIPT", "provision.sh", "absolute path nor a URL"),
+    ("PODVISOR_STATE_DIR", "", "is empty"),
+    ("REPO_DIR", " ", "is empty"),
+    ("PODVISOR_GRACE_SECONDS", "nan", "a finite number"),
+    ("AUTOSTOP_IDLE_MINUTES", "inf", "a finite number"),
+    ("SSH_PORT", "9" * 100_000, "(100000 characters)"),
+    ("REPO_DIR", "r" * 5000, "(5000 characters)"),
 ]
 
 CLASHES = [  # errors that take more than one variable
@@ -100,6 +106,8 @@ def test_malformed_value_is_named_with_the_fix(tmp_path, variable, value, expect
     lines = [line for line in result.stdout.splitlines() if line.startswith(f"{variable}: ")]
     assert lines, result.stdout
     assert expected in lines[0] and "expected" in lines[0]
+    assert lines[0].count(variable) == 1, "the name is said once"
+    assert len(lines[0]) < 400, "a long value is cut, not echoed whole"
     assert SECRET not in result.stdout + result.stderr
 
 
@@ -127,7 +135,7 @@ def test_every_problem_is_listed_at_once(tmp_path):
 
 def test_credentials_in_a_url_are_refused_without_being_echoed(tmp_path):
     result = _check(tmp_path, REPO_URL=f"https://me:{SECRET}@github.com/me/repo.git")
-    assert result.returncode == 2 and "REPO_URL: REPO_URL carries credentials" in result.stdout
+    assert result.returncode == 2 and "REPO_URL: the URL carries credentials" in result.stdout
     assert SECRET not in result.stdout + result.stderr
 
 

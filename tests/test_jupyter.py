@@ -42,6 +42,25 @@ def test_token_is_required(open_tmp, stack_factory, variable):
     assert stack.stop() == 0
 
 
+def _password_login(port, password) -> int:
+    """Jupyter's login page as a browser uses it: the form with its _xsrf cookie, then the API with the session."""
+    with requests.Session() as browser:
+        browser.get(f"http://127.0.0.1:{port}/login", timeout=5)
+        browser.post(f"http://127.0.0.1:{port}/login", timeout=5, allow_redirects=False,
+                     data={"password": password, "_xsrf": browser.cookies.get("_xsrf", "")})
+        return browser.get(f"http://127.0.0.1:{port}/api/status", timeout=5).status_code
+
+
+def test_a_token_and_a_plain_text_password_both_work(open_tmp, stack_factory):
+    port, password = free_port(), "my-own-password-4b2e"
+    stack = stack_factory(_env(open_tmp, port, JUPYTER_TOKEN=TOKEN, JUPYTER_PASSWORD=password))
+    wait_for(lambda: _status(port, TOKEN) == 200, 90, 0.5, lambda: f"jupyter up\n{stack.output}")
+    assert _password_login(port, password) == 200
+    assert _password_login(port, "not-the-password") == 403
+    assert "or log in with your JUPYTER_PASSWORD" in stack.status()["services"]["jupyter"]["summary"]
+    assert password not in stack.output
+
+
 def test_no_token_set_means_a_generated_one_that_status_points_to(open_tmp, stack_factory):
     port = free_port()
     stack = stack_factory(_env(open_tmp, port))

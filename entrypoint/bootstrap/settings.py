@@ -51,5 +51,5 @@ class BootstrapSettings(Section):
             raise ValueError(f"{value.split('@')[-1]!r} is not a git URL; expected https://host/owner/repo.git, "
                              "git@host:owner/repo.git or file:///path")
         if "://" in value and "@" in value.split("://", 1)[1].split("/", 1)[0]:
-            raise ValueError("REPO_URL carries credentials; expected the URL without them, and the token in GIT_TOKEN")
+            raise ValueError("the URL carries credentials; expected the URL without them, and the token in GIT_TOKEN")
         return value

@@ -51,6 +51,8 @@ def auth_hint(ctx: PodContext) -> str:
     settings = _settings(ctx)
     if settings.password_hash():
         return "log in with your JUPYTER_PASSWORD"
+    if settings.jupyter_token and settings.jupyter_password:
+        return "token: your JUPYTER_TOKEN, or log in with your JUPYTER_PASSWORD"
     if settings.token():
         return "token: your JUPYTER_TOKEN" if settings.jupyter_token else "token: your JUPYTER_PASSWORD"
     if token(ctx):
@@ -90,9 +92,22 @@ def _config(ctx: PodContext) -> str:
         f"c.ServerApp.allow_root = {login_user.name(ctx) == 'root'}",
         f"c.IdentityProvider.token = {token(ctx) or ''!r}",
     ]
-    if settings.password_hash():
-        lines.append(f"c.PasswordIdentityProvider.hashed_password = {settings.password_hash()!r}")
+    hashed = login_hash(settings)
+    if hashed:
+        lines.append(f"c.PasswordIdentityProvider.hashed_password = {hashed!r}")
     return "\n".join(lines) + "\n"
+
+
+def login_hash(settings: JupyterSettings) -> str | None:
+    """The password hash of Jupyter's login page: JUPYTER_PASSWORD's hash, or a plain-text JUPYTER_PASSWORD
+    hashed here when JUPYTER_TOKEN is set too: then the token cannot be the password, and both must work."""
+    if settings.password_hash():
+        return settings.password_hash()
+    if settings.jupyter_token and settings.jupyter_password and settings.jupyter_password.get_secret_value():
+        from jupyter_server.auth import passwd
+
+        return passwd(settings.jupyter_password.get_secret_value())
+    return None
 
 
 def prepare(ctx: PodContext) -> None:

@@ -33,4 +33,8 @@ def sort_keys(settings: SshSettings) -> tuple[dict[str, str], list[tuple[str, st
 
 def advise(settings: SshSettings) -> list[tuple[str, str]]:
     """Bad keys for `config --check`: sshd still starts with the good ones."""
-    return [(where.split()[0], f"{where} {problem}") for where, problem in sort_keys(settings)[1]]
+    found = []
+    for where, problem in sort_keys(settings)[1]:
+        source, number = where.rsplit(" key #", 1)  # the source is the problem's name; not said twice
+        found.append((source, f"key #{number} {problem}"))
+    return found
