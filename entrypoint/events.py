@@ -147,8 +147,9 @@ class Listener:
         return all(self.states.get(name) in ("RUNNING", "FATAL", "EXITED") for name in self.expected)
 
     def _post_start(self) -> None:
-        subprocess.Popen([sys.executable, "-m", "entrypoint.bootstrap.post_start"], stdout=self.out,
-                         stderr=self.out, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-m", "entrypoint.bootstrap.post_start"], stdout=self.out,
+                                stderr=self.out, stdin=subprocess.DEVNULL, start_new_session=True)
+        threading.Thread(target=proc.wait, daemon=True).start()  # reaped when done: no zombie per boot
 
     def _all_running(self) -> bool:
         return all(self.states.get(name) == "RUNNING" for name in self.expected)

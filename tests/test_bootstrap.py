@@ -6,6 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import psutil
+
 from conftest import base_env, wait_for
 
 TOKEN = "ghp_SecretGitToken0123456789"
@@ -79,6 +81,13 @@ def test_clone_then_pull_and_the_token_stays_secret(open_tmp, stack_factory):
     assert "GIT_TOKEN" in manifest["variables_set"] and TOKEN not in json.dumps(manifest)
     assert manifest["repo_commit"] and manifest["python"] and manifest["gpus"].startswith("no GPU")
     assert any(line.startswith("torch==") for line in manifest["pip_freeze"])
+
+
+def test_a_clone_that_fails_says_gits_reason_not_the_tail_of_its_hint(tmp_path, stack_factory):
+    stack = _boot(stack_factory, _env(tmp_path, REPO_URL=f"file://{tmp_path / 'missing.git'}", GIT_TOKEN=TOKEN))
+    assert f"git clone failed: fatal: '{tmp_path / 'missing.git'}' does not appear to be a git repository" in \
+        stack.output, stack.output[-2000:]
+    assert "uploader" in stack.status()["services"] and TOKEN not in stack.output
 
 
 def test_mounted_checkout_is_left_alone_and_other_content_is_skipped(tmp_path, stack_factory):
@@ -170,6 +179,9 @@ def test_hooks_run_in_order_and_a_failing_one_does_not_stop_the_boot(tmp_path, s
     assert "[hook:pre_start] from-pre" in stack.output
     assert "bootstrap: pre_start failed" in stack.output and "exited with 3" in stack.output
     assert seen.read_text().splitlines() == ["unset unset rpa_CANARY0123456789 hf_CANARY0123456789"] * 2
+    listener = next(p for p in psutil.Process(stack.proc.pid).children(recursive=True)
+                    if "entrypoint.events" in p.cmdline())
+    wait_for(lambda: not listener.children(), 30, 0.2, lambda: f"post-start reaped: {listener.children()}")
     session = (tmp_path / "state" / "session.env").read_text()
     assert "HF_TOKEN=hf_CANARY" in session and "RUNPOD_API_KEY=rpa_CANARY" in session
     assert TOKEN not in session and "vast-CANARY" not in session

@@ -32,10 +32,16 @@ def _git(args: list[str], settings: BootstrapSettings, cwd: Path | None = None) 
                                 timeout=1800)
     if result.returncode != 0:
         secret = settings.git_token.get_secret_value() if settings.git_token else None
-        detail = result.stderr.strip().splitlines()[-1:] or ["no output"]
-        text = detail[0].replace(secret, "***") if secret else detail[0]
-        raise RuntimeError(f"git {args[0]} failed: {text}")
+        text = why_git_failed(result.stderr)
+        raise RuntimeError(f"git {args[0]} failed: {text.replace(secret, '***') if secret else text}")
     return result.stdout.strip()
+
+
+def why_git_failed(stderr: str) -> str:
+    """git's reason, not its last line: that is often the tail of a hint ("and the repository exists.")."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    reasons = [line for line in lines if line.startswith(("fatal:", "error:", "remote:"))] or lines[-3:]
+    return " / ".join(reasons)[:600] or "no output"
 
 
 def sync(settings: BootstrapSettings, owner: str | None) -> str:
