@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import threading
 import time
 
@@ -181,6 +182,29 @@ def test_auth_bad_input_and_model_errors(tmp_path, api):
     wait_for(lambda: failing.json()["request_id"] in stack.output, 10, 0.2)
     assert "Traceback" in stack.output
     assert TOKEN not in stack.output
+
+
+@pytest.mark.parametrize("open_api", [False, True])
+def test_without_a_token_set_one_is_generated_and_reload_always_needs_it(open_tmp, stack_factory, open_api):
+    port = free_port()
+    (open_tmp / "models").mkdir()
+    env = {**_env(open_tmp, port, SSH_USER="pvtest"), "INFERENCE_API_TOKEN": ""}
+    if open_api:
+        env["INFERENCE_ALLOW_UNAUTHENTICATED"] = "true"
+    stack = stack_factory(env)
+    wait_for(lambda: _get(port, "/healthz", auth=False), 60, 0.2, lambda: stack.output[-2000:])
+    token_file = open_tmp / "state" / "services" / "inference" / "token"
+    token = token_file.read_text().strip()
+    assert len(token) >= 32 and oct(token_file.stat().st_mode & 0o777) == "0o600"
+    assert token_file.stat().st_uid == pwd.getpwnam("pvtest").pw_uid, "the login user can read it"
+    with_token = {"Authorization": f"Bearer {token}"}
+    anonymous = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).status_code
+    assert anonymous == (200 if open_api else 401)
+    assert requests.get(f"http://127.0.0.1:{port}/metrics", headers=with_token, timeout=10).status_code == 200
+    assert requests.post(f"http://127.0.0.1:{port}/reload", timeout=10).status_code == 401
+    assert requests.post(f"http://127.0.0.1:{port}/reload", headers=with_token, timeout=10).status_code == 200
+    assert f"cat {token_file}" in stack.status()["services"]["inference"]["summary"]
+    assert f"cat {token_file}" in stack.output and token not in stack.output
 
 
 def test_without_torch_the_api_stays_up_and_not_ready(tmp_path, stack_factory):

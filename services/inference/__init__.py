@@ -1,11 +1,15 @@
-"""inference: FastAPI + uvicorn serving the newest model, hot-reloaded, dynamically batched, behind a token."""
+"""inference: FastAPI + uvicorn serving the newest model, hot-reloaded, dynamically batched, behind a token:
+INFERENCE_API_TOKEN, else one it makes (kept on the volume, readable by the login user) and says where to read."""
 from __future__ import annotations
 
 import logging
+import pwd
+from pathlib import Path
 from typing import Any
 
 import requests
 
+from entrypoint import generated_token, login_user
 from entrypoint.context import PodContext
 from entrypoint.probes import http_status, local_host
 from entrypoint.registry import Readiness, Service, python_module
@@ -26,14 +30,38 @@ def bind_host(ctx: PodContext) -> str:
     return "127.0.0.1"
 
 
+def token_file(ctx: PodContext) -> Path:
+    """The generated token, readable by the login user and root only."""
+    return ctx.service_dir("inference") / "token"
+
+
+def api_token(ctx: PodContext) -> str | None:
+    """The bearer token the API requires: INFERENCE_API_TOKEN, else the generated one."""
+    settings = _settings(ctx)
+    if settings.inference_api_token:
+        return settings.inference_api_token.get_secret_value()
+    return generated_token.read(token_file(ctx))
+
+
+def auth_hint(ctx: PodContext) -> str:
+    """Where the user finds the token, never the token itself."""
+    if _settings(ctx).inference_api_token:
+        return "token: your INFERENCE_API_TOKEN"
+    return f"token: generated, read it with `cat {token_file(ctx)}` (or set INFERENCE_API_TOKEN)"
+
+
 def prepare(ctx: PodContext) -> None:
     settings = _settings(ctx)
-    if not settings.inference_api_token and ctx.core.podvisor_bind_host not in ("127.0.0.1", "localhost"):
-        if settings.inference_allow_unauthenticated:
-            log.warning("!!! the inference API is open to the network WITHOUT a token "
-                        "(INFERENCE_ALLOW_UNAUTHENTICATED=true) !!!")
-        else:
-            log.info("inference: no INFERENCE_API_TOKEN, so the API listens on 127.0.0.1 only")
+    if settings.inference_api_token:
+        return
+    generated_token.ensure(token_file(ctx), pwd.getpwnam(login_user.name(ctx)))
+    if settings.inference_allow_unauthenticated:
+        log.warning("!!! the inference API answers WITHOUT a token (INFERENCE_ALLOW_UNAUTHENTICATED=true), "
+                    "on %s; /reload still needs the %s !!!", bind_host(ctx), auth_hint(ctx))
+    else:
+        where = "" if bind_host(ctx) == ctx.core.podvisor_bind_host else ", and listens on 127.0.0.1 only"
+        log.info("inference: no INFERENCE_API_TOKEN, so it requires a generated token%s: %s", where,
+                 auth_hint(ctx).removeprefix("token: generated, "))
 
 
 def _url(ctx: PodContext, path: str) -> str:
@@ -47,16 +75,16 @@ def ready(ctx: PodContext) -> Readiness:
 
 
 def status(ctx: PodContext) -> dict[str, Any]:
-    settings = _settings(ctx)
-    token = settings.inference_api_token.get_secret_value() if settings.inference_api_token else None
+    token = api_token(ctx)
     try:
         answer = requests.get(_url(ctx, "/readyz"), headers={"Authorization": f"Bearer {token}"} if token else {},
                               timeout=2).json()
     except (requests.RequestException, ValueError) as exc:
         return {"model_ready": False, "summary": f"model: unknown, /readyz does not answer ({type(exc).__name__})"}
     if answer.get("ready"):
-        return {"model_ready": True, "summary": f"model {answer.get('model')} loaded"}
-    return {"model_ready": False, "summary": f"no model served yet: {answer.get('reason', answer)}"}
+        return {"model_ready": True, "summary": f"model {answer.get('model')} loaded; {auth_hint(ctx)}"}
+    return {"model_ready": False,
+            "summary": f"no model served yet: {answer.get('reason', answer)}; {auth_hint(ctx)}"}
 
 
 SERVICE = Service(

@@ -4,11 +4,11 @@ import logging
 import uvicorn
 
 from entrypoint.context import current
-from services.inference import bind_host
+from services.inference import api_token, bind_host
 from services.inference.app import create_app
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 ctx = current()
 settings = ctx.section("inference")
-uvicorn.run(create_app(settings, ctx.heartbeat_file("inference")), host=bind_host(ctx), port=settings.inference_port,
-            log_level="warning", access_log=False)
+uvicorn.run(create_app(settings, api_token(ctx), ctx.heartbeat_file("inference")), host=bind_host(ctx),
+            port=settings.inference_port, log_level="warning", access_log=False)

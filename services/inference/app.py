@@ -84,13 +84,14 @@ def to_json(value: Any) -> Any:
     return value
 
 
-def create_app(settings: InferenceSettings, heartbeat: Path | None = None) -> FastAPI:
+def create_app(settings: InferenceSettings, token: str | None, heartbeat: Path | None = None) -> FastAPI:
+    """`token`: required on every endpoint but /healthz, and on /reload even with INFERENCE_ALLOW_UNAUTHENTICATED
+    (it makes the API read files and spend the GPU at any local user's word)."""
     metrics = Metrics()
     holder = ModelHolder(settings)
     holder.on_load = lambda loaded: metrics.load.observe(loaded.load_seconds)
     stop = threading.Event()
     state: dict[str, Any] = {"beat": 0.0}
-    token = settings.inference_api_token.get_secret_value() if settings.inference_api_token else ""
 
     def run_model(batch: dict[str, Any]) -> Any:
         loaded: Loaded | None = holder.current
@@ -112,13 +113,16 @@ def create_app(settings: InferenceSettings, heartbeat: Path | None = None) -> Fa
 
     app = FastAPI(title="podvisor inference", lifespan=lifespan, docs_url=None, redoc_url=None)
 
-    def authorized(request: Request) -> None:
-        if not token:
-            return
+    def bearer(request: Request) -> None:
         header = request.headers.get("authorization", "")
-        if not (header.startswith("Bearer ") and secrets.compare_digest(header[7:].encode(), token.encode())):
+        if not token or not (header.startswith("Bearer ") and
+                             secrets.compare_digest(header[7:].encode(), token.encode())):
             metrics.requests.labels(request.url.path, "401").inc()
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    def authorized(request: Request) -> None:
+        if not (settings.inference_allow_unauthenticated and not settings.inference_api_token):
+            bearer(request)
 
     guarded = [Depends(authorized)]
 
@@ -142,7 +146,7 @@ def create_app(settings: InferenceSettings, heartbeat: Path | None = None) -> Fa
                 "version": loaded.version, "loaded_at": loaded.loaded_at, "load_seconds": loaded.load_seconds,
                 "last_reload_error": holder.last_error}
 
-    @app.post("/reload", dependencies=guarded)
+    @app.post("/reload", dependencies=[Depends(bearer)])
     async def reload() -> dict:
         swapped = await asyncio.get_running_loop().run_in_executor(None, holder.check, True)
         loaded = holder.current

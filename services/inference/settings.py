@@ -29,9 +29,12 @@ class InferenceSettings(Section):
                                       allow_empty=True) = Field(
         "", description="Warm-up inputs as name=shape, e.g. x=1x16;mask=1x16 (zeros); export models need none."
     )
-    inference_api_token: Secret = Field(None, description="Bearer token required on every endpoint but /healthz.")
+    inference_api_token: Secret = Field(
+        None, description="Bearer token required on every endpoint but /healthz. Unset: one is generated, the API "
+                          "listens on 127.0.0.1 only, and `podvisor status` says where to read the token."
+    )
     inference_allow_unauthenticated: bool = Field(
-        False, description="Listen beyond 127.0.0.1 without a token (unsafe)."
+        False, description="Answer without a token, beyond 127.0.0.1 too (unsafe); /reload still needs the token."
     )
     inference_max_batch: int = Field(32, ge=1, le=4096, description="Most requests run together in one batch.")
     inference_max_wait_ms: float = Field(

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import pwd
-import secrets
 import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from entrypoint import login_user
+from entrypoint import generated_token, login_user
 from entrypoint.context import PodContext
 from entrypoint.probes import http_status, local_host
 from entrypoint.registry import Readiness, Service
@@ -38,12 +37,7 @@ def token(ctx: PodContext) -> str | None:
     """The token Jupyter accepts: JUPYTER_TOKEN (or a plain-text JUPYTER_PASSWORD), else the generated one. With a
     password hash Jupyter takes the generated token too, so readiness and the idle probe can ask it."""
     settings = _settings(ctx)
-    if settings.token():
-        return settings.token()
-    try:
-        return token_file(ctx).read_text().strip() or None
-    except OSError:
-        return None
+    return settings.token() or generated_token.read(token_file(ctx))
 
 
 def auth_hint(ctx: PodContext) -> str:
@@ -62,13 +56,7 @@ def auth_hint(ctx: PodContext) -> str:
 
 def _generate_token(ctx: PodContext, user: pwd.struct_passwd) -> None:
     path = token_file(ctx)
-    if path.exists() and path.read_text().strip():
-        return
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_hex(24) + "\n")
-    if os.geteuid() == 0:
-        os.chown(path, user.pw_uid, user.pw_gid)
+    generated_token.ensure(path, user)
     if os.geteuid() == 0 and subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
                                              "--init-groups", "test", "-r", str(path)]).returncode != 0:
         # Jupyter would quietly skip the file and run with a token of its own, printed to the log.
