@@ -97,3 +97,23 @@ def test_ssh_user_root_is_never_locked_out(open_tmp, stack_factory):
     result = ssh(port, "root", key, "whoami")
     assert result.returncode == 0 and result.stdout.strip() == "root", result.stderr
     assert "SSH_PERMIT_ROOT=false is ignored" in stack.output
+
+
+def test_an_environment_with_every_warning_of_the_corpus_boots_and_ssh_works(open_tmp, stack_factory):
+    """What passes `config --check` with warnings only (lookalikes, Kubernetes service links, clashing aliases)
+    must boot: the warnings in the log, SSH answering."""
+    from test_config import WARNINGS
+
+    merged = {k: v for env, _, _ in WARNINGS for k, v in env.items()}
+    key, pub = make_key(open_tmp, "good")
+    port = free_port()
+    env = _env(open_tmp / "state", port, PUBLIC_KEY=pub, JUPYTER_ENABLED="false", INFERENCE_ENABLED="false", **merged)
+    check = subprocess.run([PODVISOR, "config", "--check"], env=env, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 1, check.stdout
+    stack = stack_factory(env)
+    stack.wait_state("sshd", "RUNNING")
+    result = ssh(port, USER, key, "whoami")
+    assert result.returncode == 0 and result.stdout.strip() == USER, result.stderr
+    for _, variable, _ in WARNINGS:
+        assert f"config: {variable}: " in stack.output, variable
+    assert "hf_one_0123456789" not in stack.output and "hf_two_0123456789" not in stack.output
