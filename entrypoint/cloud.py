@@ -22,6 +22,13 @@ class Cloud:
     public_ip: str | None
     environ: Mapping[str, str]
 
+    def pod_id(self, provider: str) -> str | None:
+        """This pod's id in `provider`'s API: the detected instance, or the id that provider injected when
+        another provider is named (PODVISOR_PROVIDER), so its stop action still knows what to stop."""
+        if provider == self.provider:
+            return self.instance_id
+        return _instance(provider, self.environ)
+
     @property
     def console_logs_in_as_root(self) -> bool:
         return self.provider in ROOT_CONSOLE_PROVIDERS
@@ -55,15 +62,23 @@ def detect(environ: Mapping[str, str] | None = None, forced: str = "auto") -> Cl
     env = dict(os.environ if environ is None else environ)
     provider = forced if forced != "auto" else _guess(env)
     if provider == "runpod":
-        return Cloud("runpod", env.get("RUNPOD_POD_ID"), env.get("RUNPOD_PUBLIC_IP"), env)
+        return Cloud("runpod", _instance("runpod", env), env.get("RUNPOD_PUBLIC_IP"), env)
     if provider == "vast":
-        instance = env.get("CONTAINER_ID") or env.get("VAST_CONTAINERLABEL", "").removeprefix("C.") or None
-        return Cloud("vast", instance, env.get("PUBLIC_IPADDR"), env)
+        return Cloud("vast", _instance("vast", env), env.get("PUBLIC_IPADDR"), env)
     if provider == "kubernetes":
         return Cloud("kubernetes", env.get("HOSTNAME"), None, env)
     if provider == "docker":
         return Cloud("docker", env.get("HOSTNAME"), None, env)
     return Cloud("local", None, None, env)
+
+
+def _instance(provider: str, env: Mapping[str, str]) -> str | None:
+    """The pod id a provider injects: RUNPOD_POD_ID, Vast's CONTAINER_ID (or its label C.<id>)."""
+    if provider == "runpod":
+        return env.get("RUNPOD_POD_ID") or None
+    if provider == "vast":
+        return env.get("CONTAINER_ID") or env.get("VAST_CONTAINERLABEL", "").removeprefix("C.") or None
+    return None
 
 
 def _guess(env: Mapping[str, str]) -> str:

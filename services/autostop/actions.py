@@ -69,8 +69,7 @@ class Actions:
 
     # -- RunPod ---------------------------------------------------------------------------------------------
     def runpod(self) -> None:
-        s, pod = self.settings, self.ctx.cloud.instance_id if self.ctx.cloud.provider == "runpod" else None
-        pod = pod or os.environ.get("RUNPOD_POD_ID")
+        s, pod = self.settings, self.ctx.cloud.pod_id("runpod")
         key = _secret(s.autostop_runpod_api_key) or _secret(s.runpod_api_key)
         if not pod or not key:
             raise ActionFailed("needs RUNPOD_POD_ID and RUNPOD_API_KEY (or AUTOSTOP_RUNPOD_API_KEY)")
@@ -96,7 +95,7 @@ class Actions:
     # -- Vast.ai --------------------------------------------------------------------------------------------
     def vast(self) -> None:
         s = self.settings
-        instance = self.ctx.cloud.instance_id if self.ctx.cloud.provider == "vast" else os.environ.get("CONTAINER_ID")
+        instance = self.ctx.cloud.pod_id("vast")
         key = _secret(s.vast_api_key) or _secret(s.container_api_key)
         if not instance or not key:
             raise ActionFailed("needs CONTAINER_ID and CONTAINER_API_KEY (or VAST_API_KEY)")
