@@ -13,12 +13,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 from supervisor import childutils
 
+from entrypoint.context import PodContext, current
 from entrypoint.redact import redact, secrets_of
-from entrypoint.schema import load
+from entrypoint.status import supervisor_proxy
 from entrypoint.timings import record
 
 
@@ -30,10 +30,12 @@ supervisord's own limit only counts exits before startsecs, so a program dying a
 
 
 class Listener:
-    def __init__(self, programs: list[str], out=sys.stderr, secrets: list[str] | None = None) -> None:
+    def __init__(self, ctx: PodContext, out=sys.stderr) -> None:
+        self.ctx = ctx
+        self.boot = ctx.boot()
         self.out = out
-        self.secrets = secrets or []
-        self.expected = set(programs)
+        self.secrets = secrets_of(ctx.config)
+        self.expected = set(self.boot.get("services", []))
         self.states: dict[str, str] = {}
         self.partial: dict[tuple[str, str], str] = {}
         self.all_running_seen = False
@@ -65,11 +67,9 @@ class Listener:
 
     def _stopping(self) -> None:
         """Note when the shutdown began: the last program to stop drains until the grace counted from here."""
-        state_dir = os.environ.get("PODVISOR_STATE_DIR")
-        if state_dir:
-            path = Path(state_dir) / "stop_requested"
-            path.with_suffix(".tmp").write_text(f"{time.time():.3f}")
-            os.replace(path.with_suffix(".tmp"), path)
+        path = self.ctx.stop_requested_file
+        path.with_suffix(".tmp").write_text(f"{time.time():.3f}")
+        os.replace(path.with_suffix(".tmp"), path)
 
     def _state(self, state: str, fields: dict[str, str]) -> None:
         self.changed.set()
@@ -109,10 +109,7 @@ class Listener:
     def _give_up(self, name: str, reason: str) -> None:
         """Stop the program for good and record why, for `podvisor status` (outside the event handler, which
         supervisord waits on)."""
-        from entrypoint.context import current
-        from entrypoint.status import supervisor_proxy
-
-        ctx = current()
+        ctx = self.ctx
         given = ctx.given_up()
         given[name] = reason
         ctx.given_up_file.write_text(json.dumps(given))
@@ -125,10 +122,7 @@ class Listener:
         """After each state change, write supervisord's process table for `podvisor status` run by a login user
         who may not use the control socket (SSH_SUDO=false). From a thread: supervisord answers the call only
         once the event handler has returned."""
-        from entrypoint.context import current
-        from entrypoint.status import supervisor_proxy
-
-        ctx = current()
+        ctx = self.ctx
         while True:
             self.changed.wait()
             self.changed.clear()
@@ -155,13 +149,11 @@ class Listener:
         return all(self.states.get(name) == "RUNNING" for name in self.expected)
 
     def _all_running_reached(self) -> None:
-        started_ms = float(os.environ.get("PODVISOR_START_MS", "0") or 0)
+        started_ms = float(self.boot.get("started_epoch_ms", 0))
         elapsed = time.time() * 1000 - started_ms if started_ms else 0.0
         self._write(f"podvisor: all {len(self.expected)} services started, {elapsed / 1000:.2f} s after start; "
                     f"checking that they answer.\n")
-        timings = os.environ.get("PODVISOR_TIMINGS_FILE")
-        if timings:
-            record(Path(timings), os.environ.get("PODVISOR_RUN_ID", ""), "services_running", "ok", elapsed)
+        record(self.ctx.timings_file, self.boot.get("run_id", ""), "services_running", "ok", elapsed)
 
     def _write(self, text: str) -> None:
         if text:
@@ -177,8 +169,7 @@ class Listener:
 
 
 def main() -> None:
-    programs = [p for p in os.environ.get("PODVISOR_PROGRAMS", "").split(",") if p]
-    listener = Listener(programs, secrets=secrets_of(load()))
+    listener = Listener(current())
 
     def stop(*_: object) -> None:
         listener.flush()

@@ -186,8 +186,7 @@ def _leaf_types(annotation: Any) -> list[Any]:
     return [annotation]
 
 
-INTERNAL = {"PODVISOR_RUN_ID", "PODVISOR_START_MS", "PODVISOR_TIMINGS_FILE", "PODVISOR_PROGRAMS", "PODVISOR_SERVICE",
-            "PODVISOR_STOP_WAIT", "PODVISOR_JOB_ATTEMPT", "PODVISOR_RESUME_FROM"}
+INTERNAL = {"PODVISOR_RUN_ID", "PODVISOR_SERVICE", "PODVISOR_JOB_ATTEMPT", "PODVISOR_RESUME_FROM"}
 """Variables podvisor sets for its own programs: never the user's typos."""
 FOREIGN = re.compile(r"^(SSH_(CLIENT|CONNECTION|TTY|AUTH_SOCK|ORIGINAL_COMMAND|ASKPASS)|JUPYTER_(SERVER_\w+|"
                      r"CONFIG_DIR|DATA_DIR|RUNTIME_DIR|PATH)|\w+_SERVICE_(HOST|PORT)\w*|\w+_PORT_\d+_\w+)$")

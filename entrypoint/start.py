@@ -105,9 +105,6 @@ def start() -> int:
     with phase(ctx.timings_file, run_id, "render"):
         os.environ.update({
             "PODVISOR_RUN_ID": run_id,
-            "PODVISOR_START_MS": str(int(started * 1000)),
-            "PODVISOR_TIMINGS_FILE": str(ctx.timings_file),
-            "PODVISOR_PROGRAMS": ",".join(svc.name for svc in services),
             "PODVISOR_STATE_DIR": str(ctx.state_dir),
         })
         conf = write(ctx, services)

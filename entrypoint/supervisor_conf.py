@@ -185,7 +185,7 @@ def render(ctx: PodContext, services: list[Service]) -> str:
 def _program(ctx: PodContext, svc: Service, stop_wait: int) -> list[str]:
     core = ctx.core
     log = ctx.logs_dir / f"{svc.name}.log"
-    env = {"PODVISOR_SERVICE": svc.name, "PODVISOR_STOP_WAIT": str(stop_wait), **svc.environment(ctx)}
+    env = {"PODVISOR_SERVICE": svc.name, **svc.environment(ctx)}
     lines = [
         f"[program:{svc.name}]",
         f"command={_value(program_command(ctx, (svc.name, *svc.credentials_of), svc.command(ctx)))}",
