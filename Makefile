@@ -27,7 +27,7 @@ export REPO_DIR              ?= $(CURDIR)/workspace/repo
 status: install
 	$(BIN)/podvisor status
 
-.PHONY: install run status test bench env-example smoke image clean
+.PHONY: install run status test test-fast bench env-example smoke image clean
 
 install: $(STAMP)
 
@@ -44,6 +44,9 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m fast
 
 bench: install
 	$(BIN)/python -m bench

@@ -177,3 +177,25 @@ def ssh(port: int, user: str, key: Path, command: str, known_hosts: Path | None 
             "-o", f"UserKnownHostsFile={known_hosts or '/dev/null'}", "-o", "LogLevel=ERROR"]
     return subprocess.run(["ssh", *opts, *extra, "-i", str(key), "-p", str(port), f"{user}@127.0.0.1", command],
                           capture_output=True, text=True, timeout=60)
+
+
+REAL_COMPONENT_FIXTURES = {"stack_factory", "s3", "pod", "host", "api", "open_tmp"}
+"""Fixtures that start real programs (a stack, an S3 server, a booted platform pod): a test using none of them
+is in the fast layer (`make test-fast`, `-m fast`)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not REAL_COMPONENT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.fast)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With PODVISOR_TESTS_NO_SKIP=1 (CI: root, every binary installed) a skipped test fails the run: a skip
+    there means a missing install step, not a test that cannot run."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if os.environ.get("PODVISOR_TESTS_NO_SKIP") == "1" and skipped and session.exitstatus == 0:
+        reporter.write_line(f"{len(skipped)} test(s) skipped with PODVISOR_TESTS_NO_SKIP=1: failing the run",
+                            red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
