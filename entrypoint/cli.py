@@ -61,10 +61,10 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from entrypoint.context import current
+    from entrypoint.context import running
     from entrypoint.status import alive, collect, pod_ready, render_text
 
-    report = collect(current())
+    report = collect(running())
     print(json.dumps(report, indent=2, default=str) if args.json else render_text(report))
     if args.live:
         return 0 if alive(report) else 1

@@ -7,10 +7,14 @@ form the provider's own console shows (`ssh root@HOST -p PORT` on RunPod and Vas
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+CLOUD_VARIABLES = re.compile(r"^(RUNPOD_\w+|VAST_\w+|CONTAINER_ID|PUBLIC_IPADDR|KUBERNETES_SERVICE_HOST|POD_IP|HOSTNAME)$")
+"""What detection and the endpoints read from a provider's injected variables (secrets among them are the
+caller's to drop)."""
 ROOT_CONSOLE_PROVIDERS = ("runpod", "vast")
 """Providers whose Connect dialog tells users `ssh root@HOST -p PORT`: root may log in with a key there."""
 

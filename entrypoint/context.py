@@ -9,8 +9,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from entrypoint.cloud import Cloud, detect
-from entrypoint.schema import Config, CoreSettings, Section, load, without_control
+from pydantic import ValidationError
+
+from entrypoint.cloud import CLOUD_VARIABLES, Cloud, detect
+from entrypoint.redact import TOKEN_LIKE
+from entrypoint.schema import (Config, CoreSettings, Section, default_state_dir, load, public_variables,
+                               without_control)
 
 STOP_MARGIN_SECONDS = 2.0
 """Kept back from the stop grace for the event listener (stopped last) and supervisord's own exit."""
@@ -106,6 +110,21 @@ class PodContext:
         readable by all: `podvisor status` for a login user the control socket is not shared with."""
         return self.state_dir / "processes.json"
 
+    @property
+    def environment_record_file(self) -> Path:
+        """The stack's own variables (schema and provider, never a secret), recorded by `start`, so `podvisor
+        status` from any shell (a `docker exec`, a second terminal) sees the running stack as it is."""
+        return self.state_dir / "environment.json"
+
+    def record_environment(self) -> None:
+        public = public_variables()
+        recorded = {key: value for key, value in os.environ.items()
+                    if (key.upper() in public or CLOUD_VARIABLES.match(key)) and not TOKEN_LIKE.search(key)}
+        tmp = self.environment_record_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(recorded, indent=2, sort_keys=True))
+        tmp.chmod(0o644)
+        os.replace(tmp, self.environment_record_file)
+
     def given_up(self) -> dict[str, str]:
         try:
             return json.loads(self.given_up_file.read_text())
@@ -141,6 +160,20 @@ class PodContext:
             return path
         digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"podvisor-{digest}.sock"
+
+
+def running() -> PodContext:
+    """The running stack's context, from any shell: the variables `start` recorded in the state dir (found from
+    PODVISOR_STATE_DIR, else the default) win over the caller's, whose secrets still serve the probes."""
+    try:
+        state_dir = CoreSettings().podvisor_state_dir
+    except ValidationError:  # the caller's own value is malformed: `current()` below says so
+        state_dir = default_state_dir()
+    try:
+        os.environ.update(json.loads((state_dir / "environment.json").read_text()))
+    except (OSError, ValueError):
+        pass  # no stack has started with this state dir: the caller's environment is all there is
+    return current()
 
 
 def current() -> PodContext:

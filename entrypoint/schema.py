@@ -158,6 +158,12 @@ def is_secret(info: FieldInfo) -> bool:
     return SecretStr in _leaf_types(info.annotation)
 
 
+def public_variables() -> set[str]:
+    """Every variable name of a field that is not a secret."""
+    return {variable for _, cls in sections() for fname, info in cls.model_fields.items() if not is_secret(info)
+            for variable in env_names(fname, info)}
+
+
 def is_control(info: FieldInfo) -> bool:
     return any(isinstance(meta, ControlCredential) for meta in info.metadata)
 

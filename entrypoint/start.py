@@ -107,6 +107,7 @@ def start() -> int:
             "PODVISOR_RUN_ID": run_id,
             "PODVISOR_STATE_DIR": str(ctx.state_dir),
         })
+        ctx.record_environment()
         conf = write(ctx, services)
         ctx.boot_file.write_text(json.dumps({
             "run_id": run_id, "started_epoch_ms": int(started * 1000),

@@ -4,13 +4,14 @@ model, and the idle autostop stops the pod through RunPod's API (a loopback stan
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import subprocess
 
 import pytest
 
-from conftest import ssh, wait_for
+from conftest import PODVISOR, ssh, wait_for
 from fakeapi import FakeApi
 from platforms import PUBLIC_IP, Heartbeat, idle_quickly, local_paths, pod_dir, runpod_template_env
 
@@ -87,6 +88,20 @@ def test_the_login_user_gets_its_own_tokens_and_can_read_no_control_credential_a
         "HF_TOKEN=") == 1, "Jupyter (and so its kernels) keeps the user's own token"
     # The services that use them still have them: the stop at the end of this module goes through RunPod's API
     # with RUNPOD_API_KEY.
+
+
+def test_status_from_a_shell_without_the_pods_environment_shows_the_running_stack(pod):
+    """A `docker exec` or a second terminal with another environment: the state dir is all it shares."""
+    bare = {"PATH": os.environ["PATH"], "PODVISOR_STATE_DIR": str(pod.root / "state"), "SSH_PORT": "2",
+            "PODVISOR_PROVIDER": "local"}
+    out = subprocess.run([PODVISOR, "status", "--json"], env=bare, capture_output=True, text=True, timeout=60)
+    report = json.loads(out.stdout)
+    assert (report["provider"], report["instance_id"]) == ("runpod", POD_ID), out.stdout
+    sshd = report["services"]["sshd"]
+    assert sshd["state"] == "RUNNING" and sshd["ready"] is True, sshd
+    assert sshd["endpoint"] == f"ssh root@{PUBLIC_IP} -p {SSH_PUBLIC_PORT}"
+    recorded = (pod.root / "state" / "environment.json").read_text()
+    assert RUNPOD_KEY not in recorded and GIT_TOKEN not in recorded and HF_TOKEN not in recorded
 
 
 def test_status_gives_runpods_addresses_and_where_the_jupyter_token_is(pod):
