@@ -9,7 +9,8 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from entrypoint import docs
-from entrypoint.schema import Config, load
+from entrypoint.catalog import load
+from entrypoint.schema import Config
 
 EXIT_INVALID = 2
 EXIT_WARNINGS = 1

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from entrypoint.cloud import CLOUD_VARIABLES, Cloud, detect
 from entrypoint.redact import TOKEN_LIKE
-from entrypoint.schema import (Config, CoreSettings, Section, default_state_dir, load, public_variables,
-                               without_control)
+from entrypoint.catalog import load, public_variables, without_control
+from entrypoint.schema import Config, CoreSettings, Section, default_state_dir
 
 STOP_MARGIN_SECONDS = 2.0
 """Kept back from the stop grace for the event listener (stopped last) and supervisord's own exit."""

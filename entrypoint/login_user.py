@@ -13,9 +13,12 @@ import pwd
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from entrypoint.context import PodContext
 from entrypoint.fields import is_system_dir
+
+if TYPE_CHECKING:  # a type only: the context imports the catalog, which reads the bootstrap's settings
+    from entrypoint.context import PodContext
 
 log = logging.getLogger("podvisor")
 

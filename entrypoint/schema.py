@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
@@ -127,23 +127,6 @@ class Config:
 
 
 
-def sections() -> list[tuple[str, type[Section]]]:
-    """(name, class) of every section in documentation order: core first, then services by start order."""
-    from entrypoint.registry import discover
-
-    from entrypoint.bootstrap.settings import BootstrapSettings
-
-    found: list[tuple[str, type[Section]]] = [("podvisor", CoreSettings), ("bootstrap", BootstrapSettings)]
-    found += [(svc.name, svc.settings) for svc in discover() if svc.settings is not None]
-    return found
-
-
-def _advisories() -> dict[str, object]:
-    from entrypoint.registry import discover
-
-    return {svc.name: svc.advise for svc in discover() if svc.advise is not None}
-
-
 def env_names(name: str, info: FieldInfo) -> list[str]:
     """The variable names a field answers to, the canonical one first, then aliases users already set."""
     alias = info.validation_alias
@@ -158,29 +141,8 @@ def is_secret(info: FieldInfo) -> bool:
     return SecretStr in _leaf_types(info.annotation)
 
 
-def public_variables() -> set[str]:
-    """Every variable name of a field that is not a secret."""
-    return {variable for _, cls in sections() for fname, info in cls.model_fields.items() if not is_secret(info)
-            for variable in env_names(fname, info)}
-
-
 def is_control(info: FieldInfo) -> bool:
     return any(isinstance(meta, ControlCredential) for meta in info.metadata)
-
-
-def control_credentials() -> dict[str, str]:
-    """Every variable that names a control credential, with the one section (service) that may see it."""
-    return {variable: name for name, cls in sections() for fname, info in cls.model_fields.items()
-            if is_control(info) for variable in env_names(fname, info)}
-
-
-def without_control(environ: Mapping[str, str], owners: typing.Collection[str] = (),
-                    passthrough: typing.Iterable[str] = ()) -> dict[str, str]:
-    """`environ` less the control credentials that no section of `owners` declares and that `passthrough`
-    does not name: with no owners, the environment for anything the user's code runs in."""
-    hidden = {variable for variable, section in control_credentials().items() if section not in owners}
-    hidden -= {name.upper() for name in passthrough}
-    return {key: value for key, value in environ.items() if key.upper() not in hidden}
 
 
 def _leaf_types(annotation: Any) -> list[Any]:
@@ -201,20 +163,21 @@ SERVICE_LINK = re.compile(r"^tcp://[\w.-]+:\d+$")
 """What Kubernetes injects as <SERVICE>_PORT for every Service in the namespace (enableServiceLinks)."""
 
 
-def load() -> Config:
-    """Parse every section from the process environment, collecting all problems instead of the first."""
+def parse(sections: list[tuple[str, type[Section]]], advisories: Mapping[str, Callable[[Any], list]],
+          environ: Mapping[str, str]) -> Config:
+    """Parse `sections` (core first) from `environ`, collecting all problems instead of the first. The caller
+    composes the sections (`entrypoint.catalog`): the schema knows no service."""
     config = Config(core=None)
-    advisories = _advisories()
     known: set[str] = set()
-    for name, cls in sections():
+    for name, cls in sections:
         valid = True
         known |= {n for f, info in cls.model_fields.items() for n in env_names(f, info)}
-        overrides, notes = _service_links(name, cls, os.environ)
-        config.problems += notes + _alias_clashes(name, cls, os.environ)
+        overrides, notes = _service_links(name, cls, environ)
+        config.problems += notes + _alias_clashes(name, cls, environ)
         try:
             instance = cls(**overrides)
         except ValidationError as exc:
-            config.problems += _problems(name, cls, exc, os.environ)
+            config.problems += _problems(name, cls, exc, environ)
             instance, valid = _with_defaults_for(cls, exc), False
         if name in advisories:
             config.problems += [Problem(name, var, msg, disables=False) for var, msg in advisories[name](instance)]
@@ -222,7 +185,7 @@ def load() -> Config:
             config.core = instance  # type: ignore[assignment]
         if valid or name == "podvisor":
             config.sections[name] = instance
-    config.problems += _lookalikes(known, os.environ) + _port_clashes(config)
+    config.problems += _lookalikes(known, environ) + _port_clashes(config)
     return config
 
 

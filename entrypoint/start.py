@@ -22,7 +22,7 @@ from entrypoint import leftovers, login_user, session
 from entrypoint.cloud import detect
 from entrypoint.context import PodContext
 from entrypoint.registry import Service, broken_extras, discover
-from entrypoint.schema import load
+from entrypoint.catalog import load
 from entrypoint.supervisor_conf import BOOTSTRAP, EVENT_LISTENER, stop_floor, write
 from entrypoint.timings import phase, record
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from entrypoint.schema import env_names, sections
+from entrypoint.catalog import sections
+from entrypoint.schema import env_names
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVIDER_VARIABLES = {"RUNPOD_POD_ID", "RUNPOD_PUBLIC_IP", "CONTAINER_ID", "VAST_CONTAINERLABEL", "PUBLIC_IPADDR",
@@ -50,3 +51,63 @@ def test_no_module_reads_a_schema_or_provider_variable_from_the_environment():
 def test_the_rule_catches_each_way_of_reading():
     source = "import os\na = os.environ['SSH_PORT']\nb = os.environ.get('JUPYTER_PORT')\nc = os.getenv('x')\n"
     assert _raw_reads(ast.parse(source)) == [(2, "SSH_PORT"), (3, "JUPYTER_PORT"), (4, "X")]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_time_edges() -> dict[str, set[str]]:
+    """Module -> the modules of ours it imports when it is imported: top-level statements only (an import
+    inside a function runs later; one under `if TYPE_CHECKING:` never). `from pkg import sub` imports both."""
+    paths = {_module_name(p): p for p in [*ROOT.glob("entrypoint/**/*.py"), *ROOT.glob("services/**/*.py")]}
+    edges: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        found: set[str] = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+        for target in list(found):  # importing a.b.c runs a and a.b first
+            parts = target.split(".")
+            found |= {".".join(parts[:i]) for i in range(1, len(parts))}
+        edges[name] = {target for target in found if target in paths and target != name}
+    return edges
+
+
+def _cycle(edges: dict[str, set[str]]) -> list[str]:
+    """One import cycle, as the path around it, or [] when there is none."""
+    state: dict[str, str] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node], _ = "open", stack.append(node)
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node], _ = "done", stack.pop()
+        return []
+
+    for start in sorted(edges):
+        if start not in state and (found := visit(start)):
+            return found
+    return []
+
+
+def test_no_module_of_ours_imports_itself_back_at_import_time():
+    edges = _import_time_edges()
+    # A package imports its own submodules freely; its submodules then import the package already running.
+    edges = {name: {t for t in targets if not name.startswith(t + ".")} for name, targets in edges.items()}
+    assert _cycle(edges) == [], "an import circle: " + " -> ".join(_cycle(edges))
+    schema = ast.parse((ROOT / "entrypoint" / "schema.py").read_text())
+    anywhere = {node.module for node in ast.walk(schema) if isinstance(node, ast.ImportFrom)}
+    assert not {"entrypoint.registry", "entrypoint.catalog"} & anywhere, "the schema knows no service, even lazily"
+
+
+def test_the_cycle_finder_finds_one():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) == []

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from entrypoint import docs
-from entrypoint.schema import env_names, sections
+from entrypoint.catalog import sections
+from entrypoint.schema import env_names
 
 ROOT = Path(__file__).resolve().parent.parent
 

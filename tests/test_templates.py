@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from conftest import PODVISOR, base_env
-from entrypoint.schema import env_names, sections
+from entrypoint.catalog import sections
+from entrypoint.schema import env_names
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 KNOWN = {name for _, cls in sections() for f, info in cls.model_fields.items() for name in env_names(f, info)}

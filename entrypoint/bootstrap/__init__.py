@@ -10,13 +10,15 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from entrypoint import login_user
 from entrypoint.bootstrap import hooks, repo, userenv
 from entrypoint.bootstrap.settings import BootstrapSettings
-from entrypoint.context import PodContext
 from entrypoint.timings import phase
+
+if TYPE_CHECKING:  # a type only: the context's catalog reads this package's settings
+    from entrypoint.context import PodContext
 
 log = logging.getLogger("podvisor")
 

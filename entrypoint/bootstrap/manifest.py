@@ -14,7 +14,8 @@ from typing import Any
 
 from entrypoint.context import PodContext
 from entrypoint.gpu import inventory
-from entrypoint.schema import env_names, sections
+from entrypoint.catalog import sections
+from entrypoint.schema import env_names
 
 TORCH_PROBE = ("import json, torch; print(json.dumps({'torch': torch.__version__, 'cuda': torch.version.cuda, "
                "'cuda_available': torch.cuda.is_available()}))")
