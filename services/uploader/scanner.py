@@ -63,7 +63,7 @@ def unit_files(root: Path, unit: str, rules: Rules) -> Snapshot:
     top = root / unit
     if rules.excluded(unit):
         return {}
-    paths = [top] if top.is_file() else [p for p in top.rglob("*") if p.is_file()] if top.is_dir() else []
+    paths = [top] if top.is_file() else [p for p in _below(top) if p.is_file()]
     snapshot = {}
     for path in paths:
         if rules.wanted(path, root):
@@ -73,6 +73,12 @@ def unit_files(root: Path, unit: str, rules: Rules) -> Snapshot:
                 continue
             snapshot[str(path)] = (stat.st_size, stat.st_mtime_ns)
     return snapshot
+
+
+def _below(top: Path) -> list[Path]:
+    """Every path below `top`. A folder deleted meanwhile (a trainer pruning old checkpoints) is skipped:
+    os.walk ignores what vanishes, where Path.rglob raises and would take the uploader down."""
+    return [Path(folder) / name for folder, _, names in os.walk(top) for name in names]
 
 
 def open_for_writing(paths: set[str]) -> set[str]:
