@@ -8,6 +8,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -21,6 +22,7 @@ STOP_MARGIN_SECONDS = 2.0
 STOP_STEP_SECONDS = 1.0
 """What each program in the stop sequence costs beyond its own exit: supervisord notices an exit on its
 once-a-second loop (a SIGCHLD does not wake it), and only then stops the next program."""
+S = TypeVar("S", bound=Section)
 SOCKET_PATH_MAX = 100
 """AF_UNIX paths are limited to 108 bytes; a deep state dir gets its socket under /tmp instead."""
 
@@ -36,8 +38,17 @@ class PodContext:
         assert self.config.core is not None, "the core section is invalid"
         return self.config.core
 
-    def section(self, name: str) -> Section:
-        return self.config.sections[name]
+    def settings(self, cls: type[S]) -> S:
+        """The valid section of class `cls`, typed as that class (no casts where it is used). A service's own
+        section is always valid: an invalid one disables the service, so its code does not run."""
+        found = self.optional_settings(cls)
+        if found is None:
+            raise KeyError(f"the {cls.__name__} section is invalid")
+        return found
+
+    def optional_settings(self, cls: type[S]) -> S | None:
+        """The section of class `cls`, or None when it is invalid: for one service asking about another."""
+        return next((section for section in self.config.sections.values() if isinstance(section, cls)), None)
 
     @property
     def state_dir(self) -> Path:

@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import re
+import secrets
 import subprocess
 
 import pytest
@@ -17,9 +18,10 @@ from platforms import PUBLIC_IP, Heartbeat, idle_quickly, local_paths, pod_dir, 
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a pod runs as root: login user, sshd privilege separation")
 POD_ID = "k3xq9z1abcdef0"
-RUNPOD_KEY = "rpa_PODSCOPEDKEY0123456789"
-GIT_TOKEN = "ghp_CANARYgittoken0123456789abcdef"
-HF_TOKEN = "hf_CANARYusertoken0123456789abcd"
+# Canaries made at each run: found anywhere on disk, they leaked there (a copy of this file holds none of them).
+RUNPOD_KEY = f"rpa_{secrets.token_hex(12)}"
+GIT_TOKEN = f"ghp_{secrets.token_hex(16)}"
+HF_TOKEN = f"hf_{secrets.token_hex(16)}"
 SSH_PUBLIC_PORT = "40022"
 
 

@@ -59,7 +59,7 @@ STEP_WORDS = {"repo": "syncing the repository", "requirements": "installing requ
 
 
 def settings_of(ctx: PodContext) -> BootstrapSettings | None:
-    return ctx.config.sections.get("bootstrap")  # type: ignore[return-value]
+    return ctx.optional_settings(BootstrapSettings)
 
 
 def run(ctx: PodContext) -> None:

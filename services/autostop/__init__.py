@@ -24,7 +24,7 @@ def status(ctx: PodContext) -> dict[str, Any]:
 SERVICE = Service(
     name="autostop",
     settings=AutostopSettings,
-    enabled=lambda ctx: ctx.section("autostop").autostop_enabled,  # type: ignore[attr-defined]
+    enabled=lambda ctx: ctx.settings(AutostopSettings).autostop_enabled,
     command=python_module("services.autostop"),
     priority=40,
     stop_wait=2,

@@ -17,6 +17,7 @@ from entrypoint.registry import discover
 from services.autostop import signals as sig
 from services.autostop.actions import Actions
 from services.autostop.settings import AutostopSettings
+from services.sshd.settings import SshSettings
 from services.autostop.timeline import Decision, Timeline
 
 log = logging.getLogger("autostop")
@@ -38,7 +39,7 @@ def enabled_services(ctx: PodContext) -> list:
 class Monitor:
     def __init__(self, ctx: PodContext, clock: Callable[[], float] = time.time) -> None:
         self.ctx, self.clock = ctx, clock
-        self.settings: AutostopSettings = ctx.section("autostop")  # type: ignore[assignment]
+        self.settings = ctx.settings(AutostopSettings)
         self.actions = self.settings.actions(ctx.cloud.provider)
         started_ms = ctx.boot().get("started_epoch_ms")
         boot = started_ms / 1000 if started_ms else clock()
@@ -57,7 +58,7 @@ class Monitor:
         s, names = self.settings, {svc.name for svc in self.services}
         found = [sig.probe("gpu", self.gpu)]
         if "sshd" in names:
-            found.append(sig.probe("ssh", lambda: sig.ssh_sessions(self.ctx.section("sshd").ssh_port)))
+            found.append(sig.probe("ssh", lambda: sig.ssh_sessions(self.ctx.settings(SshSettings).ssh_port)))
         if "jupyter" in names:
             found.append(sig.probe("jupyter", lambda: sig.jupyter(*sig.jupyter_base(self.ctx))))
         found.append(sig.probe("inference", lambda: sig.heartbeat("inference", self.ctx.heartbeat_file("inference"))))

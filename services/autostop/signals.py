@@ -176,8 +176,9 @@ def running_services(ctx: PodContext, names: list[str]) -> Signal:
 
 def jupyter_base(ctx: PodContext) -> tuple[str, str | None]:
     from services.jupyter import token
+    from services.jupyter.settings import JupyterSettings
 
-    settings = ctx.section("jupyter")
+    settings = ctx.settings(JupyterSettings)
     host = local_host(ctx.core.podvisor_bind_host)
-    return (f"http://{host}:{settings.jupyter_port}{settings.jupyter_base_url}",  # type: ignore[attr-defined]
+    return (f"http://{host}:{settings.jupyter_port}{settings.jupyter_base_url}",
             token(ctx))

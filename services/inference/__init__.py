@@ -19,7 +19,7 @@ log = logging.getLogger("podvisor")
 
 
 def _settings(ctx: PodContext) -> InferenceSettings:
-    return ctx.section("inference")  # type: ignore[return-value]
+    return ctx.settings(InferenceSettings)
 
 
 def bind_host(ctx: PodContext) -> str:

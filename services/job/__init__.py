@@ -32,7 +32,7 @@ def status(ctx: PodContext) -> dict[str, Any]:
 SERVICE = Service(
     name="job",
     settings=JobSettings,
-    enabled=lambda ctx: bool(ctx.section("job").job_command),  # type: ignore[attr-defined]
+    enabled=lambda ctx: bool(ctx.settings(JobSettings).job_command),
     command=python_module("services.job"),
     priority=50,
     stop_wait=15,

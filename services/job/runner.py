@@ -22,7 +22,9 @@ from entrypoint.context import PodContext
 from entrypoint.gpu import inventory
 from entrypoint.registry import discover
 from entrypoint.steps import newest_first, step_of
+from services.autostop.settings import AutostopSettings
 from services.job.settings import JobSettings
+from services.uploader.settings import UploadSettings
 from services.uploader.ship import ship
 
 log = logging.getLogger("job")
@@ -37,12 +39,12 @@ def status_path(ctx: PodContext) -> Path:
 
 
 def checkpoint_dir(ctx: PodContext) -> Path:
-    settings: JobSettings = ctx.section("job")  # type: ignore[assignment]
+    settings = ctx.settings(JobSettings)
     if settings.job_checkpoint_dir:
         return settings.job_checkpoint_dir
-    uploader = ctx.config.sections.get("uploader")
+    uploader = ctx.optional_settings(UploadSettings)
     if uploader is not None:
-        return uploader.upload_watch_dirs[0]  # type: ignore[attr-defined]
+        return uploader.upload_watch_dirs[0]
     return ctx.core.podvisor_workspace / "checkpoints"
 
 
@@ -89,7 +91,7 @@ def job_environment(base: dict[str, str], settings: JobSettings, resume: Path | 
 class Runner:
     def __init__(self, ctx: PodContext) -> None:
         self.ctx = ctx
-        self.settings: JobSettings = ctx.section("job")  # type: ignore[assignment]
+        self.settings = ctx.settings(JobSettings)
         self.child: subprocess.Popen | None = None
         self.stopping = False
         self.status: dict[str, Any] = {"state": "starting", "attempts": 0, "exit_code": None}
@@ -105,8 +107,8 @@ class Runner:
     def resume_point(self) -> Path | None:
         folder = checkpoint_dir(self.ctx)
         found = latest_checkpoint(folder)
-        uploader = self.ctx.config.sections.get("uploader")
-        if found is None and uploader is not None and uploader.upload_destinations:  # type: ignore[attr-defined]
+        uploader = self.ctx.optional_settings(UploadSettings)
+        if found is None and uploader is not None and uploader.upload_destinations:
             from services.uploader.restore import restore
 
             held = False
@@ -217,14 +219,14 @@ class Runner:
         self.write(state=state)
         from services.autostop.actions import Actions
 
-        autostop = self.ctx.config.sections.get("autostop")
+        autostop = self.ctx.optional_settings(AutostopSettings)
         if autostop is None:
             log.error("job: JOB_ON_EXIT=stop, but the AUTOSTOP_* settings are invalid; the pod keeps running")
             return
-        actions = autostop.actions(self.ctx.cloud.provider)  # type: ignore[attr-defined]
+        actions = autostop.actions(self.ctx.cloud.provider)
         log.warning("job: stopping the pod (%s)", ", ".join(actions))
         try:
-            Actions(self.ctx, autostop, alive_for=time.sleep).run(actions)  # type: ignore[arg-type]
+            Actions(self.ctx, autostop, alive_for=time.sleep).run(actions)
         except Exception as exc:
             log.error("job: stopping the pod failed: %s", exc)
 

@@ -21,7 +21,7 @@ log = logging.getLogger("podvisor")
 
 
 def _settings(ctx: PodContext) -> JupyterSettings:
-    return ctx.section("jupyter")  # type: ignore[return-value]
+    return ctx.settings(JupyterSettings)
 
 
 def _config_file(ctx: PodContext) -> Path:

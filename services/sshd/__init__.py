@@ -22,7 +22,7 @@ HOST_KEY_TYPES = ("ed25519", "rsa")
 
 
 def _settings(ctx: PodContext) -> SshSettings:
-    return ctx.section("sshd")  # type: ignore[return-value]
+    return ctx.settings(SshSettings)
 
 
 def _dir(ctx: PodContext) -> Path:

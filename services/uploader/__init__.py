@@ -18,7 +18,7 @@ log = logging.getLogger("podvisor")
 
 
 def _settings(ctx: PodContext) -> UploadSettings:
-    return ctx.section("uploader")  # type: ignore[return-value]
+    return ctx.settings(UploadSettings)
 
 
 def prepare(ctx: PodContext) -> None:

@@ -14,6 +14,7 @@ from services.uploader.layout import SHIP_UNIT, queue_path, status_path
 from services.uploader.queue import Queue
 from services.uploader.restore import last_outcome
 from services.uploader.scanner import Rules, unit_files, unit_of
+from services.uploader.settings import UploadSettings
 from services.uploader.uploader import enqueue_unit
 
 
@@ -59,12 +60,12 @@ def _ago(epoch: float) -> str:
 def unqueued_files(ctx: PodContext, queue: Queue) -> list[str]:
     """Files in the watch dirs that the queue does not know in their current version (a checkpoint folder
     still lacking its UPLOAD_SENTINEL is incomplete by the user's own rule, and does not count)."""
-    settings = ctx.section("uploader")
-    rules = Rules(settings.upload_include, settings.upload_exclude)  # type: ignore[attr-defined]
-    sentinel = settings.upload_sentinel  # type: ignore[attr-defined]
+    settings = ctx.settings(UploadSettings)
+    rules = Rules(settings.upload_include, settings.upload_exclude)
+    sentinel = settings.upload_sentinel
     known = queue.known_versions()
     out = []
-    for root in settings.upload_watch_dirs:  # type: ignore[attr-defined]
+    for root in settings.upload_watch_dirs:
         for entry in (root.iterdir() if root.is_dir() else []):
             if sentinel and entry.is_dir() and not (entry / sentinel).exists():
                 continue
@@ -81,20 +82,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_now(args: argparse.Namespace) -> int:
     """Queue PATH's checkpoint now, without waiting for it to settle."""
     ctx = current()
-    settings = ctx.section("uploader")
-    roots = list(settings.upload_watch_dirs)  # type: ignore[attr-defined]
+    settings = ctx.settings(UploadSettings)
+    roots = list(settings.upload_watch_dirs)
     path = Path(args.path).resolve()
     found = unit_of(path, roots)
     if found is None:
         print(f"{path} is not inside a watch dir ({', '.join(map(str, roots))})", file=sys.stderr)
         return 2
     root, unit = found
-    rules = Rules(settings.upload_include, settings.upload_exclude)  # type: ignore[attr-defined]
+    rules = Rules(settings.upload_include, settings.upload_exclude)
     snapshot = unit_files(root, unit, rules)
     if path.is_file():
         snapshot = {k: v for k, v in snapshot.items() if k == str(path)}
     queue = Queue(queue_path(ctx))
-    added = enqueue_unit(queue, list(settings.upload_destinations), roots, root, unit, snapshot,  # type: ignore
+    added = enqueue_unit(queue, list(settings.upload_destinations), roots, root, unit, snapshot,
                          queue.known_versions())
     print(f"{added} upload(s) queued for {unit}")
     return 0

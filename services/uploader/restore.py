@@ -65,7 +65,7 @@ def restore(ctx: PodContext, force: bool = False, dests: list[Destination] | Non
 
 
 def _restore(ctx: PodContext, force: bool, dests: list[Destination] | None) -> Outcome:
-    settings: UploadSettings = ctx.section("uploader")  # type: ignore[assignment]
+    settings = ctx.settings(UploadSettings)
     roots = list(settings.upload_watch_dirs)
     root, prefix = roots[0], root_prefix(roots, roots[0])
     if has_checkpoint(root) and not force:

@@ -8,12 +8,13 @@ from entrypoint.context import PodContext
 from services.uploader.destinations import file_hash
 from services.uploader.layout import SHIP_UNIT, queue_path
 from services.uploader.queue import Queue
+from services.uploader.settings import UploadSettings
 
 
 def ship(ctx: PodContext, paths: list[Path]) -> int:
     """Queue these files' current versions for every destination; returns how many uploads were queued."""
-    settings = ctx.config.sections.get("uploader")
-    if settings is None or not settings.upload_enabled or not settings.upload_destinations:  # type: ignore
+    settings = ctx.optional_settings(UploadSettings)
+    if settings is None or not settings.upload_enabled or not settings.upload_destinations:
         return 0
     queue = Queue(queue_path(ctx))
     known = queue.known_versions()
@@ -26,5 +27,5 @@ def ship(ctx: PodContext, paths: list[Path]) -> int:
             continue
         size, sha256 = file_hash(path)
         items += [(dest, str(path.parent), SHIP_UNIT, f"{SHIP_UNIT}/{path.name}", str(path), size, stat.st_mtime_ns,
-                   sha256) for dest in settings.upload_destinations]  # type: ignore[attr-defined]
+                   sha256) for dest in settings.upload_destinations]
     return queue.enqueue(items)

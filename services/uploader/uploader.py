@@ -85,7 +85,7 @@ def batches(rows: list[Row]) -> list[tuple[Batch, list[int]]]:
 class Uploader:
     def __init__(self, ctx: PodContext) -> None:
         self.ctx = ctx
-        self.settings: UploadSettings = ctx.section("uploader")  # type: ignore[assignment]
+        self.settings = ctx.settings(UploadSettings)
         self.secrets = secrets_of(ctx.config)
         self.roots = list(self.settings.upload_watch_dirs)
         self.dests: list[Destination] = [parse(uri, hf_private=self.settings.upload_hf_private)
