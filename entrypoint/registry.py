@@ -95,6 +95,34 @@ def extra_dirs() -> list[Path]:
     return [Path(p.strip()) for p in raw.replace("\n", ",").split(",") if p.strip() and Path(p.strip()).is_absolute()]
 
 
+def active(ctx: "PodContext") -> list[Service]:
+    """The services this boot actually started (boot.json), else the enabled ones with a valid section: one
+    disabled by its prepare step (Jupyter without a usable config) is not asked or probed, or its refused
+    connections would count as activity forever."""
+    started = ctx.active_services()
+    return [svc for svc in discover() if svc.name in ctx.config.sections and svc.enabled(ctx)
+            and (started is None or svc.name in started)]
+
+
+def stop_reasons(ctx: "PodContext", services: list[Service],
+                 hook: Literal["stop_blocker", "loss_on_stop"]) -> list[str]:
+    """What holds a stop (`stop_blocker`: uploads pending) or what it would lose (`loss_on_stop`), asked of
+    each of `services`: the one answer the autostop and the job's JOB_ON_EXIT=stop both act on. A state that
+    cannot be read holds the stop: it may be an upload."""
+    out = []
+    for svc in services:
+        check = getattr(svc, hook)
+        if check is None:
+            continue
+        try:
+            reason = check(ctx)
+        except Exception as exc:
+            reason = f"{svc.name} state unreadable ({type(exc).__name__})"
+        if reason:
+            out.append(reason)
+    return out
+
+
 def discover() -> list[Service]:
     """Every service, in start order."""
     return _discover(tuple(extra_dirs()))[0]

@@ -13,7 +13,7 @@ from typing import Callable
 
 from entrypoint.context import PodContext
 from entrypoint.redact import redact, secrets_of
-from entrypoint.registry import discover
+from entrypoint.registry import active, stop_reasons
 from services.autostop import signals as sig
 from services.autostop.actions import Actions
 from services.autostop.settings import AutostopSettings
@@ -28,14 +28,6 @@ def decision_path(ctx: PodContext) -> Path:
     return ctx.service_dir("autostop") / "decision.json"
 
 
-def enabled_services(ctx: PodContext) -> list:
-    """The services this boot actually started: one disabled by its prepare step (Jupyter without a usable
-    config) is not probed, or its refused connections would count as activity forever."""
-    active = ctx.active_services()
-    return [svc for svc in discover() if svc.name in ctx.config.sections and svc.enabled(ctx)
-            and (active is None or svc.name in active)]
-
-
 class Monitor:
     def __init__(self, ctx: PodContext, clock: Callable[[], float] = time.time) -> None:
         self.ctx, self.clock = ctx, clock
@@ -48,7 +40,7 @@ class Monitor:
                                  s.autostop_grace_seconds, self.actions, busy_window=2 * s.autostop_poll_seconds,
                                  max_wait=s.autostop_max_upload_wait_minutes * 60)
         self.gpu = sig.GpuSampler(s.autostop_gpu_util_percent, s.autostop_gpu_memory_counts)
-        self.services = enabled_services(ctx)
+        self.services = active(ctx)
         self.secrets = secrets_of(ctx.config)
         self.fired_at: float | None = None
         self.last_error = ""
@@ -73,25 +65,11 @@ class Monitor:
             found.append(sig.probe("cpu", self.cpu))
         return found
 
-    def _ask(self, hook: str) -> list[str]:
-        out = []
-        for svc in self.services:
-            check = getattr(svc, hook)
-            if check is None:
-                continue
-            try:
-                reason = check(self.ctx)
-            except Exception as exc:  # an unreadable state holds the stop: it may be an upload
-                reason = f"{svc.name} state unreadable ({type(exc).__name__})"
-            if reason:
-                out.append(reason)
-        return out
-
     def blockers(self) -> list[str]:
-        return self._ask("stop_blocker")
+        return stop_reasons(self.ctx, self.services, "stop_blocker")
 
     def lost(self) -> list[str]:
-        return self._ask("loss_on_stop")
+        return stop_reasons(self.ctx, self.services, "loss_on_stop")
 
     def step(self) -> Decision:
         now = self.clock()

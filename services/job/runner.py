@@ -20,7 +20,7 @@ from entrypoint import login_user
 from entrypoint.bootstrap import manifest, settings_of, userenv, wait_done
 from entrypoint.context import PodContext
 from entrypoint.gpu import inventory
-from entrypoint.registry import discover
+from entrypoint.registry import active, stop_reasons
 from entrypoint.steps import newest_first, step_of
 from services.autostop.settings import AutostopSettings
 from services.job.settings import JobSettings
@@ -231,13 +231,7 @@ class Runner:
             log.error("job: stopping the pod failed: %s", exc)
 
     def blockers(self) -> list[str]:
-        out = []
-        for svc in discover():
-            if svc.stop_blocker and svc.name in self.ctx.config.sections and svc.enabled(self.ctx):
-                reason = svc.stop_blocker(self.ctx)
-                if reason:
-                    out.append(reason)
-        return out
+        return stop_reasons(self.ctx, active(self.ctx), "stop_blocker")
 
     def terminate(self, *_: object) -> None:
         """The pod is stopping: pass SIGTERM to the whole job so it can save a last checkpoint."""
