@@ -49,6 +49,7 @@ test-fast: install
 	$(BIN)/python -m pytest -m fast
 
 bench: install
+	command -v wrk >/dev/null || $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq wrk >/dev/null
 	$(BIN)/python -m bench
 
 env-example: install

@@ -51,7 +51,7 @@ def _server(folder: Path, max_batch: int) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     env = {**os.environ, "PODVISOR_STATE_DIR": str(folder / f"state-{max_batch}"), "PODVISOR_PROVIDER": "local",
            "INFERENCE_PORT": str(port), "INFERENCE_MODEL_DIR": str(folder), "INFERENCE_MAX_BATCH": str(max_batch),
-           "INFERENCE_WARMUP_SHAPES": f"x=1x{WIDTH_IN}", "OMP_NUM_THREADS": "1"}
+           "INFERENCE_WARMUP_SHAPES": f"x=1x{WIDTH_IN}", "OMP_NUM_THREADS": "1", "INFERENCE_API_TOKEN": TOKEN}
     proc = subprocess.Popen([sys.executable, "-m", "services.inference"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     return proc, port
@@ -60,7 +60,7 @@ def _server(folder: Path, max_batch: int) -> tuple[subprocess.Popen, int]:
 def _ready(port: int) -> None:
     for _ in range(600):
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", headers=AUTH).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -68,6 +68,9 @@ def _ready(port: int) -> None:
     raise TimeoutError("inference server not ready")
 
 
+TOKEN = "bench-token-0123456789abcdef"
+"""The API always wants a bearer token (a pod's own is generated when none is set): the benchmark pays for it."""
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BODY = {"inputs": {"x": [[0.01 * i for i in range(WIDTH_IN)]]}}
 
 
@@ -75,6 +78,7 @@ def _wrk(port: int, concurrency: int, folder: Path) -> tuple[float, float, float
     """(requests/s, p50 ms, p99 ms) from wrk, a C load generator that leaves the CPU to the server."""
     script = folder / "post.lua"
     script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                      f'wrk.headers["Authorization"] = "{AUTH["Authorization"]}"\n'
                       f"wrk.body = '{json.dumps(BODY)}'\n")
     out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{SECONDS_PER_RUN:g}s", "--latency", "-s",
                           str(script), f"http://127.0.0.1:{port}/infer"], capture_output=True, text=True,
