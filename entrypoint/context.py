@@ -12,9 +12,10 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from entrypoint.cloud import CLOUD_VARIABLES, Cloud, detect
-from entrypoint.redact import TOKEN_LIKE
 from entrypoint.catalog import load, public_variables, without_control
+from entrypoint.cloud import CLOUD_VARIABLES, Cloud, detect
+from entrypoint.files import write_atomically
+from entrypoint.redact import TOKEN_LIKE
 from entrypoint.schema import Config, CoreSettings, Section, default_state_dir
 
 STOP_MARGIN_SECONDS = 2.0
@@ -23,6 +24,8 @@ STOP_STEP_SECONDS = 1.0
 """What each program in the stop sequence costs beyond its own exit: supervisord notices an exit on its
 once-a-second loop (a SIGCHLD does not wake it), and only then stops the next program."""
 S = TypeVar("S", bound=Section)
+ENVIRONMENT_RECORD = "environment.json"
+"""In the state dir: read by `running()` before any context exists, written through `PodContext`."""
 SOCKET_PATH_MAX = 100
 """AF_UNIX paths are limited to 108 bytes; a deep state dir gets its socket under /tmp instead."""
 
@@ -125,16 +128,13 @@ class PodContext:
     def environment_record_file(self) -> Path:
         """The stack's own variables (schema and provider, never a secret), recorded by `start`, so `podvisor
         status` from any shell (a `docker exec`, a second terminal) sees the running stack as it is."""
-        return self.state_dir / "environment.json"
+        return self.state_dir / ENVIRONMENT_RECORD
 
     def record_environment(self) -> None:
         public = public_variables()
         recorded = {key: value for key, value in os.environ.items()
                     if (key.upper() in public or CLOUD_VARIABLES.match(key)) and not TOKEN_LIKE.search(key)}
-        tmp = self.environment_record_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(recorded, indent=2, sort_keys=True))
-        tmp.chmod(0o644)
-        os.replace(tmp, self.environment_record_file)
+        write_atomically(self.environment_record_file, json.dumps(recorded, indent=2, sort_keys=True))
 
     def given_up(self) -> dict[str, str]:
         try:
@@ -181,7 +181,7 @@ def running() -> PodContext:
     except ValidationError:  # the caller's own value is malformed: `current()` below says so
         state_dir = default_state_dir()
     try:
-        os.environ.update(json.loads((state_dir / "environment.json").read_text()))
+        os.environ.update(json.loads((state_dir / ENVIRONMENT_RECORD).read_text()))
     except (OSError, ValueError):
         pass  # no stack has started with this state dir: the caller's environment is all there is
     return current()

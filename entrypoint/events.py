@@ -7,7 +7,6 @@ listener copies the same bytes to the container's stdout (`docker logs`, RunPod'
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import time
 from supervisor import childutils
 
 from entrypoint.context import PodContext, current
+from entrypoint.files import write_atomically
 from entrypoint.redact import redact, secrets_of
 from entrypoint.status import supervisor_proxy
 from entrypoint.timings import record
@@ -67,9 +67,7 @@ class Listener:
 
     def _stopping(self) -> None:
         """Note when the shutdown began: the last program to stop drains until the grace counted from here."""
-        path = self.ctx.stop_requested_file
-        path.with_suffix(".tmp").write_text(f"{time.time():.3f}")
-        os.replace(path.with_suffix(".tmp"), path)
+        write_atomically(self.ctx.stop_requested_file, f"{time.time():.3f}")
 
     def _state(self, state: str, fields: dict[str, str]) -> None:
         self.changed.set()
@@ -112,7 +110,7 @@ class Listener:
         ctx = self.ctx
         given = ctx.given_up()
         given[name] = reason
-        ctx.given_up_file.write_text(json.dumps(given))
+        write_atomically(ctx.given_up_file, json.dumps(given))
         try:
             supervisor_proxy(ctx).supervisor.stopProcess(name, False)
         except Exception as exc:  # already stopped in between: nothing to do
@@ -131,10 +129,7 @@ class Listener:
                 table = {"supervisord_pid": proxy.getPID(), "processes": proxy.getAllProcessInfo()}
             except Exception:  # supervisord stopping or not answering yet: the next change writes it
                 continue
-            tmp = ctx.processes_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(table))
-            tmp.chmod(0o644)
-            os.replace(tmp, ctx.processes_file)
+            write_atomically(ctx.processes_file, json.dumps(table))
 
     def _settled(self) -> bool:
         """Every service up, or given up on: the moment for the manifest and the post-start hook."""
