@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS uploads (
 );
 CREATE INDEX IF NOT EXISTS uploads_pending ON uploads (dest, status, next_try);
 CREATE INDEX IF NOT EXISTS uploads_local ON uploads (local);
+CREATE INDEX IF NOT EXISTS uploads_remote ON uploads (dest, remote);
 CREATE TABLE IF NOT EXISTS commits (
     dest         TEXT NOT NULL,
     root         TEXT NOT NULL,

@@ -16,13 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileAttribEvent, FileClosedEvent,
+                             FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileSystemEvent,
+                             FileSystemEventHandler)
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 log = logging.getLogger("uploader")
 Snapshot = dict[str, tuple[int, int]]
 """{path: (size, mtime_ns)} of a checkpoint's files."""
+CHANGES = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileAttribEvent, FileMovedEvent, FileDeletedEvent,
+           DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
+"""The events that can change a checkpoint. Opens and reads are left out: the uploader's own hashing and
+transfers read every file, and each read would otherwise send the scanner over the whole checkpoint again."""
 
 
 @dataclass(frozen=True)
@@ -112,14 +118,15 @@ class Scanner:
         self.roots, self.rules, self.settle, self.rescan_every = roots, rules, settle, rescan
         self.known = known
         self.candidates: dict[tuple[Path, str], Candidate] = {}
-        self.dirty: set[tuple[Path, str]] = set()
+        self.dirty: dict[tuple[Path, str], float] = {}
+        """Checkpoints with news since the last poll, and when the newest event came."""
         self.lock = threading.Lock()
         self.last_rescan = 0.0
         self.observer = PollingObserver(timeout=1) if polling else Observer()
         handler = _Handler(self)
         for root in roots:
             root.mkdir(parents=True, exist_ok=True)
-            self.observer.schedule(handler, str(root), recursive=True)
+            self.observer.schedule(handler, str(root), recursive=True, event_filter=CHANGES)
 
     def start(self) -> None:
         self.observer.start()
@@ -132,27 +139,37 @@ class Scanner:
         found = unit_of(Path(path), self.roots)
         if found:
             with self.lock:
-                self.dirty.add(found)
+                self.dirty[found] = time.monotonic()
 
-    def settling(self, now: float | None = None) -> int:
+    def settling(self) -> int:
         """Checkpoints still being written (changed within the settle time)."""
-        now = time.monotonic() if now is None else now
+        now = time.monotonic()
         return sum(1 for c in self.candidates.values() if now - c.changed_at < self.settle)
 
-    def poll(self, now: float | None = None, force_rescan: bool = False) -> list[tuple[Path, str, Snapshot]]:
-        """Checkpoints that have just become complete: (watch dir, name, their files)."""
-        now = time.monotonic() if now is None else now
+    def next_due(self) -> float:
+        """Seconds until the next checkpoint being written will have been quiet for the settle time (inf if
+        none), so the uploader's loop looks again exactly then, not a tick later. One already quiet but held
+        (a file still open, no sentinel yet) is looked at on the loop's usual tick."""
+        now = time.monotonic()
+        return min((c.changed_at + self.settle - now for c in self.candidates.values()
+                    if c.changed_at + self.settle > now), default=float("inf"))
+
+    def poll(self, force_rescan: bool = False) -> list[tuple[Path, str, Snapshot]]:
+        """Checkpoints that have just become complete: (watch dir, name, their files). The settle time counts
+        from the newest event of a checkpoint, not from when this poll saw it."""
+        now = time.monotonic()
         with self.lock:
-            dirty, self.dirty = self.dirty, set()
+            dirty, self.dirty = self.dirty, {}
         if force_rescan or now - self.last_rescan >= self.rescan_every:
             self.last_rescan = now
             for root in self.roots:
-                dirty |= {(root, p.name) for p in root.iterdir()} if root.is_dir() else set()
-        for key in dirty:
-            candidate = self.candidates.setdefault(key, Candidate(*key, changed_at=now))
+                for path in root.iterdir() if root.is_dir() else []:
+                    dirty.setdefault((root, path.name), now)
+        for key, changed_at in dirty.items():
+            candidate = self.candidates.setdefault(key, Candidate(*key, changed_at=changed_at))
             snapshot = unit_files(*key, self.rules)
             if snapshot != candidate.snapshot:
-                candidate.snapshot, candidate.changed_at = snapshot, now
+                candidate.snapshot, candidate.changed_at = snapshot, changed_at
             if self.known(snapshot):  # every file already queued or uploaded as it is now
                 del self.candidates[key]
         complete = []

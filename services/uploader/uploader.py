@@ -16,6 +16,7 @@ import shutil
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from entrypoint.context import PodContext
@@ -42,28 +43,28 @@ PROBE_TIMEOUT_SECONDS = 10.0
 MARK_EVERY_SECONDS = 0.5
 """Arrived files are recorded in the queue in groups: one fsync'd transaction per group, not per file."""
 RESTORE_RETRY_MAX_SECONDS = 60.0
+HASH_THREADS = os.cpu_count() or 2
 UNREACHABLE = ("connection refused", "no answer", "host not found")
 """Causes a cheap probe can see go away; a 403 or a missing bucket needs a fix, not a probe."""
 
 
 def enqueue_unit(queue: Queue, dests: list[str], roots: list[Path], root: Path, unit: str,
                  snapshot: Snapshot, known: dict[str, tuple[int, int]]) -> int:
-    """Hash each new or changed file of a complete checkpoint, then queue them all for every destination in
-    one transaction, so no worker ever sees (and commits) half of a checkpoint."""
+    """Hash each new or changed file of a complete checkpoint (on every core: hashlib lets go of the GIL),
+    then queue them all for every destination in one transaction, so no worker ever sees (and commits) half
+    of a checkpoint."""
+    fresh = [(path_text, version) for path_text, version in sorted(snapshot.items())
+             if known.get(path_text) != version]
+    with ThreadPoolExecutor(HASH_THREADS) as pool:
+        hashes = list(pool.map(lambda entry: file_hash(Path(entry[0])), fresh))
     items: list[Item] = []
-    hashed = {}
-    for path_text, (size, mtime_ns) in sorted(snapshot.items()):
-        if known.get(path_text) == (size, mtime_ns):
-            continue
-        path = Path(path_text)
-        real_size, sha256 = file_hash(path)
-        if (real_size, path.stat().st_mtime_ns) != (size, mtime_ns):
+    for (path_text, (size, mtime_ns)), (real_size, sha256) in zip(fresh, hashes):
+        if (real_size, Path(path_text).stat().st_mtime_ns) != (size, mtime_ns):
             return 0  # changed while hashed: the scanner sees it settle again, and the unit is queued then
-        remote = remote_name(roots, root, path)
+        remote = remote_name(roots, root, Path(path_text))
         items += [(dest, str(root), unit, remote, path_text, size, mtime_ns, sha256) for dest in dests]
-        hashed[path_text] = (size, mtime_ns)
     added = queue.enqueue(items)
-    known.update(hashed)
+    known.update(fresh)
     return added
 
 
@@ -127,7 +128,7 @@ class Uploader:
             self.tick()
             if self.stopping.is_set() and self.drained_or_late():
                 break
-            time.sleep(TICK_SECONDS)
+            time.sleep(min(TICK_SECONDS, self.scanner.next_due()))
         self.scanner.stop()
         for dest in self.dests:
             dest.close()
