@@ -18,9 +18,13 @@ def sections() -> list[tuple[str, type[Section]]]:
     return found
 
 
-def load() -> Config:
-    """Every section parsed from this process's environment, with every problem found."""
-    advisories: dict[str, Callable[[Any], list]] = {svc.name: svc.advise for svc in discover() if svc.advise}
+def load(advise: bool = False) -> Config:
+    """Every section parsed from this process's environment, with every problem found; with `advise`, the
+    services' advisories too (warnings a service survives, some of which run a program: each authorized key
+    goes through ssh-keygen). Only `config --check` and `start` report those; readers (status, the
+    HEALTHCHECK, the services themselves) need the settings alone."""
+    advisories: dict[str, Callable[[Any], list]] = {
+        svc.name: svc.advise for svc in discover() if svc.advise} if advise else {}
     return parse(sections(), advisories, os.environ)
 
 

@@ -34,7 +34,7 @@ def _config_json(config: Config) -> dict:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    config = load()
+    config = load(advise=True)
     if args.json:
         print(json.dumps(_config_json(config), indent=2, default=str))
     for problem in config.problems:

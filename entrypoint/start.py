@@ -69,7 +69,7 @@ def start() -> int:
     started = time.time()
     run_id = uuid.uuid4().hex[:12]
     t0 = time.monotonic()
-    config = load()
+    config = load(advise=True)
     ctx = PodContext(config, detect(os.environ, config.core.podvisor_provider), run_id)
     validate_ms = (time.monotonic() - t0) * 1000
     with_dirs = time.monotonic()

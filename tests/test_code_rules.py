@@ -4,6 +4,9 @@ apart (UPLOAD_HF_PRIVATE=y once validated as true while the Hub destination read
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from entrypoint.catalog import sections
@@ -111,3 +114,44 @@ def test_no_module_of_ours_imports_itself_back_at_import_time():
 def test_the_cycle_finder_finds_one():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) == []
+
+
+STATUS_PROBE = """
+import subprocess, sys
+def refuse(*args, **kwargs):
+    raise AssertionError(f"status started a program: {args[0] if args else kwargs}")
+subprocess.Popen = refuse
+from entrypoint.context import running
+from entrypoint.registry import discover
+from entrypoint.status import collect, render_text
+ctx = running()
+render_text(collect(ctx))
+for svc in discover():  # the hooks a live stack's status calls, called here without one
+    for hook in (svc.status, svc.endpoint):
+        if hook is not None and svc.name in ctx.config.sections:
+            hook(ctx)
+print(" ".join(sorted(sys.modules)))
+"""
+DAEMON_MODULES = ("services.uploader.uploader", "services.uploader.scanner", "services.uploader.restore",
+                  "services.autostop.monitor", "services.job.runner", "services.inference.app", "watchdog",
+                  "torch", "fastapi", "uvicorn", "huggingface_hub")
+
+
+def test_status_and_the_healthcheck_load_no_daemon_and_start_no_program(tmp_path):
+    """`podvisor status` (and the HEALTHCHECK, `status --ready`) runs every 30 s in the pod: it reads the state
+    dir, and neither imports what the services run (watchdog, torch, FastAPI) nor starts a program
+    (ssh-keygen for fingerprints or for checking each authorized key)."""
+    keys = tmp_path / "services" / "sshd"
+    keys.mkdir(parents=True)
+    for kind in ("ed25519", "rsa"):
+        subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(keys / f"ssh_host_{kind}_key")],
+                       check=True)
+    pub = (keys / "ssh_host_ed25519_key.pub").read_text()
+    env = {"PATH": os.environ["PATH"], "PODVISOR_STATE_DIR": str(tmp_path), "PODVISOR_PROVIDER": "local",
+           "AUTHORIZED_KEYS": pub, "UPLOAD_DESTINATIONS": f"file://{tmp_path}/dest",
+           "UPLOAD_WATCH_DIRS": str(tmp_path / "ckpt"), "JOB_COMMAND": "python train.py"}
+    result = subprocess.run([sys.executable, "-c", STATUS_PROBE], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = set(result.stdout.split())
+    assert not [m for m in loaded if m.startswith(DAEMON_MODULES)]

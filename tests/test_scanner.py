@@ -7,7 +7,8 @@ import threading
 import time
 from pathlib import Path
 
-from services.uploader.scanner import Rules, Scanner, unit_files
+from services.uploader.scanner import Scanner
+from services.uploader.units import Rules, unit_files
 
 
 def test_a_checkpoint_deleted_while_it_is_listed_is_not_an_error(tmp_path):

@@ -7,7 +7,7 @@ from typing import Any
 
 from entrypoint.context import PodContext
 from entrypoint.registry import Service, python_module
-from services.autostop.monitor import decision_path
+from services.autostop.layout import decision_path
 from services.autostop.settings import AutostopSettings
 
 

@@ -16,16 +16,13 @@ from entrypoint.redact import redact, secrets_of
 from entrypoint.registry import active, stop_reasons
 from services.autostop import signals as sig
 from services.autostop.actions import Actions
+from services.autostop.layout import decision_path
 from services.autostop.settings import AutostopSettings
 from services.sshd.settings import SshSettings
 from services.autostop.timeline import Decision, Timeline
 
 log = logging.getLogger("autostop")
 RETRY_FAILED_STOP_SECONDS = 300
-
-
-def decision_path(ctx: PodContext) -> Path:
-    return ctx.service_dir("autostop") / "decision.json"
 
 
 class Monitor:

@@ -7,7 +7,7 @@ from typing import Any
 from entrypoint import login_user
 from entrypoint.context import PodContext
 from entrypoint.registry import Service, python_module
-from services.job.runner import checkpoint_dir, status_path
+from services.job.layout import checkpoint_dir, status_path
 from services.job.settings import JobSettings
 
 

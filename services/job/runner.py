@@ -23,6 +23,7 @@ from entrypoint.gpu import inventory
 from entrypoint.registry import active, stop_reasons
 from entrypoint.steps import newest_first, step_of
 from services.autostop.settings import AutostopSettings
+from services.job.layout import checkpoint_dir, status_path
 from services.job.settings import JobSettings
 from services.uploader.settings import UploadSettings
 from services.uploader.ship import ship
@@ -32,20 +33,6 @@ NCCL_DEFAULTS = {"NCCL_DEBUG": "WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "
 DRAIN_POLL_SECONDS = 1.0
 RESTORE_RETRY_SECONDS = 10.0
 """While held for a restore (no destination answers), how often the job asks again."""
-
-
-def status_path(ctx: PodContext) -> Path:
-    return ctx.service_dir("job") / "status.json"
-
-
-def checkpoint_dir(ctx: PodContext) -> Path:
-    settings = ctx.settings(JobSettings)
-    if settings.job_checkpoint_dir:
-        return settings.job_checkpoint_dir
-    uploader = ctx.optional_settings(UploadSettings)
-    if uploader is not None:
-        return uploader.upload_watch_dirs[0]
-    return ctx.core.podvisor_workspace / "checkpoints"
 
 
 def latest_checkpoint(folder: Path) -> Path | None:

@@ -2,9 +2,11 @@
 shows working as shown (RunPod and Vast tell users `ssh root@HOST -p PORT`)."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
-from collections import Counter
 import os
+from collections import Counter
 import shlex
 import shutil
 import subprocess
@@ -51,14 +53,16 @@ def endpoint(ctx: PodContext) -> str:
 
 
 def fingerprints(ctx: PodContext) -> list[str]:
-    """`ED25519 SHA256:...` of each host key, for users who check what their client shows on first connect."""
+    """`ED25519 SHA256:...` of each host key, for users who check what their client shows on first connect:
+    OpenSSH's fingerprint (the unpadded base64 of the key blob's sha256), computed here, so `podvisor status`
+    and the HEALTHCHECK start no program."""
     found = []
     for kind in HOST_KEY_TYPES:
-        pub = _dir(ctx) / f"ssh_host_{kind}_key.pub"
-        result = subprocess.run(["ssh-keygen", "-l", "-f", str(pub)], capture_output=True, text=True)
-        fields = result.stdout.split()  # "256 SHA256:... podvisor (ED25519)"
-        if result.returncode == 0 and len(fields) > 1:
-            found.append(f"{kind.upper()} {fields[1]}")
+        try:
+            blob = base64.b64decode((_dir(ctx) / f"ssh_host_{kind}_key.pub").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        found.append(f"{kind.upper()} SHA256:{base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip('=')}")
     return found
 
 

@@ -10,6 +10,7 @@ from entrypoint import login_user
 from entrypoint.context import PodContext
 from entrypoint.registry import Readiness, Service, python_module
 from services.uploader import cli
+from services.uploader.summary import summary
 from services.uploader.layout import SHIP_UNIT, queue_path
 from services.uploader.queue import Queue
 from services.uploader.settings import UploadSettings
@@ -42,14 +43,14 @@ STATUS_FRESH_SECONDS = 10
 
 def ready(ctx: PodContext) -> Readiness:
     """Ready once the uploader publishes its state (it does several times a second while it runs)."""
-    info = cli.summary(ctx)
+    info = summary(ctx)
     fresh = time.time() - float(info["uploads"].get("updated_epoch", 0)) < STATUS_FRESH_SECONDS
     return Readiness(fresh, info["summary"] if fresh else "the uploader has not reported yet")
 
 
 def stop_blocker(ctx: PodContext) -> str | None:
     """The pod must not stop while a checkpoint is queued, in flight, uncommitted or still being written."""
-    info = cli.summary(ctx)
+    info = summary(ctx)
     if info["pending"] or info["uncommitted"] or info["unqueued"]:
         return (f"waiting for {info['pending']} upload(s), {info['uncommitted']} checkpoint(s) to commit, "
                 f"{info['unqueued']} file(s) not queued yet")
@@ -58,7 +59,7 @@ def stop_blocker(ctx: PodContext) -> str | None:
 
 def loss_on_stop(ctx: PodContext) -> str | None:
     """Checkpoints that no destination has committed, or files not queued at all: a stop would lose them."""
-    info = cli.summary(ctx)
+    info = summary(ctx)
     nowhere = Queue(queue_path(ctx)).committed_nowhere(SHIP_UNIT)
     if nowhere or info["unqueued"]:
         return f"{nowhere} checkpoint(s) held by no destination and {info['unqueued']} file(s) never queued"
@@ -75,7 +76,7 @@ SERVICE = Service(
     prepare=prepare,
     ready=ready,
     environment=_environment,
-    status=cli.summary,
+    status=summary,
     stop_blocker=stop_blocker,
     loss_on_stop=loss_on_stop,
     cli=cli.register,

@@ -42,13 +42,6 @@ def has_checkpoint(root: Path) -> bool:
     return root.is_dir() and any(step_of(p.name) is not None and not p.name.startswith(".") for p in root.iterdir())
 
 
-def last_outcome(ctx: PodContext) -> dict | None:
-    try:
-        return json.loads(restore_state_path(ctx).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def restore(ctx: PodContext, force: bool = False, dests: list[Destination] | None = None) -> Outcome:
     """Fetch the newest intact committed checkpoint into the first watch dir. The uploader (at its start)
     and the job (before its first attempt) may both ask: a lock makes the second wait for the first, then

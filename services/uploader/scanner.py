@@ -1,13 +1,10 @@
 """Finding complete checkpoints: watchdog events (inotify, or polling for network filesystems) mark where to
 look, a periodic rescan catches what happened while nobody watched, and a checkpoint counts as complete only
-when its files are closed and unchanged for UPLOAD_SETTLE_SECONDS (and its sentinel file is there).
-
-A checkpoint is a top-level entry of a watch dir: a folder (`checkpoint-500/`, written file by file by
-transformers' Trainer) or a single file (`step_100.pt`).
+when its files are closed and unchanged for UPLOAD_SETTLE_SECONDS (and its sentinel file is there). What a
+checkpoint is on disk is said in `units`.
 """
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import threading
@@ -22,29 +19,13 @@ from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, Fi
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from services.uploader.units import Rules, Snapshot, unit_files, unit_of
+
 log = logging.getLogger("uploader")
-Snapshot = dict[str, tuple[int, int]]
-"""{path: (size, mtime_ns)} of a checkpoint's files."""
 CHANGES = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileAttribEvent, FileMovedEvent, FileDeletedEvent,
            DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
 """The events that can change a checkpoint. Opens and reads are left out: the uploader's own hashing and
 transfers read every file, and each read would otherwise send the scanner over the whole checkpoint again."""
-
-
-@dataclass(frozen=True)
-class Rules:
-    include: list[str]
-    exclude: list[str]
-    sentinel: str = ""
-
-    def excluded(self, name: str) -> bool:
-        return any(fnmatch.fnmatch(name, pattern) for pattern in self.exclude)
-
-    def wanted(self, path: Path, root: Path) -> bool:
-        parts = path.relative_to(root).parts
-        if any(self.excluded(part) for part in parts):
-            return False
-        return any(fnmatch.fnmatch(path.name, pattern) for pattern in self.include)
 
 
 @dataclass
@@ -53,38 +34,6 @@ class Candidate:
     unit: str
     snapshot: Snapshot = field(default_factory=dict)
     changed_at: float = 0.0
-
-
-def unit_of(path: Path, roots: list[Path]) -> tuple[Path, str] | None:
-    for root in roots:
-        try:
-            rel = path.relative_to(root)
-        except ValueError:
-            continue
-        return (root, rel.parts[0]) if rel.parts else None
-    return None
-
-
-def unit_files(root: Path, unit: str, rules: Rules) -> Snapshot:
-    top = root / unit
-    if rules.excluded(unit):
-        return {}
-    paths = [top] if top.is_file() else [p for p in _below(top) if p.is_file()]
-    snapshot = {}
-    for path in paths:
-        if rules.wanted(path, root):
-            try:
-                stat = path.stat()
-            except FileNotFoundError:
-                continue
-            snapshot[str(path)] = (stat.st_size, stat.st_mtime_ns)
-    return snapshot
-
-
-def _below(top: Path) -> list[Path]:
-    """Every path below `top`. A folder deleted meanwhile (a trainer pruning old checkpoints) is skipped:
-    os.walk ignores what vanishes, where Path.rglob raises and would take the uploader down."""
-    return [Path(folder) / name for folder, _, names in os.walk(top) for name in names]
 
 
 def open_for_writing(paths: set[str]) -> set[str]:

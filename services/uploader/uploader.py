@@ -27,7 +27,8 @@ from services.uploader.layout import (SHIP_UNIT, marker_name, queue_path, remote
                                       unit_of_marker, writer_lock_path)
 from services.uploader.marker import Marker, MarkerFile
 from services.uploader.queue import Item, Queue, Row
-from services.uploader.scanner import Rules, Scanner, Snapshot
+from services.uploader.scanner import Scanner
+from services.uploader.units import Rules, Snapshot
 from services.uploader.settings import UploadSettings
 
 log = logging.getLogger("uploader")
