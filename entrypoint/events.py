@@ -18,6 +18,7 @@ from supervisor import childutils
 from entrypoint.context import PodContext, current
 from entrypoint.files import write_atomically
 from entrypoint.redact import redact, secrets_of
+from entrypoint.state_dir import SETTLED, SupervisorState
 from entrypoint.status import supervisor_proxy
 from entrypoint.timings import record
 
@@ -32,7 +33,7 @@ supervisord's own limit only counts exits before startsecs, so a program dying a
 class Listener:
     def __init__(self, ctx: PodContext, out=sys.stderr) -> None:
         self.ctx = ctx
-        self.boot = ctx.boot()
+        self.boot = ctx.paths.boot()
         self.out = out
         self.secrets = secrets_of(ctx.config)
         self.expected = set(self.boot.get("services", []))
@@ -67,7 +68,7 @@ class Listener:
 
     def _stopping(self) -> None:
         """Note when the shutdown began: the last program to stop drains until the grace counted from here."""
-        write_atomically(self.ctx.stop_requested_file, f"{time.time():.3f}")
+        write_atomically(self.ctx.paths.stop_requested_file, f"{time.time():.3f}")
 
     def _state(self, state: str, fields: dict[str, str]) -> None:
         self.changed.set()
@@ -75,20 +76,20 @@ class Listener:
         if name not in self.expected:
             return
         self.states[name] = state
-        if state == "FATAL":
+        if state == SupervisorState.FATAL:
             self._write(f"podvisor: service {name} is FATAL: it kept exiting at start; left down, "
                         f"the rest keep running. See {name}'s log above or `podvisor status`.\n")
-        elif state == "EXITED":
+        elif state == SupervisorState.EXITED:
             how = "as expected" if fields.get("expected") == "1" else "unexpectedly"
             self._write(f"podvisor: service {name} EXITED {how} (from {fields.get('from_state')}, "
                         f"pid {fields.get('pid')}).\n")
             if how == "unexpectedly":
                 self._count_quick_exit(name)
-        elif state == "RUNNING":
+        elif state == SupervisorState.RUNNING:
             self.running_since[name] = time.monotonic()
-        elif state == "BACKOFF":
+        elif state == SupervisorState.BACKOFF:
             self._write(f"podvisor: service {name} exited during start; retrying.\n")
-        if state == "RUNNING" and not self.all_running_seen and self._all_running():
+        if state == SupervisorState.RUNNING and not self.all_running_seen and self._all_running():
             self.all_running_seen = True
             self._all_running_reached()
         if not self.post_start_started and self._settled():
@@ -108,9 +109,9 @@ class Listener:
         """Stop the program for good and record why, for `podvisor status` (outside the event handler, which
         supervisord waits on)."""
         ctx = self.ctx
-        given = ctx.given_up()
+        given = ctx.paths.given_up()
         given[name] = reason
-        write_atomically(ctx.given_up_file, json.dumps(given))
+        write_atomically(ctx.paths.given_up_file, json.dumps(given))
         try:
             supervisor_proxy(ctx).supervisor.stopProcess(name, False)
         except Exception as exc:  # already stopped in between: nothing to do
@@ -129,11 +130,11 @@ class Listener:
                 table = {"supervisord_pid": proxy.getPID(), "processes": proxy.getAllProcessInfo()}
             except Exception:  # supervisord stopping or not answering yet: the next change writes it
                 continue
-            write_atomically(ctx.processes_file, json.dumps(table))
+            write_atomically(ctx.paths.processes_file, json.dumps(table))
 
     def _settled(self) -> bool:
         """Every service up, or given up on: the moment for the manifest and the post-start hook."""
-        return all(self.states.get(name) in ("RUNNING", "FATAL", "EXITED") for name in self.expected)
+        return all(self.states.get(name) in SETTLED for name in self.expected)
 
     def _post_start(self) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "entrypoint.bootstrap.post_start"], stdout=self.out,
@@ -141,14 +142,14 @@ class Listener:
         threading.Thread(target=proc.wait, daemon=True).start()  # reaped when done: no zombie per boot
 
     def _all_running(self) -> bool:
-        return all(self.states.get(name) == "RUNNING" for name in self.expected)
+        return all(self.states.get(name) == SupervisorState.RUNNING for name in self.expected)
 
     def _all_running_reached(self) -> None:
         started_ms = float(self.boot.get("started_epoch_ms", 0))
         elapsed = time.time() * 1000 - started_ms if started_ms else 0.0
         self._write(f"podvisor: all {len(self.expected)} services started, {elapsed / 1000:.2f} s after start; "
                     f"checking that they answer.\n")
-        record(self.ctx.timings_file, self.boot.get("run_id", ""), "services_running", "ok", elapsed)
+        record(self.ctx.paths.timings_file, self.boot.get("run_id", ""), "services_running", "ok", elapsed)
 
     def _write(self, text: str) -> None:
         if text:

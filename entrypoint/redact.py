@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from entrypoint.schema import Config
+if TYPE_CHECKING:
+    from entrypoint.schema import Config
 
 MIN_SECRET_LENGTH = 4
 """Shorter values would mask ordinary words; no real token is that short."""
@@ -19,7 +21,7 @@ NOT_SECRET = re.compile(r"PUBLIC|PUBKEY|^SSH_KEY$", re.IGNORECASE)
 """Public keys: harmless to show, and redacting them would hide which key a log line is about."""
 
 
-def secrets_of(config: Config) -> list[str]:
+def secrets_of(config: "Config") -> list[str]:
     """Every secret value the config holds, plus every token-like variable in the environment."""
     values = [getattr(section, name).get_secret_value() for section in config.sections.values()
               for name in type(section).model_fields if isinstance(getattr(section, name), SecretStr)]

@@ -99,7 +99,7 @@ def active(ctx: "PodContext") -> list[Service]:
     """The services this boot actually started (boot.json), else the enabled ones with a valid section: one
     disabled by its prepare step (Jupyter without a usable config) is not asked or probed, or its refused
     connections would count as activity forever."""
-    started = ctx.active_services()
+    started = ctx.paths.active_services()
     return [svc for svc in discover() if svc.name in ctx.config.sections and svc.enabled(ctx)
             and (started is None or svc.name in started)]
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from entrypoint.context import PodContext
+from entrypoint.files import write_atomically
 
 SESSION_SPECIFIC = {"HOME", "USER", "LOGNAME", "SHELL", "PWD", "OLDPWD", "SHLVL", "TERM", "_", "MAIL", "HOSTNAME",
                     "SUDO_USER", "SUDO_UID", "SUDO_GID", "SUDO_COMMAND", "PODVISOR_SERVICE", "SUPERVISOR_ENABLED",
@@ -26,10 +27,6 @@ SESSION_SPECIFIC = {"HOME", "USER", "LOGNAME", "SHELL", "PWD", "OLDPWD", "SHLVL"
 PROFILE_SNIPPET = Path("/etc/profile.d/podvisor.sh")
 COMMAND = Path("/usr/local/bin/podvisor")
 MARK = "# podvisor-environment"
-
-
-def environment_file(ctx: PodContext) -> Path:
-    return ctx.state_dir / "session.env"
 
 
 def render(environ: dict[str, str], tail: str = "") -> str:
@@ -42,14 +39,7 @@ def render(environ: dict[str, str], tail: str = "") -> str:
 def write(path: Path, user: str, environ: dict[str, str], tail: str = "") -> None:
     """Write the file 0600, owned by `user`, atomically: it holds the user's tokens (never the control
     credentials: `environ` comes from `PodContext.environment_for`)."""
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(render(environ, tail))
-    if os.geteuid() == 0:
-        entry = pwd.getpwnam(user)
-        os.chown(tmp, entry.pw_uid, entry.pw_gid)
-    os.replace(tmp, path)
+    write_atomically(path, render(environ, tail), mode=0o600, owner=user)
 
 
 def source_line(path: Path) -> str:
@@ -76,7 +66,7 @@ def install(ctx: PodContext, user: str, home: Path) -> None:
     """Write the environment file; as root, also hook it into login shells and put `podvisor` on sudo's PATH."""
     from entrypoint.bootstrap import settings_of, userenv
 
-    env_file = environment_file(ctx)
+    env_file = ctx.paths.session_env_file
     write(env_file, user, ctx.environment_for(), userenv.shell_lines(settings_of(ctx)))
     if os.geteuid() != 0:
         return
@@ -86,7 +76,4 @@ def install(ctx: PodContext, user: str, home: Path) -> None:
         prepend_once(folder / ".bashrc", line)
     program = Path(sys.executable).parent / "podvisor"
     if program.exists() and COMMAND.parent.is_dir():
-        tmp = COMMAND.with_name(".podvisor.tmp")
-        tmp.write_text(command_script(env_file, program))
-        tmp.chmod(0o755)
-        os.replace(tmp, COMMAND)
+        write_atomically(COMMAND, command_script(env_file, program), mode=0o755)

@@ -54,7 +54,7 @@ def prepare(ctx: PodContext) -> tuple[list[Service], dict[str, str]]:
             continue
         if svc.prepare is not None:
             try:
-                with phase(ctx.timings_file, ctx.run_id, f"prepare:{svc.name}"):
+                with phase(ctx.paths.timings_file, ctx.run_id, f"prepare:{svc.name}"):
                     svc.prepare(ctx)
             except Exception as exc:
                 log.exception("prepare step of %s failed -> service %s disabled: %s", svc.name, svc.name, exc)
@@ -74,7 +74,7 @@ def start() -> int:
     validate_ms = (time.monotonic() - t0) * 1000
     with_dirs = time.monotonic()
     try:
-        for folder in (ctx.state_dir, ctx.logs_dir, ctx.state_dir / "services"):
+        for folder in (ctx.state_dir, ctx.paths.logs_dir, ctx.paths.services_dir):
             folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         fallback = Path(tempfile.mkdtemp(prefix="podvisor-state-"))
@@ -84,32 +84,32 @@ def start() -> int:
                   exc.strerror or exc, fallback)
         ctx.core.podvisor_state_dir = fallback
         os.environ["PODVISOR_STATE_DIR"] = str(fallback)
-        for folder in (ctx.logs_dir, ctx.state_dir / "services"):
+        for folder in (ctx.paths.logs_dir, ctx.paths.services_dir):
             folder.mkdir(parents=True, exist_ok=True)
     leftovers.sweep(ctx.state_dir)
-    ctx.stop_requested_file.unlink(missing_ok=True)  # a stop that ended the last run is no stop of this one
-    ctx.exit_code_file.unlink(missing_ok=True)
-    ctx.bootstrap_file.unlink(missing_ok=True)
-    ctx.given_up_file.unlink(missing_ok=True)
-    record(ctx.timings_file, run_id, "validate", "ok" if config.ok else "problems", validate_ms)
-    record(ctx.timings_file, run_id, "state_dirs", "ok", (time.monotonic() - with_dirs) * 1000)
+    ctx.paths.stop_requested_file.unlink(missing_ok=True)  # a stop that ended the last run is no stop of this one
+    ctx.paths.exit_code_file.unlink(missing_ok=True)
+    ctx.paths.bootstrap_file.unlink(missing_ok=True)
+    ctx.paths.given_up_file.unlink(missing_ok=True)
+    record(ctx.paths.timings_file, run_id, "validate", "ok" if config.ok else "problems", validate_ms)
+    record(ctx.paths.timings_file, run_id, "state_dirs", "ok", (time.monotonic() - with_dirs) * 1000)
     log.info("run %s on %s; state in %s", run_id, ctx.cloud.provider, ctx.state_dir)
 
     try:
-        with phase(ctx.timings_file, run_id, "login_user"):
+        with phase(ctx.paths.timings_file, run_id, "login_user"):
             login_user.ensure(ctx)
         session.install(ctx, login_user.name(ctx), login_user.home(ctx))
     except Exception as exc:
         log.error("could not set up the login user %s: %s", ctx.core.ssh_user, exc)
     services, disabled = prepare(ctx)
-    with phase(ctx.timings_file, run_id, "render"):
+    with phase(ctx.paths.timings_file, run_id, "render"):
         os.environ.update({
             "PODVISOR_RUN_ID": run_id,
             "PODVISOR_STATE_DIR": str(ctx.state_dir),
         })
         ctx.record_environment()
         conf = write(ctx, services)
-        ctx.boot_file.write_text(json.dumps({
+        ctx.paths.boot_file.write_text(json.dumps({
             "run_id": run_id, "started_epoch_ms": int(started * 1000),
             "services": [svc.name for svc in services], "disabled": disabled,
         }, indent=2))
@@ -123,7 +123,7 @@ def start() -> int:
                     len(services) + 1, floor)
     names = ", ".join(svc.name for svc in services) or "none"
     log.info("starting supervisord with: %s (+%s, %s)", names, EVENT_LISTENER, BOOTSTRAP)
-    record(ctx.timings_file, run_id, "exec_supervisord", "ok", (time.monotonic() - t0) * 1000)
+    record(ctx.paths.timings_file, run_id, "exec_supervisord", "ok", (time.monotonic() - t0) * 1000)
     sys.stdout.flush()
     supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or shutil.which("supervisord")
     argv = [supervisord, "-c", str(conf)] if supervisord else [sys.executable, "-m", "supervisor.supervisord",
@@ -149,7 +149,7 @@ def supervise(ctx: PodContext, argv: list[str]) -> int:
         log.error("supervisord was killed (signal %d); stopping what it left running", -code)
         leftovers.sweep(ctx.state_dir)
     try:
-        asked, _, why = ctx.exit_code_file.read_text().partition("\n")
+        asked, _, why = ctx.paths.exit_code_file.read_text().partition("\n")
         log.error("container exits %d: %s", int(asked), why.strip())
         return int(asked)
     except (OSError, ValueError):

@@ -15,13 +15,14 @@ from entrypoint.bootstrap import describe
 from entrypoint.context import PodContext
 from entrypoint.gpu import inventory
 from entrypoint.registry import discover
+from entrypoint.state_dir import UP, SupervisorState
 from entrypoint.supervisor_conf import SUPERVISOR_USER
 
 
 def supervisor_proxy(ctx: PodContext) -> Any:
     """An XML-RPC client on supervisord's control socket, with the credentials `start` made."""
-    password = ctx.credentials_file.read_text().strip()
-    transport = SupervisorTransport(SUPERVISOR_USER, password, f"unix://{ctx.socket_path}")
+    password = ctx.paths.credentials_file.read_text().strip()
+    transport = SupervisorTransport(SUPERVISOR_USER, password, f"unix://{ctx.paths.socket_path}")
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
 
 
@@ -29,7 +30,7 @@ def published_processes(ctx: PodContext) -> tuple[dict[str, Any], str | None]:
     """The process table the event listener last published, for a user the control socket is not shared
     with; uptimes counted to now. The error is set when there is none or its supervisord is gone."""
     try:
-        table = json.loads(ctx.processes_file.read_text())
+        table = json.loads(ctx.paths.processes_file.read_text())
     except (OSError, ValueError):
         return {}, "supervisord's control socket is root's and no process table is published yet"
     if not psutil.pid_exists(table["supervisord_pid"]):
@@ -39,8 +40,8 @@ def published_processes(ctx: PodContext) -> tuple[dict[str, Any], str | None]:
 
 
 def collect(ctx: PodContext) -> dict[str, Any]:
-    boot = ctx.boot()
-    given_up = ctx.given_up()
+    boot = ctx.paths.boot()
+    given_up = ctx.paths.given_up()
     control = "full"
     try:
         processes = {p["name"]: p for p in supervisor_proxy(ctx).supervisor.getAllProcessInfo()}
@@ -64,18 +65,18 @@ def collect(ctx: PodContext) -> dict[str, Any]:
             "state": info["statename"],
             "interactive": svc.interactive,
             "pid": info["pid"] or None,
-            "uptime_s": max(0, info["now"] - info["start"]) if info["statename"] == "RUNNING" else 0,
-            "exit_status": info["exitstatus"] if info["statename"] in ("EXITED", "FATAL") else None,
+            "uptime_s": max(0, info["now"] - info["start"]) if info["statename"] == SupervisorState.RUNNING else 0,
+            "exit_status": info["exitstatus"] if info["statename"] in (SupervisorState.EXITED, SupervisorState.FATAL) else None,
             "description": info["description"],
         }
-        if svc.name in given_up and info["statename"] in ("STOPPED", "STOPPING", "EXITED", "BACKOFF", "STARTING"):
-            entry.update(state="FATAL", reason=given_up[svc.name])
-        if svc.ready is not None and info["statename"] == "RUNNING":
+        if svc.name in given_up and info["statename"] not in (SupervisorState.RUNNING, SupervisorState.FATAL):
+            entry.update(state=SupervisorState.FATAL, reason=given_up[svc.name])
+        if svc.ready is not None and info["statename"] == SupervisorState.RUNNING:
             readiness = svc.ready(ctx)
             entry.update(ready=readiness.ready, ready_detail=readiness.detail)
         else:
-            entry["ready"] = info["statename"] == "RUNNING" or (
-                info["statename"] == "EXITED" and svc.restart != "true" and info["exitstatus"] in svc.exit_codes)
+            entry["ready"] = info["statename"] == SupervisorState.RUNNING or (
+                info["statename"] == SupervisorState.EXITED and svc.restart != "true" and info["exitstatus"] in svc.exit_codes)
         if svc.endpoint is not None:
             entry["endpoint"] = svc.endpoint(ctx)
         if svc.status is not None:
@@ -90,7 +91,7 @@ def collect(ctx: PodContext) -> dict[str, Any]:
         "run_id": boot.get("run_id"),
         "supervisord": supervisor_error or "running",
         "control": control,
-        "bootstrap": {**ctx.bootstrap_state(), "summary": describe(ctx.bootstrap_state())},
+        "bootstrap": {**ctx.paths.bootstrap_state(), "summary": describe(ctx.paths.bootstrap_state())},
         "services": services,
         "gpus": gpus,
         "gpu_summary": gpu_summary,
@@ -108,14 +109,14 @@ def pod_ready(report: dict[str, Any]) -> bool:
     that failed, a job that ended, an API with no model yet or a service left down (FATAL, shown by status)
     does not keep users from SSH."""
     enabled = [s for s in report["services"].values()
-               if s["state"] not in ("DISABLED", "FATAL") and s.get("interactive")]
+               if s["state"] not in ("DISABLED", SupervisorState.FATAL) and s.get("interactive")]
     return alive(report) and all(s.get("ready") for s in enabled)
 
 
 def waiting(report: dict[str, Any]) -> list[str]:
     """Enabled services neither answering yet nor given up on (FATAL, EXITED)."""
     return [name for name, s in report["services"].items()
-            if s["state"] in ("STARTING", "BACKOFF", "RUNNING") and not s.get("ready")]
+            if s["state"] in UP and not s.get("ready")]
 
 
 def render_text(report: dict[str, Any]) -> str:

@@ -111,6 +111,20 @@ def test_no_module_of_ours_imports_itself_back_at_import_time():
     assert not {"entrypoint.registry", "entrypoint.catalog"} & anywhere, "the schema knows no service, even lazily"
 
 
+LEAVES = ("entrypoint.state_dir", "entrypoint.files", "entrypoint.steps", "entrypoint.redact")
+"""The shared facts every module may ask (the state dir's layout and records, supervisor states, atomic
+writes, checkpoint steps, redaction): they import nothing of ours, so asking them never loads anything else."""
+
+
+def test_the_shared_facts_are_leaves():
+    edges = _import_time_edges()
+    for leaf in LEAVES:
+        tree = ast.parse((ROOT / (leaf.replace(".", "/") + ".py")).read_text())
+        functions = [f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        lazy = {n.module for f in functions for n in ast.walk(f) if isinstance(n, ast.ImportFrom) and n.module}
+        assert edges[leaf] == set() and not {m for m in lazy if m.startswith(("entrypoint", "services"))}, leaf
+
+
 def test_the_cycle_finder_finds_one():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) == []

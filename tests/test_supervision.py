@@ -7,7 +7,6 @@ import signal
 import subprocess
 import time
 
-import pytest
 
 from conftest import PODVISOR, base_env, wait_for, write_service
 

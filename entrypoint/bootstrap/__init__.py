@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 from entrypoint import login_user
 from entrypoint.bootstrap import hooks, repo, userenv
 from entrypoint.bootstrap.settings import BootstrapSettings
+from entrypoint.files import write_atomically
 from entrypoint.timings import phase
 
 if TYPE_CHECKING:  # a type only: the context's catalog reads this package's settings
@@ -33,7 +33,7 @@ BOOTSTRAP_POLL_SECONDS = 0.5
 def wait_done(ctx: PodContext, who: str, stopping=lambda: False) -> dict:
     """Block until the bootstrap finished (done or failed), saying once what `who` waits for."""
     said = False
-    while (state := ctx.bootstrap_state()).get("state") in ("pending", "running") and not stopping():
+    while (state := ctx.paths.bootstrap_state()).get("state") in ("pending", "running") and not stopping():
         if not said:
             log.info("%s: waiting for the bootstrap (%s) to finish", who, describe(state))
             said = True
@@ -78,10 +78,7 @@ def run(ctx: PodContext) -> None:
 
 
 def write_state(ctx: PodContext, **state: object) -> None:
-    path = ctx.bootstrap_file
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
+    write_atomically(ctx.paths.bootstrap_file, json.dumps(state))
 
 
 def before_services(ctx: PodContext) -> None:
@@ -102,7 +99,7 @@ def install(ctx: PodContext, settings: BootstrapSettings) -> str:
     requirements = settings.repo_dir / "requirements.txt"
     if not requirements.exists():
         return f"no {requirements}; nothing to install"
-    stamp = ctx.state_dir / "bootstrap" / "requirements.sha256"
+    stamp = ctx.paths.bootstrap_dir / "requirements.sha256"
     return userenv.install_requirements(requirements, stamp, settings, login_user.name(ctx))
 
 
@@ -115,16 +112,16 @@ def pre_start_hooks(ctx: PodContext, settings: BootstrapSettings) -> list[tuple[
     if on_start.exists():
         found.append(("on_start", lambda: on_start))
     if settings.provisioning_script:
-        target = ctx.state_dir / "bootstrap" / "provisioning.sh"
+        target = ctx.paths.bootstrap_dir / "provisioning.sh"
         found.append(("provisioning", lambda: hooks.fetch_script(settings.provisioning_script, target)))
     return found
 
 
 def run_step(ctx: PodContext, name: str, step, strict: bool = False) -> None:
-    if ctx.bootstrap_state().get("state") == "running":
-        write_state(ctx, **{**ctx.bootstrap_state(), "step": name, "step_started": time.time()})
+    if ctx.paths.bootstrap_state().get("state") == "running":
+        write_state(ctx, **{**ctx.paths.bootstrap_state(), "step": name, "step_started": time.time()})
     try:
-        with phase(ctx.timings_file, ctx.run_id, f"bootstrap:{name}"):
+        with phase(ctx.paths.timings_file, ctx.run_id, f"bootstrap:{name}"):
             step()
     except Exception as exc:
         if strict:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.context import PodContext
+from entrypoint.files import write_atomically
 from entrypoint.gpu import inventory
 from entrypoint.catalog import sections
 from entrypoint.schema import env_names
@@ -28,9 +29,7 @@ def update(path: Path, changes: dict[str, Any]) -> None:
     except (OSError, ValueError):
         manifest = {}
     manifest.update(changes)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(manifest, indent=2, default=str))
 
 
 def collect(ctx: PodContext, repo_commit: str | None) -> dict[str, Any]:

@@ -26,11 +26,11 @@ def announce(ctx: PodContext) -> None:
     while waiting(report) and time.monotonic() < deadline:
         time.sleep(0.5)
         report = collect(ctx)
-    if ctx.stop_requested_file.exists():
+    if ctx.paths.stop_requested_file.exists():
         return  # the pod is stopping already: nothing to connect to
     services = {name: svc for name, svc in report["services"].items() if svc["state"] != "DISABLED"}
     answering = [name for name, svc in services.items() if svc.get("ready")]
-    started_ms = ctx.boot().get("started_epoch_ms", 0)
+    started_ms = ctx.paths.boot().get("started_epoch_ms", 0)
     elapsed_ms = time.time() * 1000 - started_ms
     down = [f"{name} ({svc['state']}{': ' + svc['ready_detail'] if svc.get('ready_detail') else ''})"
             for name, svc in services.items() if name not in answering]
@@ -38,7 +38,7 @@ def announce(ctx: PodContext) -> None:
         log.warning("ready, except %s, %.1f s after start", ", ".join(down), elapsed_ms / 1000)
     else:
         log.info("ready: all %d services answer, %.1f s after start", len(services), elapsed_ms / 1000)
-    record(ctx.timings_file, ctx.run_id, "services_ready", "ok" if not down else "partial", elapsed_ms)
+    record(ctx.paths.timings_file, ctx.run_id, "services_ready", "ok" if not down else "partial", elapsed_ms)
     for name, svc in services.items():
         if svc.get("endpoint"):
             note = f"  ({svc['summary']})" if svc.get("summary") else ""
@@ -50,7 +50,7 @@ def main() -> None:
     ctx = current()
     settings = settings_of(ctx)
     commit = repo.commit(settings.repo_dir) if settings else None
-    path = ctx.state_dir / "manifest.json"
+    path = ctx.paths.manifest_file
     run_step(ctx, "manifest", lambda: manifest.update(path, manifest.collect(ctx, commit)))
     run_step(ctx, "ship_manifest", lambda: ship(ctx, [path]))
     run_step(ctx, "announce", lambda: announce(ctx))

@@ -8,4 +8,4 @@ from entrypoint.context import PodContext
 
 
 def decision_path(ctx: PodContext) -> Path:
-    return ctx.service_dir("autostop") / "decision.json"
+    return ctx.paths.service_dir("autostop") / "decision.json"

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import time
-from pathlib import Path
 from typing import Callable
 
 from entrypoint.context import PodContext
+from entrypoint.files import write_atomically
 from entrypoint.redact import redact, secrets_of
 from entrypoint.registry import active, stop_reasons
 from services.autostop import signals as sig
@@ -30,7 +29,7 @@ class Monitor:
         self.ctx, self.clock = ctx, clock
         self.settings = ctx.settings(AutostopSettings)
         self.actions = self.settings.actions(ctx.cloud.provider)
-        started_ms = ctx.boot().get("started_epoch_ms")
+        started_ms = ctx.paths.boot().get("started_epoch_ms")
         boot = started_ms / 1000 if started_ms else clock()
         s = self.settings
         self.timeline = Timeline(boot, s.autostop_idle_minutes * 60, s.autostop_warn_seconds,
@@ -50,7 +49,7 @@ class Monitor:
             found.append(sig.probe("ssh", lambda: sig.ssh_sessions(self.ctx.settings(SshSettings).ssh_port)))
         if "jupyter" in names:
             found.append(sig.probe("jupyter", lambda: sig.jupyter(*sig.jupyter_base(self.ctx))))
-        found.append(sig.probe("inference", lambda: sig.heartbeat("inference", self.ctx.heartbeat_file("inference"))))
+        found.append(sig.probe("inference", lambda: sig.heartbeat("inference", self.ctx.paths.heartbeat_file("inference"))))
         if s.autostop_heartbeat_file:
             found.append(sig.probe("heartbeat", lambda: sig.heartbeat("heartbeat", s.autostop_heartbeat_file)))
         if s.autostop_busy_processes:
@@ -106,9 +105,7 @@ class Monitor:
                 "actions": self.actions, "last_error": self.last_error or None, "evaluated_epoch": self.clock(),
                 "signals": [{"name": s.name, "active_at": s.active_at, "reason": s.reason, "failed": s.failed}
                             for s in decision.signals]}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(data, indent=1))
 
     def run(self) -> None:
         log.info("autostop: idle %.1f min + warning %.0f s, grace %.0f s, actions %s",

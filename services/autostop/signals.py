@@ -15,6 +15,7 @@ import requests
 
 from entrypoint.context import PodContext
 from entrypoint.probes import local_host
+from entrypoint.state_dir import UP
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def running_services(ctx: PodContext, names: list[str]) -> Signal:
     from entrypoint.status import supervisor_proxy
 
     states = {p["name"]: p["statename"] for p in supervisor_proxy(ctx).supervisor.getAllProcessInfo()}
-    running = [n for n in names if states.get(n) in ("RUNNING", "STARTING", "BACKOFF")]
+    running = [n for n in names if states.get(n) in UP]
     if running:
         return Signal("services", time.time(), f"{', '.join(running)} running")
     return Signal("services", None, "no job running")

@@ -32,7 +32,7 @@ def bind_host(ctx: PodContext) -> str:
 
 def token_file(ctx: PodContext) -> Path:
     """The generated token, readable by the login user and root only."""
-    return ctx.service_dir("inference") / "token"
+    return ctx.paths.service_dir("inference") / "token"
 
 
 def api_token(ctx: PodContext) -> str | None:

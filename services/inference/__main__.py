@@ -11,5 +11,5 @@ from services.inference.settings import InferenceSettings
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 ctx = current()
 settings = ctx.settings(InferenceSettings)
-uvicorn.run(create_app(settings, api_token(ctx), ctx.heartbeat_file("inference")), host=bind_host(ctx),
+uvicorn.run(create_app(settings, api_token(ctx), ctx.paths.heartbeat_file("inference")), host=bind_host(ctx),
             port=settings.inference_port, log_level="warning", access_log=False)

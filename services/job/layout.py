@@ -10,7 +10,7 @@ from services.uploader.settings import UploadSettings
 
 
 def status_path(ctx: PodContext) -> Path:
-    return ctx.service_dir("job") / "status.json"
+    return ctx.paths.service_dir("job") / "status.json"
 
 
 def checkpoint_dir(ctx: PodContext) -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 from entrypoint import login_user
 from entrypoint.bootstrap import manifest, settings_of, userenv, wait_done
 from entrypoint.context import PodContext
+from entrypoint.files import write_atomically
 from entrypoint.gpu import inventory
 from entrypoint.registry import active, stop_reasons
 from entrypoint.steps import newest_first, step_of
@@ -87,9 +88,7 @@ class Runner:
         self.status.update(changes)
         path = status_path(self.ctx)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status, indent=1))
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(self.status, indent=1))
 
     def resume_point(self) -> Path | None:
         folder = checkpoint_dir(self.ctx)
@@ -178,20 +177,20 @@ class Runner:
         log.info("job: %s (exit code %d) after %.1f s and %d attempt(s)", state, code, duration, attempts)
         if state == "failed":
             # The container's own exit code when it ends: a Kubernetes Job is Failed, not Completed.
-            self.ctx.exit_code_file.write_text(f"{min(max(code, 1), 255)}\n{why}\n")
+            self.ctx.paths.exit_code_file.write_text(f"{min(max(code, 1), 255)}\n{why}\n")
         self.record(state, code, duration)
         if self.settings.job_on_exit == "stop" and not self.stopping:
             self.finish(state)
 
     def record(self, state: str, code: int, duration: float) -> None:
         """Put the outcome in the run manifest and ship it with the job's log, whatever JOB_ON_EXIT says."""
-        path = self.ctx.state_dir / "manifest.json"
+        path = self.ctx.paths.manifest_file
         manifest.update(path, {"job": {"state": state, "exit_code": code, "duration_s": duration,
                                        "attempts": self.status["attempts"]}})
         # The live log keeps growing (this wrapper writes to it); ship a copy frozen at the job's end.
-        frozen = self.ctx.service_dir("job") / "job.log"
-        if (self.ctx.logs_dir / "job.log").exists():
-            shutil.copyfile(self.ctx.logs_dir / "job.log", frozen)
+        frozen = self.ctx.paths.service_dir("job") / "job.log"
+        if (self.ctx.paths.program_log("job")).exists():
+            shutil.copyfile(self.ctx.paths.program_log("job"), frozen)
         ship(self.ctx, [path, frozen])
 
     def finish(self, state: str) -> None:

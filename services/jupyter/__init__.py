@@ -25,12 +25,12 @@ def _settings(ctx: PodContext) -> JupyterSettings:
 
 
 def _config_file(ctx: PodContext) -> Path:
-    return ctx.service_dir("jupyter") / "jupyter_server_config.py"
+    return ctx.paths.service_dir("jupyter") / "jupyter_server_config.py"
 
 
 def token_file(ctx: PodContext) -> Path:
     """The generated token, readable by the login user and root only."""
-    return ctx.service_dir("jupyter") / "token"
+    return ctx.paths.service_dir("jupyter") / "token"
 
 
 def token(ctx: PodContext) -> str | None:
@@ -103,7 +103,7 @@ def prepare(ctx: PodContext) -> None:
     if not _jupyter():
         raise RuntimeError("jupyter lab is not installed (pip install jupyterlab)")
     user = pwd.getpwnam(login_user.name(ctx))
-    folder = ctx.service_dir("jupyter")
+    folder = ctx.paths.service_dir("jupyter")
     folder.mkdir(parents=True, exist_ok=True)
     if settings.password_hash() and not settings.token():
         _generate_token(ctx, user)

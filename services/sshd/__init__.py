@@ -28,7 +28,7 @@ def _settings(ctx: PodContext) -> SshSettings:
 
 
 def _dir(ctx: PodContext) -> Path:
-    return ctx.service_dir("sshd")
+    return ctx.paths.service_dir("sshd")
 
 
 def permit_root(ctx: PodContext) -> bool:

@@ -15,25 +15,25 @@ MARKER_DIR = f"{SHIP_UNIT}/checkpoints"
 
 
 def queue_path(ctx: "PodContext") -> Path:
-    return ctx.service_dir("uploader") / "queue.sqlite3"
+    return ctx.paths.service_dir("uploader") / "queue.sqlite3"
 
 
 def status_path(ctx: "PodContext") -> Path:
-    return ctx.service_dir("uploader") / "status.json"
+    return ctx.paths.service_dir("uploader") / "status.json"
 
 
 def restore_state_path(ctx: "PodContext") -> Path:
     """The last restore's outcome (restored, held, empty ...): status and the job read it."""
-    return ctx.service_dir("uploader") / "restore.json"
+    return ctx.paths.service_dir("uploader") / "restore.json"
 
 
 def restore_lock_path(ctx: "PodContext") -> Path:
-    return ctx.service_dir("uploader") / "restore.lock"
+    return ctx.paths.service_dir("uploader") / "restore.lock"
 
 
 def writer_lock_path(ctx: "PodContext") -> Path:
     """Held by the running uploader: one writer per queue, even when a killed one is still dying."""
-    return ctx.service_dir("uploader") / "uploader.lock"
+    return ctx.paths.service_dir("uploader") / "uploader.lock"
 
 
 def root_prefix(roots: list[Path], root: Path) -> str:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from entrypoint.context import PodContext
+from entrypoint.files import write_atomically
 from entrypoint.steps import step_of
 from services.uploader.destinations import Destination, VerifyError, file_hash, parse
 from services.uploader.layout import (marker_name, queue_path, restore_lock_path, restore_state_path, root_prefix,
@@ -51,9 +52,7 @@ def restore(ctx: PodContext, force: bool = False, dests: list[Destination] | Non
     with lock.open("w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         outcome = _restore(ctx, force, dests)
-    path = restore_state_path(ctx)
-    path.with_suffix(".tmp").write_text(json.dumps(asdict(outcome), indent=1))
-    os.replace(path.with_suffix(".tmp"), path)
+    write_atomically(restore_state_path(ctx), json.dumps(asdict(outcome), indent=1))
     return outcome
 
 

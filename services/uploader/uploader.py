@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from entrypoint.context import PodContext
+from entrypoint.files import write_atomically
 from entrypoint.redact import redact, secrets_of
 from entrypoint.steps import newest_first, step_of
 from services.uploader.destinations import Batch, Destination, FileVersion, file_hash, parse
@@ -425,10 +426,7 @@ class Uploader:
             "disk": disk,
             "stopping": self.stopping.is_set(),
         }
-        path = status_path(self.ctx)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(status, indent=1))
-        os.replace(tmp, path)
+        write_atomically(status_path(self.ctx), json.dumps(status, indent=1))
 
 
 class _Arrivals:

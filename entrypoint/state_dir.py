@@ -1,0 +1,161 @@
+"""The state dir: the one place that names every file podvisor keeps there, and reads the running stack's
+records (which services this boot started, which were given up on, the bootstrap's progress), with the
+states supervisord reports them in.
+
+A leaf: it imports nothing of podvisor's, so the entrypoint, every service, `podvisor status` and the
+HEALTHCHECK can all ask it without loading anything else. A service's own files live under
+`service_dir(name)`, named by the service itself: nothing outside it knows its insides.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+SOCKET_PATH_MAX = 100
+"""AF_UNIX paths are limited to 108 bytes; a deep state dir gets its socket under /tmp instead."""
+
+
+class SupervisorState(StrEnum):
+    """supervisord's process states, as its XML-RPC `statename` spells them."""
+
+    STOPPED = "STOPPED"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    BACKOFF = "BACKOFF"
+    STOPPING = "STOPPING"
+    EXITED = "EXITED"
+    FATAL = "FATAL"
+    UNKNOWN = "UNKNOWN"
+
+
+UP = frozenset({SupervisorState.STARTING, SupervisorState.RUNNING, SupervisorState.BACKOFF})
+"""Up, or on its way up: supervisord still means it to run."""
+SETTLED = frozenset({SupervisorState.RUNNING, SupervisorState.FATAL, SupervisorState.EXITED})
+"""Done starting, one way or the other."""
+
+
+@dataclass(frozen=True)
+class StateDir:
+    root: Path
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    def program_log(self, name: str) -> Path:
+        """A supervised program's output (supervisord, the bootstrap, each service)."""
+        return self.logs_dir / f"{name}.log"
+
+    @property
+    def services_dir(self) -> Path:
+        return self.root / "services"
+
+    def service_dir(self, name: str) -> Path:
+        """A service's own state (queues, stamps, host keys), kept on the volume across restarts."""
+        return self.services_dir / name
+
+    @property
+    def bootstrap_dir(self) -> Path:
+        """The bootstrap's own stamps (the requirements' hash) and the provisioning script it fetched."""
+        return self.root / "bootstrap"
+
+    @property
+    def session_env_file(self) -> Path:
+        """The environment a login session gets (sourced by the login shell and `podvisor` from any shell)."""
+        return self.root / "session.env"
+
+    def heartbeat_file(self, name: str) -> Path:
+        """A file service `name` touches on activity (API requests); the idle autostop reads its mtime."""
+        return self.root / "heartbeats" / name
+
+    @property
+    def supervisord_conf(self) -> Path:
+        return self.root / "supervisord.conf"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.root / "supervisor.auth"
+
+    @property
+    def socket_path(self) -> Path:
+        path = self.root / "supervisor.sock"
+        if len(str(path)) <= SOCKET_PATH_MAX:
+            return path
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"podvisor-{digest}.sock"
+
+    @property
+    def stop_requested_file(self) -> Path:
+        """Written (epoch seconds) by the event listener when supervisord begins to shut down."""
+        return self.root / "stop_requested"
+
+    @property
+    def boot_file(self) -> Path:
+        """What this boot started and disabled, and why ({"run_id", "started_epoch_ms", "services", "disabled"}),
+        written by `start`: the one record of which services are active."""
+        return self.root / "boot.json"
+
+    @property
+    def given_up_file(self) -> Path:
+        """{service: why} for programs the event listener left down after repeated failed starts."""
+        return self.root / "given_up.json"
+
+    @property
+    def processes_file(self) -> Path:
+        """supervisord's process table as the event listener last saw it ({"supervisord_pid", "processes"}),
+        readable by all: `podvisor status` for a login user the control socket is not shared with."""
+        return self.root / "processes.json"
+
+    @property
+    def environment_record_file(self) -> Path:
+        """The stack's own variables (schema and provider, never a secret), recorded by `start`, so `podvisor
+        status` from any shell (a `docker exec`, a second terminal) sees the running stack as it is."""
+        return self.root / "environment.json"
+
+    @property
+    def bootstrap_file(self) -> Path:
+        """The bootstrap's progress ({"state": running|done|failed, "step", "step_started", "started"}): it runs
+        beside sshd and Jupyter, and what needs the repo (the job, the post-start hook) waits for "done"."""
+        return self.root / "bootstrap.json"
+
+    @property
+    def manifest_file(self) -> Path:
+        """The run manifest (image, commit, config, GPUs, the job's outcome), shipped beside the checkpoints."""
+        return self.root / "manifest.json"
+
+    @property
+    def exit_code_file(self) -> Path:
+        """The exit code the container should end with, then why (a job that failed, a strict hook): `start`
+        exits with it once supervisord is done, so a failed Kubernetes Job shows Failed, not Completed."""
+        return self.root / "exit_code"
+
+    @property
+    def timings_file(self) -> Path:
+        return self.root / "timings.jsonl"
+
+    def boot(self) -> dict[str, Any]:
+        return _read_json(self.boot_file, {})
+
+    def active_services(self) -> list[str] | None:
+        """The services this boot started (a prepare step may have disabled an enabled one); None before `start`
+        has written it."""
+        return self.boot().get("services")
+
+    def given_up(self) -> dict[str, str]:
+        return _read_json(self.given_up_file, {})
+
+    def bootstrap_state(self) -> dict[str, Any]:
+        return _read_json(self.bootstrap_file, {"state": "pending"})
+
+
+def _read_json(path: Path, missing: dict[str, Any]) -> dict[str, Any]:
+    """A record as last written (whole: every writer replaces it atomically), or `missing` when there is none."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return missing
