@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import secrets
@@ -84,12 +85,20 @@ def to_json(value: Any) -> Any:
     return value
 
 
+def _freeze_heap() -> None:
+    """Once a model is loaded, move everything alive (torch, FastAPI, the model: ~200k objects) out of the
+    garbage collector's sight. Otherwise each full collection walks them all, 0.3-0.5 s under load, and a
+    request that lands then waits that long for nothing: none of them is garbage."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: InferenceSettings, token: str | None, heartbeat: Path | None = None) -> FastAPI:
     """`token`: required on every endpoint but /healthz, and on /reload even with INFERENCE_ALLOW_UNAUTHENTICATED
     (it makes the API read files and spend the GPU at any local user's word)."""
     metrics = Metrics()
     holder = ModelHolder(settings)
-    holder.on_load = lambda loaded: metrics.load.observe(loaded.load_seconds)
+    holder.on_load = lambda loaded: (metrics.load.observe(loaded.load_seconds), _freeze_heap())
     stop = threading.Event()
     state: dict[str, Any] = {"beat": 0.0}
 
@@ -113,16 +122,22 @@ def create_app(settings: InferenceSettings, token: str | None, heartbeat: Path |
 
     app = FastAPI(title="podvisor inference", lifespan=lifespan, docs_url=None, redoc_url=None)
 
-    def bearer(request: Request) -> None:
+    expected = token.encode() if token else b""
+
+    # Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a hop that cost a quarter
+    # of each request's time; these only compare a header.
+    async def bearer(request: Request) -> None:
         header = request.headers.get("authorization", "")
-        if not token or not (header.startswith("Bearer ") and
-                             secrets.compare_digest(header[7:].encode(), token.encode())):
+        if not expected or not (header.startswith("Bearer ") and
+                                secrets.compare_digest(header[7:].encode(), expected)):
             metrics.requests.labels(request.url.path, "401").inc()
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    def authorized(request: Request) -> None:
-        if not (settings.inference_allow_unauthenticated and not settings.inference_api_token):
-            bearer(request)
+    open_to_all = settings.inference_allow_unauthenticated and not settings.inference_api_token
+
+    async def authorized(request: Request) -> None:
+        if not open_to_all:
+            await bearer(request)
 
     guarded = [Depends(authorized)]
 

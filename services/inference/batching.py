@@ -49,12 +49,15 @@ class Batcher:
         while rows < self.max_batch:
             if not self.queue.empty():
                 job = self.queue.get_nowait()
-                batch.append(job)
-                rows += job.rows
-                continue
-            if self.arriving <= 0 or time.monotonic() >= deadline:
+            elif self.arriving <= 0 or (left := deadline - time.monotonic()) <= 0:
                 break
-            await asyncio.sleep(0.0002)
+            else:  # woken by the next request as it is queued, not by polling
+                try:
+                    job = await asyncio.wait_for(self.queue.get(), left)
+                except TimeoutError:
+                    break
+            batch.append(job)
+            rows += job.rows
         return batch
 
     async def _loop(self) -> None:
