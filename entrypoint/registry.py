@@ -77,6 +77,9 @@ class Service:
     loss_on_stop: Callable[["PodContext"], str | None] | None = None
     """What a stop would lose for good (a checkpoint no destination holds), or None: once autostop has waited
     AUTOSTOP_MAX_UPLOAD_WAIT_MINUTES on the stop blockers, it stops only when no service reports a loss."""
+    keep_files: Callable[["PodContext", list[Path]], int] | None = None
+    """Keeps podvisor's own files (the run manifest, the job's log) beside the checkpoints; returns how many
+    transfers it queued. The post-start step and the job hand their files to whichever service does this."""
     cli: Callable[[Any], None] | None = None
     """Adds this service's subcommands to `podvisor` (given argparse's subparsers)."""
     exit_codes: tuple[int, ...] = (0,)
@@ -121,6 +124,11 @@ def stop_reasons(ctx: "PodContext", services: list[Service],
         if reason:
             out.append(reason)
     return out
+
+
+def keep_files(ctx: "PodContext", paths: list[Path]) -> int:
+    """Hand `paths` to every active service that keeps files (the uploader); how many transfers were queued."""
+    return sum(svc.keep_files(ctx, paths) for svc in active(ctx) if svc.keep_files is not None)
 
 
 def discover() -> list[Service]:

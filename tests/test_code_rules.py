@@ -125,6 +125,18 @@ def test_the_shared_facts_are_leaves():
         assert edges[leaf] == set() and not {m for m in lazy if m.startswith(("entrypoint", "services"))}, leaf
 
 
+def test_the_entrypoint_reaches_services_only_through_the_registry():
+    """The registry discovers services by folder; any other entrypoint module that imported one would tie the
+    core to one service's insides (the post-start step once called the uploader's shipper directly)."""
+    offenders = []
+    for path in set(ROOT.glob("entrypoint/**/*.py")) - {ROOT / "entrypoint" / "registry.py"}:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.split(".")[0] == "services"]
+    assert offenders == []
+
+
 def test_the_cycle_finder_finds_one():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) == []

@@ -9,9 +9,9 @@ import time
 
 from entrypoint.bootstrap import hooks, manifest, repo, run_step, settings_of, wait_done
 from entrypoint.context import PodContext, current
+from entrypoint.registry import keep_files
 from entrypoint.status import collect, waiting
 from entrypoint.timings import record
-from services.uploader.ship import ship
 
 log = logging.getLogger("podvisor")
 READY_WAIT_SECONDS = 300
@@ -52,7 +52,7 @@ def main() -> None:
     commit = repo.commit(settings.repo_dir) if settings else None
     path = ctx.paths.manifest_file
     run_step(ctx, "manifest", lambda: manifest.update(path, manifest.collect(ctx, commit)))
-    run_step(ctx, "ship_manifest", lambda: ship(ctx, [path]))
+    run_step(ctx, "ship_manifest", lambda: keep_files(ctx, [path]))
     run_step(ctx, "announce", lambda: announce(ctx))
     if settings and settings.post_start_script:
         wait_done(ctx, "post_start")

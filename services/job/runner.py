@@ -21,13 +21,12 @@ from entrypoint.bootstrap import manifest, settings_of, userenv, wait_done
 from entrypoint.context import PodContext
 from entrypoint.files import write_atomically
 from entrypoint.gpu import inventory
-from entrypoint.registry import active, stop_reasons
+from entrypoint.registry import active, keep_files, stop_reasons
 from entrypoint.steps import newest_first, step_of
 from services.autostop.settings import AutostopSettings
 from services.job.layout import checkpoint_dir, status_path
 from services.job.settings import JobSettings
 from services.uploader.settings import UploadSettings
-from services.uploader.ship import ship
 
 log = logging.getLogger("job")
 NCCL_DEFAULTS = {"NCCL_DEBUG": "WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "NCCL_IB_DISABLE": "0"}
@@ -191,7 +190,7 @@ class Runner:
         frozen = self.ctx.paths.service_dir("job") / "job.log"
         if (self.ctx.paths.program_log("job")).exists():
             shutil.copyfile(self.ctx.paths.program_log("job"), frozen)
-        ship(self.ctx, [path, frozen])
+        keep_files(self.ctx, [path, frozen])
 
     def finish(self, state: str) -> None:
         """Wait for every upload to drain, then stop the pod the way autostop would."""

@@ -10,10 +10,11 @@ from entrypoint import login_user
 from entrypoint.context import PodContext
 from entrypoint.registry import Readiness, Service, python_module
 from services.uploader import cli
-from services.uploader.summary import summary
 from services.uploader.layout import SHIP_UNIT, queue_path
 from services.uploader.queue import Queue
 from services.uploader.settings import UploadSettings
+from services.uploader.ship import ship
+from services.uploader.summary import summary
 
 log = logging.getLogger("podvisor")
 
@@ -79,5 +80,6 @@ SERVICE = Service(
     status=summary,
     stop_blocker=stop_blocker,
     loss_on_stop=loss_on_stop,
+    keep_files=ship,
     cli=cli.register,
 )
