@@ -20,6 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.results import save
+
 REQUESTS_AT_1 = 1500
 SECONDS_PER_RUN = 4.0
 CONCURRENCY = [1, 8, 32]
@@ -150,3 +152,9 @@ def run(hidden: int) -> None:
         print(f"{c:>11} | {off:>18.0f} | {on:>17.0f} | {on / off:>5.2f}x | {p50:>9.2f} | {p99:>9.2f} |"
               f" {p99 / p50:>6.1f}x")
     print("goals: >= 3x at concurrency 32 (batching on vs off); p99 <= 3x p50 at concurrency 32")
+    save(f"inference-mlp{hidden}", [
+        {"step": "p50 overhead at c=1 (ms)", "floor": _pct(direct, .5), "value": api50,
+         "overhead": api50 - _pct(direct, .5), "goal": "<= 0.5 ms"},
+        *({"step": f"c={c}", "batching_off_rps": rates[(1, c)], "batching_on_rps": rates[(32, c)],
+           "ratio": rates[(32, c)] / rates[(1, c)], "on_p50_ms": runs[(32, c)][1], "on_p99_ms": runs[(32, c)][2]}
+          for c in CONCURRENCY)])

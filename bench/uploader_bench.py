@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.results import save
 from services.uploader.destinations.rclone import COMMON_FLAGS, _s3_remote_env, rclone_binary
 
 CASES = [("200 x 5 MB", 200, 5 << 20), ("2000 x 50 KB", 2000, 50 << 10), ("1 x 1 GB", 1, 1 << 30)]
@@ -145,6 +146,8 @@ def _print(rows: list[tuple[str, int, float, float]]) -> None:
         print(f"{label:>13} | {raw:>8.2f} | {mb / raw:>10.1f} | {ours:>10.2f} | {mb / ours:>13.1f} |"
               f" {raw / ours:>5.2f}x | {GOALS[label]:>5.1f}x | {ours - raw:>+12.2f}")
     print("ratio = floor time / podvisor time (higher is better); fixed cost = podvisor - floor (goal <= +0.30 s)")
+    save("uploads", [{"checkpoint": label, "bytes": size, "floor_s": raw, "value_s": ours, "ratio": raw / ours,
+                      "goal_ratio": GOALS[label], "fixed_cost_s": ours - raw} for label, size, raw, ours in rows])
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -131,12 +132,30 @@ def start() -> int:
     return supervise(ctx, argv)
 
 
+WAKE_LIMIT_SECONDS = 10.0
+
+
+def wake(socket_path: Path, child: subprocess.Popen) -> None:
+    """supervisord starts its programs only after its loop's first poll, which sleeps up to a second when
+    nothing happens: a connection to its control socket is something happening, so sshd starts at once
+    instead of a second later. Nothing is asked over it."""
+    deadline = time.monotonic() + WAKE_LIMIT_SECONDS
+    while child.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(str(socket_path))
+            return
+        except OSError:  # not listening yet
+            time.sleep(0.005)
+
+
 def supervise(ctx: PodContext, argv: list[str]) -> int:
     """Run supervisord, pass it the stop signals, and exit with the code a failed job asked for (else its own).
 
     supervisord exits 0 after any orderly shutdown; staying its parent is what lets the container say the job
     failed. Under tini -g both processes get the signal; forwarding it again is harmless."""
     child = subprocess.Popen(argv)
+    wake(ctx.paths.socket_path, child)
 
     def forward(signum: int, _frame: object) -> None:
         if child.poll() is None:

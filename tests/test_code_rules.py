@@ -169,7 +169,7 @@ def test_status_and_the_healthcheck_load_no_daemon_and_start_no_program(tmp_path
     (ssh-keygen for fingerprints or for checking each authorized key)."""
     keys = tmp_path / "services" / "sshd"
     keys.mkdir(parents=True)
-    for kind in ("ed25519", "rsa"):
+    for kind in ("ed25519", "ecdsa"):
         subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(keys / f"ssh_host_{kind}_key")],
                        check=True)
     pub = (keys / "ssh_host_ed25519_key.pub").read_text()

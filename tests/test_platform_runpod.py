@@ -48,7 +48,7 @@ def pod():
 def test_the_connect_dialogs_command_logs_in_as_root_with_the_account_key(pod):
     log = pod.stack.output
     command = f"ssh root@{PUBLIC_IP} -p {SSH_PUBLIC_PORT}"
-    assert re.search(rf"podvisor:   sshd +{re.escape(command)}  \(host keys ED25519 SHA256:\S+, RSA SHA256:", log)
+    assert re.search(rf"podvisor:   sshd +{re.escape(command)}  \(host keys ED25519 SHA256:\S+, ECDSA SHA256:", log)
     assert "sshd: 1 authorized key(s) for runner and root (1 from PUBLIC_KEY)" in log
     # The same command, with RunPod's proxy (public IP, mapped port) replaced by loopback.
     result = ssh(pod.ports["ssh"], "root", pod.key, "whoami; echo $RUNPOD_POD_ID; podvisor status")

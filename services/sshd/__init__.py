@@ -20,7 +20,12 @@ from services.sshd.keys import advise, sort_keys
 from services.sshd.settings import SshSettings
 
 log = logging.getLogger("podvisor")
-HOST_KEY_TYPES = ("ed25519", "rsa")
+HOST_KEY_TYPES = ("ed25519", "ecdsa")
+"""Generated at first boot in milliseconds each; an RSA key took 1.4 s of every fresh pod's boot, before sshd
+could start. ECDSA covers the clients that lack ed25519 (FIPS builds, old Java SSH libraries)."""
+KEPT_HOST_KEY_TYPES = ("rsa",)
+"""Served when an earlier boot left one on the volume, so clients that recorded it are not told it changed;
+never generated."""
 
 
 def _settings(ctx: PodContext) -> SshSettings:
@@ -57,7 +62,7 @@ def fingerprints(ctx: PodContext) -> list[str]:
     OpenSSH's fingerprint (the unpadded base64 of the key blob's sha256), computed here, so `podvisor status`
     and the HEALTHCHECK start no program."""
     found = []
-    for kind in HOST_KEY_TYPES:
+    for kind in HOST_KEY_TYPES + KEPT_HOST_KEY_TYPES:
         try:
             blob = base64.b64decode((_dir(ctx) / f"ssh_host_{kind}_key.pub").read_text().split()[1])
         except (OSError, IndexError, ValueError):
@@ -76,7 +81,7 @@ def _host_keys(folder: Path) -> list[Path]:
                            check=True, capture_output=True)
             log.info("sshd: generated %s host key", kind)
         keys.append(key)
-    return keys
+    return keys + [key for kind in KEPT_HOST_KEY_TYPES if (key := folder / f"ssh_host_{kind}_key").exists()]
 
 
 def _config(ctx: PodContext, host_keys: list[Path]) -> str:
