@@ -48,9 +48,13 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m fast
 
-bench: install
+bench: install $(VENV)/.bench-installed
 	command -v wrk >/dev/null || $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq wrk >/dev/null
 	$(BIN)/python -m bench
+
+$(VENV)/.bench-installed: pyproject.toml
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
 
 env-example: install
 	$(BIN)/podvisor env-example > env.example

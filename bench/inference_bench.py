@@ -1,5 +1,7 @@
 """Inference API on a small MLP: latency through the API against a direct model call, and throughput at
-concurrency 1, 8 and 32 with dynamic batching on (INFERENCE_MAX_BATCH=32) and off (=1), all in one run.
+concurrency 1, 8 and 32 with dynamic batching on (INFERENCE_MAX_BATCH=32) and off (=1), side by side with
+LitServe serving the same model file (its own batching on and off), all in one run; each server is measured
+alone, the others paused (SIGSTOP), so none takes CPU from another.
 
 Goals (issue 16): <= 0.5 ms p50 overhead at concurrency 1; >= 3x throughput at concurrency 32 with batching;
 p99 at concurrency 32 <= 3x its p50 (no garbage-collection stalls).
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 from bench.results import save
 
@@ -56,19 +59,45 @@ def _server(folder: Path, max_batch: int) -> tuple[subprocess.Popen, int]:
            "INFERENCE_PORT": str(port), "INFERENCE_MODEL_DIR": str(folder), "INFERENCE_MAX_BATCH": str(max_batch),
            "INFERENCE_WARMUP_SHAPES": f"x=1x{WIDTH_IN}", "OMP_NUM_THREADS": "1", "INFERENCE_API_TOKEN": TOKEN}
     proc = subprocess.Popen([sys.executable, "-m", "services.inference"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     return proc, port
 
 
-def _ready(port: int) -> None:
+def _litserve(folder: Path, max_batch: int) -> tuple[subprocess.Popen, int]:
+    """The peer: LitServe on the same model file, its own batching (up to 32 rows, 5 ms) or none."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.litserve_app", str(folder / "mlp_step_1.pt"), str(port),
+                             str(max_batch)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    return proc, port
+
+
+def _ready(port: int, path: str) -> None:
     for _ in range(600):
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", headers=AUTH).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}{path}", headers=AUTH).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
     raise TimeoutError("inference server not ready")
+
+
+def _tree(proc: subprocess.Popen) -> list[psutil.Process]:
+    """A server and every process it started (LitServe's workers leave its process group)."""
+    try:
+        parent = psutil.Process(proc.pid)
+        return [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _only(running: subprocess.Popen, servers: list[subprocess.Popen]) -> None:
+    """Pause every server but `running` (and its worker processes), so an idle one takes no CPU from it."""
+    for proc in servers:
+        for member in _tree(proc):
+            member.resume() if proc is running else member.suspend()
 
 
 TOKEN = "bench-token-0123456789abcdef"
@@ -77,14 +106,14 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BODY = {"inputs": {"x": [[0.01 * i for i in range(WIDTH_IN)]]}}
 
 
-def _wrk(port: int, concurrency: int, folder: Path) -> tuple[float, float, float]:
+def _wrk(port: int, concurrency: int, folder: Path, path: str = "/infer") -> tuple[float, float, float]:
     """(requests/s, p50 ms, p99 ms) from wrk, a C load generator that leaves the CPU to the server."""
     script = folder / "post.lua"
     script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                       f'wrk.headers["Authorization"] = "{AUTH["Authorization"]}"\n'
                       f"wrk.body = '{json.dumps(BODY)}'\n")
     out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{SECONDS_PER_RUN:g}s", "--latency", "-s",
-                          str(script), f"http://127.0.0.1:{port}/infer"], capture_output=True, text=True,
+                          str(script), f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
                          check=True).stdout
     if "Non-2xx" in out:
         raise RuntimeError(f"failed requests under load:\n{out}")
@@ -124,19 +153,29 @@ def run(hidden: int) -> None:
             started = time.perf_counter()
             model(x)
             direct.append(time.perf_counter() - started)
-    servers = {batch: _server(folder, batch) for batch in (32, 1)}
+    servers = {("podvisor", batch): _server(folder, batch) for batch in (32, 1)}
+    servers |= {("litserve", batch): _litserve(folder, batch) for batch in (32, 1)}
+    procs = [proc for proc, _ in servers.values()]
+    runs = {}
     try:
-        for _, port in servers.values():
-            _ready(port)
-        runs = {(batch, c): _wrk(port, c, folder) for batch, (_, port) in servers.items() for c in CONCURRENCY}
+        for (kind, _), (_, port) in servers.items():
+            _ready(port, "/readyz" if kind == "podvisor" else "/health")
+        for (kind, batch), (proc, port) in servers.items():
+            _only(proc, procs)
+            for c in CONCURRENCY:
+                runs[(kind, batch, c)] = _wrk(port, c, folder, "/infer" if kind == "podvisor" else "/predict")
     finally:
-        for proc, _ in servers.values():
-            proc.terminate()
-            proc.wait(10)
+        members = [member for proc in procs for member in _tree(proc)]
+        for member in members:
+            try:
+                member.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(members, timeout=20)
     shutil.rmtree(folder, ignore_errors=True)
     print(f"\nInference API on a {WIDTH_IN}-{hidden}-{hidden}-10 MLP (TorchScript, CPU, 1 torch thread), "
           "load from wrk on the same 2 cores")
-    _, api50, api99 = runs[(32, 1)]
+    _, api50, api99 = runs[("podvisor", 32, 1)]
     print(f"{'path':<28} | {'p50 ms':>8} | {'p99 ms':>8}")
     print("-" * 50)
     print(f"{'direct model call':<28} | {_pct(direct, .5):>8.3f} | {_pct(direct, .99):>8.3f}")
@@ -147,14 +186,29 @@ def run(hidden: int) -> None:
           f" {'on p50 ms':>9} | {'on p99 ms':>9} | {'p99/p50':>7}")
     print("-" * 92)
     for c in CONCURRENCY:
-        off, on = rates[(1, c)], rates[(32, c)]
-        _, p50, p99 = runs[(32, c)]
+        off, on = rates[("podvisor", 1, c)], rates[("podvisor", 32, c)]
+        _, p50, p99 = runs[("podvisor", 32, c)]
         print(f"{c:>11} | {off:>18.0f} | {on:>17.0f} | {on / off:>5.2f}x | {p50:>9.2f} | {p99:>9.2f} |"
               f" {p99 / p50:>6.1f}x")
     print("goals: >= 3x at concurrency 32 (batching on vs off); p99 <= 3x p50 at concurrency 32")
+    print(f"\n{'against LitServe':>16} | {'batching':>8} | {'LitServe req/s':>14} | {'podvisor req/s':>14} | "
+          f"{'ratio':>6}")
+    print("-" * 72)
+    for batch in (1, 32):
+        for c in CONCURRENCY:
+            peer, ours = rates[("litserve", batch, c)], rates[("podvisor", batch, c)]
+            print(f"{'c=' + str(c):>16} | {'on' if batch > 1 else 'off':>8} | {peer:>14.0f} | {ours:>14.0f} | "
+                  f"{ours / peer:>5.2f}x")
+    print("goal: >= 1.5x LitServe's requests/s in every cell (same model, same body, each alone on the CPU)")
     save(f"inference-mlp{hidden}", [
         {"step": "p50 overhead at c=1 (ms)", "floor": _pct(direct, .5), "value": api50,
          "overhead": api50 - _pct(direct, .5), "goal": "<= 0.5 ms"},
-        *({"step": f"c={c}", "batching_off_rps": rates[(1, c)], "batching_on_rps": rates[(32, c)],
-           "ratio": rates[(32, c)] / rates[(1, c)], "on_p50_ms": runs[(32, c)][1], "on_p99_ms": runs[(32, c)][2]}
-          for c in CONCURRENCY)])
+        *({"step": f"c={c} batching {'on' if batch > 1 else 'off'}", "podvisor_rps": rates[("podvisor", batch, c)],
+           "litserve_rps": rates[("litserve", batch, c)],
+           "ratio_vs_litserve": rates[("podvisor", batch, c)] / rates[("litserve", batch, c)],
+           "p50_ms": runs[("podvisor", batch, c)][1], "p99_ms": runs[("podvisor", batch, c)][2]}
+          for batch in (1, 32) for c in CONCURRENCY)])
+
+
+if __name__ == "__main__":
+    main()
