@@ -70,6 +70,9 @@ class Service:
     login banner and the container log's ready lines print it."""
     status: Callable[["PodContext"], dict[str, Any]] | None = None
     """Extra facts for `podvisor status` (a queue depth, an idle countdown)."""
+    activity: Callable[["PodContext"], tuple[float | None, str]] | None = None
+    """When a user last used it (epoch seconds; now while in use; None if never seen) and that in words: the
+    idle autostop's signal for this service (SSH sessions, Jupyter's own activity clock, API requests)."""
     busy_while_running: bool = False
     """Its RUNNING state alone counts as activity for the idle autostop (a training job)."""
     stop_blocker: Callable[["PodContext"], str | None] | None = None
@@ -77,6 +80,12 @@ class Service:
     loss_on_stop: Callable[["PodContext"], str | None] | None = None
     """What a stop would lose for good (a checkpoint no destination holds), or None: once autostop has waited
     AUTOSTOP_MAX_UPLOAD_WAIT_MINUTES on the stop blockers, it stops only when no service reports a loss."""
+    restore: Callable[["PodContext"], tuple[str, str]] | None = None
+    """Brings back the newest committed checkpoint before the job's first attempt: (state, detail), the state
+    "held" while no destination can be asked yet (the job then waits and asks again)."""
+    stop_pod: Callable[["PodContext"], None] | None = None
+    """Stops (or terminates) the pod the way this service would, for the job's JOB_ON_EXIT=stop; says what it
+    does first, and raises when it could not."""
     keep_files: Callable[["PodContext", list[Path]], int] | None = None
     """Keeps podvisor's own files (the run manifest, the job's log) beside the checkpoints; returns how many
     transfers it queued. The post-start step and the job hand their files to whichever service does this."""
@@ -124,6 +133,12 @@ def stop_reasons(ctx: "PodContext", services: list[Service],
         if reason:
             out.append(reason)
     return out
+
+
+def configured(ctx: "PodContext", hook: str) -> list[Service]:
+    """Services with a valid section that offer `hook`, started at this boot or not: the job stops the pod with
+    the autostop's actions even when the idle autostop itself is turned off."""
+    return [svc for svc in discover() if getattr(svc, hook) is not None and svc.name in ctx.config.sections]
 
 
 def keep_files(ctx: "PodContext", paths: list[Path]) -> int:

@@ -137,6 +137,22 @@ def test_the_entrypoint_reaches_services_only_through_the_registry():
     assert offenders == []
 
 
+def test_a_service_knows_another_only_by_its_settings():
+    """A service is its folder: another service may read its section of the schema (the job asks where the
+    uploader watches), never its insides; what one service does for another goes through a registry hook."""
+    offenders = []
+    for path in ROOT.glob("services/*/**/*.py"):
+        own = path.relative_to(ROOT).parts[1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "services" and len(parts) > 1 and parts[1] != own and parts[2:] != ["settings"]:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
+    assert offenders == []
+
+
 def test_the_cycle_finder_finds_one():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) == []

@@ -3,6 +3,8 @@ pending."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Any
 
 from entrypoint.context import PodContext
@@ -21,6 +23,17 @@ def status(ctx: PodContext) -> dict[str, Any]:
     return {"summary": summary, "autostop": decision}
 
 
+def stop_pod(ctx: PodContext) -> None:
+    """The autostop's actions (AUTOSTOP_ACTION for this provider), run now, said first: for the job's
+    JOB_ON_EXIT=stop, in the job's process."""
+    from services.autostop.actions import Actions
+
+    settings = ctx.settings(AutostopSettings)
+    actions = settings.actions(ctx.cloud.provider)
+    logging.getLogger("job").warning("job: stopping the pod (%s)", ", ".join(actions))
+    Actions(ctx, settings, alive_for=time.sleep).run(actions)
+
+
 SERVICE = Service(
     name="autostop",
     settings=AutostopSettings,
@@ -29,4 +42,5 @@ SERVICE = Service(
     priority=40,
     stop_wait=2,
     status=status,
+    stop_pod=stop_pod,
 )

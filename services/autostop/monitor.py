@@ -17,7 +17,6 @@ from services.autostop import signals as sig
 from services.autostop.actions import Actions
 from services.autostop.layout import decision_path
 from services.autostop.settings import AutostopSettings
-from services.sshd.settings import SshSettings
 from services.autostop.timeline import Decision, Timeline
 
 log = logging.getLogger("autostop")
@@ -43,13 +42,10 @@ class Monitor:
         self.cpu = sig.ContainerCpu(s.autostop_cpu_percent) if s.autostop_cpu_percent else None
 
     def signals(self) -> list[sig.Signal]:
-        s, names = self.settings, {svc.name for svc in self.services}
+        s = self.settings
         found = [sig.probe("gpu", self.gpu)]
-        if "sshd" in names:
-            found.append(sig.probe("ssh", lambda: sig.ssh_sessions(self.ctx.settings(SshSettings).ssh_port)))
-        if "jupyter" in names:
-            found.append(sig.probe("jupyter", lambda: sig.jupyter(*sig.jupyter_base(self.ctx))))
-        found.append(sig.probe("inference", lambda: sig.heartbeat("inference", self.ctx.paths.heartbeat_file("inference"))))
+        found += [sig.probe(svc.name, lambda svc=svc: sig.Signal(svc.name, *svc.activity(self.ctx)))
+                  for svc in self.services if svc.activity is not None]
         if s.autostop_heartbeat_file:
             found.append(sig.probe("heartbeat", lambda: sig.heartbeat("heartbeat", s.autostop_heartbeat_file)))
         if s.autostop_busy_processes:

@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 import psutil
-import requests
 
 from entrypoint.context import PodContext
-from entrypoint.probes import local_host
 from entrypoint.state_dir import UP
 
 
@@ -72,32 +70,6 @@ class GpuSampler:
         if busy:
             return Signal("gpu", time.time(), ", ".join(busy))
         return Signal("gpu", None, f"{len(sample)} GPU(s) idle")
-
-
-def ssh_sessions(port: int) -> Signal:
-    sessions = [c for c in psutil.net_connections(kind="tcp")
-                if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port]
-    if sessions:
-        return Signal("ssh", time.time(), f"{len(sessions)} ssh session(s)")
-    return Signal("ssh", None, "no ssh session")
-
-
-def jupyter(base: str, token: str | None) -> Signal:
-    """Jupyter's own clock: /api/status last_activity covers kernels, terminals and browser API calls. Our
-    polling passes no_track_activity, so it does not reset that clock itself."""
-    headers = {"Authorization": f"token {token}"} if token else {}
-    params = {"no_track_activity": "1"}
-    status = requests.get(f"{base}api/status", headers=headers, params=params, timeout=5)
-    status.raise_for_status()
-    kernels = requests.get(f"{base}api/kernels", headers=headers, params=params, timeout=5)
-    kernels.raise_for_status()
-    busy = [k for k in kernels.json() if k.get("execution_state") == "busy"]
-    if busy:
-        return Signal("jupyter", time.time(), f"{len(busy)} jupyter kernel(s) busy")
-    from datetime import datetime
-
-    last = datetime.fromisoformat(status.json()["last_activity"].replace("Z", "+00:00")).timestamp()
-    return Signal("jupyter", last, f"jupyter last active {time.time() - last:.0f} s ago")
 
 
 def heartbeat(name: str, path: Path) -> Signal:
@@ -173,13 +145,3 @@ def running_services(ctx: PodContext, names: list[str]) -> Signal:
     if running:
         return Signal("services", time.time(), f"{', '.join(running)} running")
     return Signal("services", None, "no job running")
-
-
-def jupyter_base(ctx: PodContext) -> tuple[str, str | None]:
-    from services.jupyter import token
-    from services.jupyter.settings import JupyterSettings
-
-    settings = ctx.settings(JupyterSettings)
-    host = local_host(ctx.core.podvisor_bind_host)
-    return (f"http://{host}:{settings.jupyter_port}{settings.jupyter_base_url}",
-            token(ctx))

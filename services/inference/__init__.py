@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pwd
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,15 @@ def status(ctx: PodContext) -> dict[str, Any]:
             "summary": f"no model served yet: {answer.get('reason', answer)}; {auth_hint(ctx)}"}
 
 
+def activity(ctx: PodContext) -> tuple[float | None, str]:
+    """The API touches its heartbeat file on real inference (not health checks or scrapes) once a second."""
+    try:
+        at = ctx.paths.heartbeat_file("inference").stat().st_mtime
+    except FileNotFoundError:
+        return None, "no inference request yet"
+    return at, f"last inference request {time.time() - at:.0f} s ago"
+
+
 SERVICE = Service(
     name="inference",
     settings=InferenceSettings,
@@ -98,5 +108,6 @@ SERVICE = Service(
     ready=ready,
     interactive=True,
     status=status,
+    activity=activity,
     endpoint=lambda ctx: ctx.cloud.endpoint(_settings(ctx).inference_port, "http"),
 )

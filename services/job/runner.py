@@ -21,12 +21,10 @@ from entrypoint.bootstrap import manifest, settings_of, userenv, wait_done
 from entrypoint.context import PodContext
 from entrypoint.files import write_atomically
 from entrypoint.gpu import inventory
-from entrypoint.registry import active, keep_files, stop_reasons
+from entrypoint.registry import active, configured, keep_files, stop_reasons
 from entrypoint.steps import newest_first, step_of
-from services.autostop.settings import AutostopSettings
 from services.job.layout import checkpoint_dir, status_path
 from services.job.settings import JobSettings
-from services.uploader.settings import UploadSettings
 
 log = logging.getLogger("job")
 NCCL_DEFAULTS = {"NCCL_DEBUG": "WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "NCCL_IB_DISABLE": "0"}
@@ -92,23 +90,20 @@ class Runner:
     def resume_point(self) -> Path | None:
         folder = checkpoint_dir(self.ctx)
         found = latest_checkpoint(folder)
-        uploader = self.ctx.optional_settings(UploadSettings)
-        if found is None and uploader is not None and uploader.upload_destinations:
-            from services.uploader.restore import restore
-
+        for svc in configured(self.ctx, "restore") if found is None else []:
             held = False
             while not self.stopping:
                 try:
-                    outcome = restore(self.ctx)
+                    state, detail = svc.restore(self.ctx)
                 except Exception as exc:
                     log.error("job: restoring a checkpoint failed: %s", type(exc).__name__)
                     break
-                if outcome.state != "held":
+                if state != "held":
                     break
                 if not held:  # said once; status shows it all along
                     held = True
-                    log.error("job: held, not started: %s", outcome.detail)
-                self.write(state="held", held_reason=outcome.detail)
+                    log.error("job: held, not started: %s", detail)
+                self.write(state="held", held_reason=detail)
                 deadline = time.monotonic() + RESTORE_RETRY_SECONDS
                 while not self.stopping and time.monotonic() < deadline:
                     time.sleep(0.5)
@@ -202,16 +197,13 @@ class Runner:
             time.sleep(DRAIN_POLL_SECONDS)
             reasons = self.blockers()
         self.write(state=state)
-        from services.autostop.actions import Actions
-
-        autostop = self.ctx.optional_settings(AutostopSettings)
-        if autostop is None:
-            log.error("job: JOB_ON_EXIT=stop, but the AUTOSTOP_* settings are invalid; the pod keeps running")
+        stoppers = configured(self.ctx, "stop_pod")
+        if not stoppers:
+            log.error("job: JOB_ON_EXIT=stop, but no service can stop the pod (are the AUTOSTOP_* settings "
+                      "valid?); the pod keeps running")
             return
-        actions = autostop.actions(self.ctx.cloud.provider)
-        log.warning("job: stopping the pod (%s)", ", ".join(actions))
         try:
-            Actions(self.ctx, autostop, alive_for=time.sleep).run(actions)
+            stoppers[0].stop_pod(self.ctx)
         except Exception as exc:
             log.error("job: stopping the pod failed: %s", exc)
 

@@ -9,7 +9,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
+
+import requests
 
 from entrypoint import generated_token, login_user
 from entrypoint.context import PodContext
@@ -141,6 +145,24 @@ def ready(ctx: PodContext) -> Readiness:
     return http_status(url, headers={"Authorization": f"token {secret}"} if secret else None)
 
 
+def activity(ctx: PodContext) -> tuple[float | None, str]:
+    """Jupyter's own clock: /api/status last_activity covers kernels, terminals and browser API calls. The
+    autostop's polling passes no_track_activity, so it does not reset that clock itself."""
+    settings, secret = _settings(ctx), token(ctx)
+    base = f"http://{local_host(ctx.core.podvisor_bind_host)}:{settings.jupyter_port}{settings.jupyter_base_url}"
+    headers = {"Authorization": f"token {secret}"} if secret else {}
+    params = {"no_track_activity": "1"}
+    status = requests.get(f"{base}api/status", headers=headers, params=params, timeout=5)
+    status.raise_for_status()
+    kernels = requests.get(f"{base}api/kernels", headers=headers, params=params, timeout=5)
+    kernels.raise_for_status()
+    busy = [k for k in kernels.json() if k.get("execution_state") == "busy"]
+    if busy:
+        return time.time(), f"{len(busy)} jupyter kernel(s) busy"
+    last = datetime.fromisoformat(status.json()["last_activity"].replace("Z", "+00:00")).timestamp()
+    return last, f"jupyter last active {time.time() - last:.0f} s ago"
+
+
 SERVICE = Service(
     name="jupyter",
     settings=JupyterSettings,
@@ -155,6 +177,7 @@ SERVICE = Service(
     environment=_environment,
     directory=lambda ctx: str(_settings(ctx).jupyter_root_dir),
     status=lambda ctx: {"summary": auth_hint(ctx)},
+    activity=activity,
     endpoint=lambda ctx: ctx.cloud.endpoint(_settings(ctx).jupyter_port, "http",
                                             path=f"{_settings(ctx).jupyter_base_url}lab"),
 )

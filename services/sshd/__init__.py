@@ -10,7 +10,10 @@ from collections import Counter
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
+
+import psutil
 
 from entrypoint import login_user
 from entrypoint.context import PodContext
@@ -163,6 +166,14 @@ def ready(ctx: PodContext) -> Readiness:
     return tcp_banner(local_host(ctx.core.podvisor_bind_host), _settings(ctx).ssh_port, b"SSH-")
 
 
+def activity(ctx: PodContext) -> tuple[float | None, str]:
+    """Open SSH sessions are a user at work, whether or not they type."""
+    port = _settings(ctx).ssh_port
+    sessions = [c for c in psutil.net_connections(kind="tcp")
+                if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port]
+    return (time.time(), f"{len(sessions)} ssh session(s)") if sessions else (None, "no ssh session")
+
+
 SERVICE = Service(
     name="sshd",
     settings=SshSettings,
@@ -176,4 +187,5 @@ SERVICE = Service(
     interactive=True,
     endpoint=endpoint,
     status=lambda ctx: {"summary": "host keys " + ", ".join(fingerprints(ctx))},
+    activity=activity,
 )

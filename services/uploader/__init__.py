@@ -67,6 +67,16 @@ def loss_on_stop(ctx: PodContext) -> str | None:
     return None
 
 
+def restore_checkpoint(ctx: PodContext) -> tuple[str, str]:
+    """For the job's first attempt: the newest committed checkpoint, unless one is here already."""
+    from services.uploader.restore import restore
+
+    if not _settings(ctx).upload_destinations:
+        return "empty", "no destination to restore from"
+    outcome = restore(ctx)
+    return outcome.state, outcome.detail
+
+
 SERVICE = Service(
     name="uploader",
     settings=UploadSettings,
@@ -80,6 +90,7 @@ SERVICE = Service(
     status=summary,
     stop_blocker=stop_blocker,
     loss_on_stop=loss_on_stop,
+    restore=restore_checkpoint,
     keep_files=ship,
     cli=cli.register,
 )
