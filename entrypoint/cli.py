@@ -1,4 +1,5 @@
-"""The `podvisor` command: start (the container entrypoint), status, config, env-example."""
+"""The `podvisor` command: start (the container entrypoint), status, logs, config, env-example and data in the
+pod; `cloud` and `data` on a laptop."""
 from __future__ import annotations
 
 import argparse
@@ -74,6 +75,76 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    from collections import deque
+
+    from entrypoint.context import running
+
+    paths = running().paths
+    names = args.programs or sorted(p.stem for p in paths.logs_dir.glob("*.log"))
+    missing = 0
+    for name in names:
+        log = paths.program_log(name)
+        if not log.exists():
+            print(f"== {name}: no log at {log}", file=sys.stderr)
+            missing += 1
+            continue
+        print(f"== {name} ({log})")
+        with log.open(errors="replace") as f:
+            print("".join(deque(f, maxlen=args.lines)), end="")
+    return 1 if missing else 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from entrypoint import datasets
+
+    try:
+        ref = datasets.DatasetRef.parse(args.uri)
+        if args.action == "publish":
+            manifest = datasets.publish(Path(args.folder), ref, args.version, args.archive)
+            print(f"published {ref.name}@{manifest['version']} to {ref.repo_id}: {len(manifest['files'])} file(s), "
+                  f"{manifest['total_bytes'] / 1e6:.1f} MB, {manifest['rows']} row(s)"
+                  + (f", bundled in {manifest['archive']}" if manifest["archive"] else ""))
+        elif args.all_latest:
+            for entry in datasets.fetch_all_latest(ref, Path(args.dest))["datasets"]:
+                print(f"{entry['name']}@{entry['version']}: {entry['files']} file(s) in {Path(args.dest) / entry['path']}")
+        else:
+            manifest = datasets.fetch(ref, Path(args.dest), None if args.latest else args.version)
+            print(f"{ref.name}@{manifest['version']}: {len(manifest['files'])} file(s), "
+                  f"{manifest['total_bytes'] / 1e6:.1f} MB, every checksum verified, in {args.dest}")
+    except datasets.DatasetError as exc:
+        print(f"podvisor data: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the Hub's HTTP errors are OSErrors too: one line, never a traceback
+        print(f"podvisor data: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _data_parser(sub: argparse._SubParsersAction) -> None:
+    from entrypoint.datasets import BUNDLE_OVER_FILES
+
+    data = sub.add_parser("data", help="versioned datasets on the Hugging Face Hub: publish, fetch")
+    verbs = data.add_subparsers(dest="action", required=True)
+    p = verbs.add_parser("publish", help="DIR as NAME/<version>/ with a manifest and checksums, in one commit")
+    p.add_argument("folder", metavar="DIR")
+    p.add_argument("uri", metavar="hf://datasets/OWNER/REPO/NAME")
+    p.add_argument("--version", help="default: the UTC time, e.g. 20261201T134500Z (versions sort by name)")
+    p.add_argument("--archive", choices=("auto", "tar.gz", "none"), default="auto",
+                   help=f"auto: one .tar.gz for a folder of more than {BUNDLE_OVER_FILES} files")
+    p.set_defaults(func=cmd_data)
+    p = verbs.add_parser("fetch", help="a version into DEST, every checksum verified")
+    p.add_argument("uri", metavar="hf://datasets/OWNER/REPO/NAME[@VERSION]")
+    p.add_argument("dest", metavar="DEST")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--version")
+    which.add_argument("--latest", action="store_true", help="the newest version (the default)")
+    which.add_argument("--all-latest", action="store_true",
+                       help="the address is a prefix: the newest version of every dataset under it, and an "
+                            "aggregate DEST/manifest.json")
+    p.set_defaults(func=cmd_data)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podvisor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 0 only when SSH, Jupyter and the API (those enabled) answer: the readiness probe")
     p.add_argument("--live", action="store_true", help="exit 0 while supervisord answers: the liveness probe")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("logs", help="the last lines of supervisord's, the bootstrap's and each service's log")
+    p.add_argument("programs", nargs="*", help="supervisord, bootstrap or a service (default: all)")
+    p.add_argument("-n", "--lines", type=int, default=100)
+    p.set_defaults(func=cmd_logs)
     p = sub.add_parser("config", help="check the environment against the schema")
     p.add_argument("--check", action="store_true",
                    help="list every problem; exit 2 for errors, 1 for warnings only (the default action)")
@@ -93,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("env-example", help="print env.example from the schema")
     p.add_argument("--readme", metavar="README", help="rewrite the variable table in this README instead")
     p.set_defaults(func=cmd_env_example)
+    _data_parser(sub)
+    from host.cli import add_parser as add_cloud_parser
+
+    add_cloud_parser(sub)
     from entrypoint.registry import discover
 
     for svc in discover():

@@ -124,6 +124,12 @@ class StateDir:
         return self.root / "bootstrap.json"
 
     @property
+    def datasets_file(self) -> Path:
+        """The dataset versions the bootstrap put in place ([{"uri", "name", "version", "path"}]): the job's
+        PODVISOR_DATASET_DIRS."""
+        return self.root / "datasets.json"
+
+    @property
     def manifest_file(self) -> Path:
         """The run manifest (image, commit, config, GPUs, the job's outcome), shipped beside the checkpoints."""
         return self.root / "manifest.json"
@@ -151,6 +157,13 @@ class StateDir:
 
     def bootstrap_state(self) -> dict[str, Any]:
         return _read_json(self.bootstrap_file, {"state": "pending"})
+
+    def dataset_dirs(self) -> list[str]:
+        """Where this boot's datasets are, in DATASETS order (none before the bootstrap placed them)."""
+        try:
+            return [d["path"] for d in json.loads(self.datasets_file.read_text())]
+        except (OSError, ValueError):
+            return []
 
 
 def _read_json(path: Path, missing: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from supervisor.xmlrpc import SupervisorTransport
 from entrypoint.bootstrap import describe
 from entrypoint.context import PodContext
 from entrypoint.gpu import inventory
-from entrypoint.registry import discover
+from entrypoint.registry import active, discover, stop_reasons
 from entrypoint.state_dir import UP, SupervisorState
 from entrypoint.supervisor_conf import SUPERVISOR_USER
 
@@ -93,6 +93,7 @@ def collect(ctx: PodContext) -> dict[str, Any]:
         "control": control,
         "bootstrap": {**ctx.paths.bootstrap_state(), "summary": describe(ctx.paths.bootstrap_state())},
         "services": services,
+        "stop_blockers": stop_reasons(ctx, active(ctx), "stop_blocker"),
         "gpus": gpus,
         "gpu_summary": gpu_summary,
         "config_problems": [str(p) for p in ctx.config.problems],

@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+Answer = Callable[[dict], "tuple[int, Any]"]
+"""A recorded request -> (status, JSON body): a stand-in with state (pods that change as they are created)."""
 
 
 class FakeApi:
-    def __init__(self, status: int = 200, body: dict | None = None) -> None:
+    def __init__(self, status: int = 200, body: dict | None = None, answer: Answer | None = None) -> None:
         self.requests: list[dict] = []
         self.status, self.body = status, body or {}
+        self.answer: Answer = answer or (lambda request: (self.status, self.body))
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -19,16 +24,18 @@ class FakeApi:
 
             def _handle(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                api.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
-                                     "body": json.loads(raw) if raw else None})
-                data = json.dumps(api.body).encode()
-                self.send_response(api.status)
+                request = {"method": self.command, "path": self.path, "headers": dict(self.headers),
+                           "body": json.loads(raw) if raw else None}
+                api.requests.append(request)
+                status, body = api.answer(request)
+                data = json.dumps(body).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -5,9 +5,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
+
+COMMIT = "c0ffee" + "0" * 34
+
+
+def _blob_id(data: bytes) -> str:
+    return hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
 
 
 class FakeHub:
@@ -32,9 +39,45 @@ class FakeHub:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_HEAD(self) -> None:
+                self._download(head=True)
+
             def do_GET(self) -> None:
-                hub.requests.append({"method": "GET", "path": self.path, "headers": dict(self.headers), "body": b""})
-                self._reply(404, {"error": "not found"})
+                self._download(head=False)
+
+            def _download(self, head: bool) -> None:
+                """`resolve` (what hf_hub_download and snapshot_download fetch, HEAD first) and `tree` (what
+                list_repo_tree and snapshot_download list), over the committed files."""
+                hub.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                                     "body": b""})
+                path = unquote(urlparse(self.path).path)
+                if match := re.fullmatch(r"/api/(?:datasets|models)/[^/]+/[^/]+/tree/[^/]+/?(.*)", path):
+                    prefix = match[1].strip("/")
+                    under = {p: d for p, d in hub.files.items() if not prefix or p.startswith(prefix + "/")}
+                    if not under:
+                        self.send_response(404)
+                        self.send_header("X-Error-Code", "EntryNotFound")
+                        self.send_header("Content-Length", "0")
+                        return self.end_headers()
+                    return self._reply(200, [{"type": "file", "path": p, "size": len(d), "oid": _blob_id(d)}
+                                             for p, d in sorted(under.items())])
+                if match := re.fullmatch(r"/api/(?:datasets|models)/([^/]+/[^/]+)(?:/revision/[^/]+)?", path):
+                    return self._reply(200, {"id": match[1], "sha": COMMIT, "siblings": [
+                        {"rfilename": p, "size": len(d)} for p, d in sorted(hub.files.items())]})
+                match = re.fullmatch(r"/(?:datasets/)?[^/]+/[^/]+/resolve/[^/]+/(.+)", path)
+                data = hub.files.get(match[1]) if match else None
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("Content-Length", "0")
+                    return self.end_headers()
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", COMMIT)
+                self.send_header("ETag", f'"{_blob_id(data)}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(data)
 
             def do_POST(self) -> None:
                 body = self._body()
@@ -68,8 +111,7 @@ class FakeHub:
                     for p in form.get("paths", []):
                         if p in hub.files:
                             data = hub.files[p]
-                            oid = hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
-                            out.append({"type": "file", "path": p, "size": len(data), "oid": oid})
+                            out.append({"type": "file", "path": p, "size": len(data), "oid": _blob_id(data)})
                     return self._reply(200, out)
                 self._reply(404, {"error": f"unknown {path}"})
 

@@ -41,7 +41,7 @@ def test_no_module_reads_a_schema_or_provider_variable_from_the_environment():
     schema_variables = {n for _, cls in sections() for f, info in cls.model_fields.items() for n in env_names(f, info)}
     watched = schema_variables | PROVIDER_VARIABLES
     offences = []
-    for path in sorted([*ROOT.glob("entrypoint/**/*.py"), *ROOT.glob("services/**/*.py")]):
+    for path in sorted(_our_modules()):
         relative = str(path.relative_to(ROOT))
         if (relative, None) in ALLOWED:
             continue
@@ -56,6 +56,11 @@ def test_the_rule_catches_each_way_of_reading():
     assert _raw_reads(ast.parse(source)) == [(2, "SSH_PORT"), (3, "JUPYTER_PORT"), (4, "X")]
 
 
+def _our_modules() -> list[Path]:
+    """The pod's program, its services and the laptop side (which reads its variables through HostSettings)."""
+    return [*ROOT.glob("entrypoint/**/*.py"), *ROOT.glob("services/**/*.py"), *ROOT.glob("host/**/*.py")]
+
+
 def _module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -64,7 +69,7 @@ def _module_name(path: Path) -> str:
 def _import_time_edges() -> dict[str, set[str]]:
     """Module -> the modules of ours it imports when it is imported: top-level statements only (an import
     inside a function runs later; one under `if TYPE_CHECKING:` never). `from pkg import sub` imports both."""
-    paths = {_module_name(p): p for p in [*ROOT.glob("entrypoint/**/*.py"), *ROOT.glob("services/**/*.py")]}
+    paths = {_module_name(p): p for p in _our_modules()}
     edges: dict[str, set[str]] = {}
     for name, path in paths.items():
         found: set[str] = set()

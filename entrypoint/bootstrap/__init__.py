@@ -1,4 +1,4 @@
-"""Bootstrap steps (repo, requirements, pre-start hooks) that supervisord runs as a one-shot program beside sshd
+"""Bootstrap steps (repo, requirements, datasets, pre-start hooks) that supervisord runs as a one-shot program beside sshd
 and Jupyter, so SSH answers while a clone or a requirements install takes minutes; the job and the post-start
 hook wait for it. Progress goes to the log and to bootstrap.json (`podvisor status` shows "bootstrap:
 installing requirements, 40 s"). Each step is timed in timings.jsonl; a failing step is reported and skipped,
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from entrypoint import login_user
-from entrypoint.bootstrap import hooks, repo, userenv
+from entrypoint.bootstrap import hooks, prefetch, repo, userenv
 from entrypoint.bootstrap.settings import BootstrapSettings
 from entrypoint.files import write_atomically
 from entrypoint.timings import phase
@@ -54,6 +54,7 @@ def describe(state: dict, now: float | None = None) -> str:
 
 
 STEP_WORDS = {"repo": "syncing the repository", "requirements": "installing requirements",
+              "datasets": "fetching DATASETS",
               "pre_start": "running PRE_START_SCRIPT", "on_start": "running on_start.sh",
               "provisioning": "running PROVISIONING_SCRIPT"}
 
@@ -89,10 +90,14 @@ def before_services(ctx: PodContext) -> None:
     steps = [("repo", lambda: log.info("bootstrap: %s", repo.sync(settings, login_user.name(ctx))))]
     if settings.requirements_install:  # looked for when its turn comes: the clone just before may bring it
         steps.append(("requirements", lambda: log.info("bootstrap: %s", install(ctx, settings))))
+    if settings.datasets:  # the job must not start without its data: a failed fetch fails the bootstrap
+        steps.append(("datasets", lambda: log.info("bootstrap: %s", prefetch.prefetch(ctx, settings))))
     for name, path in pre_start_hooks(ctx, settings):
         steps.append((name, lambda path=path, name=name: hooks.run_hook(path(), name, ctx.environment_for())))
     for name, step in steps:
-        run_step(ctx, name, step, strict=settings.hooks_strict and name not in ("repo", "requirements"))
+        strict = ("the job needs its data" if name == "datasets" else
+                  "HOOKS_STRICT=true" if settings.hooks_strict and name not in ("repo", "requirements") else "")
+        run_step(ctx, name, step, strict=strict)
 
 
 def install(ctx: PodContext, settings: BootstrapSettings) -> str:
@@ -117,7 +122,8 @@ def pre_start_hooks(ctx: PodContext, settings: BootstrapSettings) -> list[tuple[
     return found
 
 
-def run_step(ctx: PodContext, name: str, step, strict: bool = False) -> None:
+def run_step(ctx: PodContext, name: str, step, strict: str = "") -> None:
+    """One timed step; a failure is logged and the boot goes on, unless `strict` says why it may not."""
     if ctx.paths.bootstrap_state().get("state") == "running":
         write_state(ctx, **{**ctx.paths.bootstrap_state(), "step": name, "step_started": time.time()})
     try:
@@ -125,5 +131,5 @@ def run_step(ctx: PodContext, name: str, step, strict: bool = False) -> None:
             step()
     except Exception as exc:
         if strict:
-            raise HookFailed(f"{name}: {exc} (HOOKS_STRICT=true)") from exc
+            raise HookFailed(f"{name}: {exc} ({strict})") from exc
         log.error("bootstrap: %s failed: %s; boot goes on", name, exc)

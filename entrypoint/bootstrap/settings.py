@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from entrypoint.fields import AbsPath, ControlSecret
+from entrypoint.fields import AbsPath, ControlSecret, CsvList
 from entrypoint.schema import Section
 
 
@@ -35,6 +35,26 @@ class BootstrapSettings(Section):
     )
     post_start_script: Path | None = Field(None, description="Script run once every service is up.")
     hooks_strict: bool = Field(False, description="A failing hook stops the boot instead of being reported.")
+    datasets: CsvList = Field(
+        default_factory=list,
+        description="Dataset versions fetched and verified into DATASETS_DIR before the job starts, once per "
+                    "version: hf://datasets/OWNER/REPO/NAME@VERSION or @latest, comma-separated (`podvisor data "
+                    "publish` makes them). The job gets their folders in PODVISOR_DATASET_DIRS.",
+    )
+    datasets_dir: AbsPath = Field(Path("/workspace/datasets"), description="Where DATASETS go (on the volume): "
+                                                                            "DATASETS_DIR/NAME/VERSION.")
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, values: list[str]) -> list[str]:
+        from entrypoint.datasets import DatasetError, DatasetRef
+
+        for value in values:
+            try:
+                DatasetRef.parse(value)
+            except DatasetError as exc:
+                raise ValueError(str(exc)) from None
+        return values
 
     @field_validator("provisioning_script")
     @classmethod

@@ -122,6 +122,8 @@ class Runner:
                               userenv.environment(settings_of(self.ctx)))
         user = pwd.getpwnam(login_user.name(self.ctx))
         env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name)
+        if datasets := self.ctx.paths.dataset_dirs():
+            env["PODVISOR_DATASET_DIRS"] = os.pathsep.join(datasets)
         workdir = self.settings.job_workdir or self._default_workdir()
         log.info("job: attempt %d: %s%s", number + 1, shlex.join(argv),
                  f" (resuming from {resume})" if resume else "")

@@ -1,0 +1,54 @@
+"""One HTTP client per provider: the key goes only in the Authorization header, only to that provider's API
+host, and never into a URL, a log line or an exception; refusals and outages become one line a user can act on."""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from host.keys import ApiKey
+
+TIMEOUT = (10, 60)
+
+
+class ApiError(Exception):
+    """One line: what was asked, what the provider said, and what to do."""
+
+
+class Refused(ApiError):
+    """401/403: the key is wrong, expired, or lacks the permission this call needs."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Client:
+    def __init__(self, provider: str, key: ApiKey, hint: str) -> None:
+        self.provider, self.key, self.hint = provider, key, hint
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {key.value}"
+        self.session.headers["User-Agent"] = "podvisor-cloud"
+
+    def call(self, method: str, url: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
+        where = f"{method} {urlsplit(url).path}"
+        try:
+            response = self.session.request(method, url, json=body, params=params, timeout=TIMEOUT,
+                                            allow_redirects=False)
+        except requests.RequestException as exc:
+            raise ApiError(f"{self.provider} API unreachable at {urlsplit(url).netloc} ({type(exc).__name__}); "
+                           "check the network or the API URL") from None
+        if response.status_code in (401, 403):
+            raise Refused(f"{self.provider} refused the API key from {self.key.source} (HTTP {response.status_code} "
+                          f"on {where}): {self.hint}", response.status_code)
+        if response.status_code >= 300:
+            raise ApiError(f"{self.provider} answered HTTP {response.status_code} on {where}: "
+                           f"{self._scrub(response.text)[:300]}")
+        try:
+            return response.json() if response.content else None
+        except ValueError:
+            raise ApiError(f"{self.provider} answered {where} with something that is not JSON") from None
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self.key.value, "***") if self.key.value else text

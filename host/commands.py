@@ -1,0 +1,294 @@
+"""What each `podvisor cloud` command does and prints. Every command says what failed in one
+line and exits 1 (2 for a usage problem); `--json` prints data only, never a key."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from host.api import ApiError, Refused
+from host.keys import NoKey, find_key
+from host.pods import LaunchRequest, Pod, Provider, Template
+from host.settings import HostSettings
+from host.ssh import HostKeyChanged, Target
+from host.wait import NotReady, probe, target_of, wait_until_ready
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+SSH_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
+
+
+class Usage(Exception):
+    pass
+
+
+def provider_of(args: argparse.Namespace, settings: HostSettings) -> Provider:
+    name = args.provider or settings.podvisor_cloud
+    if name is None:
+        raise Usage("which provider? pass --provider runpod|vast or set PODVISOR_CLOUD")
+    key = find_key(name, args.api_key, settings)
+    if name == "runpod":
+        from host.runpod import RunPod
+        return RunPod(key, settings)
+    from host.vast import Vast
+    return Vast(key, settings)
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    widths = {c: max([len(c), *(len(str(r.get(c, ""))) for r in rows)]) for c in columns}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _emit(args: argparse.Namespace, data: object, text: str) -> None:
+    print(json.dumps(data, indent=2) if args.json else text)
+
+
+def _target(args: argparse.Namespace, settings: HostSettings, pod: Pod) -> Target:
+    target = target_of(pod, settings.known_hosts, args.identity)
+    if target is None:
+        raise ApiError(f"pod {pod.id} has no SSH address yet (status {pod.status}); "
+                       f"`podvisor cloud status {pod.id}` shows when it has one")
+    return target
+
+
+def cmd_gpus(args: argparse.Namespace, settings: HostSettings) -> int:
+    provider = provider_of(args, settings)
+    try:
+        gpus = provider.gpus(args.min_vram, args.max_price, args.cloud, args.count)
+    except Refused as exc:
+        if provider.name != "runpod":
+            raise
+        print(f"RunPod's GPU listing (GraphQL) refused this key (HTTP {exc.status}); some keys are refused there "
+              "while REST accepts them: launch anyway with --gpu-type-id ID (e.g. 'NVIDIA GeForce RTX 4090')",
+              file=sys.stderr)
+        return 1
+    rows = [asdict(g) for g in gpus]
+    _emit(args, rows, _table(rows, ["id", "name", "vram_gb", "price_per_hour", "cloud", "available"])
+          if rows else "no GPU matches")
+    return 0
+
+
+def cmd_templates(args: argparse.Namespace, settings: HostSettings) -> int:
+    rows = [asdict(t) for t in provider_of(args, settings).templates(args.name)]
+    _emit(args, rows, _table(rows, ["id", "name", "image"]) if rows else "no template matches")
+    return 0
+
+
+def _repo_template(provider: Provider, path: Path | None) -> dict:
+    path = path or DEPLOY / provider.template_file
+    if not path.is_file():
+        raise Usage(f"no template at {path}: pass --file with the provider's template JSON")
+    return json.loads(path.read_text())
+
+
+def cmd_template_push(args: argparse.Namespace, settings: HostSettings) -> int:
+    provider = provider_of(args, settings)
+    action, made = provider.push_template(_repo_template(provider, args.file))
+    _emit(args, {"action": action, **asdict(made)}, f"template {made.name!r} {action}: id {made.id}, image {made.image}")
+    return 0
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise Usage(f"--env {pair.split('=')[0]!r}: expected NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def _template(provider: Provider, wanted: str) -> Template:
+    found = provider.templates(None if provider.name == "vast" and len(wanted) >= 32 else wanted)
+    exact = [t for t in found if wanted in (t.id, t.name)]
+    if len(exact) != 1:
+        names = ", ".join(f"{t.name} ({t.id})" for t in found[:5]) or "none"
+        raise Usage(f"--template {wanted!r} matches {len(exact)} template(s) by id or name (seen: {names}); "
+                    "`podvisor cloud templates` lists them, `podvisor cloud template push` makes ours")
+    return exact[0]
+
+
+def _resolve_gpu(args: argparse.Namespace, provider: Provider) -> tuple[str, bool]:
+    if args.gpu_type_id:
+        if provider.name == "runpod":
+            print(f"warning: GPU type {args.gpu_type_id!r} used as given, not checked against RunPod's listing",
+                  file=sys.stderr)
+        return args.gpu_type_id, False
+    if provider.name == "vast":
+        return args.gpu, True
+    try:
+        listed = provider.gpus(0, None, args.cloud, args.count)
+    except Refused:
+        raise Usage("RunPod refused the GPU listing (GraphQL) for this key, so --gpu cannot be resolved: pass the "
+                    "exact type with --gpu-type-id (e.g. 'NVIDIA GeForce RTX 4090')") from None
+    match = [g for g in listed if args.gpu.lower() in (g.id.lower(), g.name.lower())] or \
+            [g for g in listed if args.gpu.lower() in g.name.lower()]
+    if not match:
+        raise Usage(f"no RunPod GPU type in stock matches {args.gpu!r}; `podvisor cloud gpus` lists them")
+    return match[0].id, True
+
+
+def cmd_launch(args: argparse.Namespace, settings: HostSettings) -> int:
+    provider = provider_of(args, settings)
+    if bool(args.template) == bool(args.image):
+        raise Usage("give one of --template ID|NAME or --image REF")
+    if not (args.gpu or args.gpu_type_id):
+        raise Usage("give --gpu NAME (or --gpu-type-id ID; on Vast an offer id from `cloud gpus`)")
+    gpu, checked = _resolve_gpu(args, provider)
+    request = LaunchRequest(gpu, checked, args.count, args.cloud,
+                            _template(provider, args.template) if args.template else None, args.image,
+                            _parse_env(args.env), args.volume_gb, args.name, args.max_price)
+    pod = provider.launch(request)
+    print(f"launched {pod.id} ({pod.gpu or gpu}{f', ${pod.price_per_hour}/h' if pod.price_per_hour else ''})",
+          file=sys.stderr)
+    if not args.wait:
+        _emit(args, pod.as_json(), f"{pod.id}: {pod.status}; `podvisor cloud launch ... --wait` or "
+                                   f"`podvisor cloud status {pod.id}` to follow it")
+        return 0
+    ready = wait_until_ready(provider, pod.id, settings.known_hosts, args.identity, args.timeout, args.interval)
+    _emit(args, {**ready.pod.as_json(), "ssh": ready.target.command_line(), "urls": _urls(ready.pod, ready.report)},
+          _ready_text(ready.pod, ready.target, ready.report))
+    return 0
+
+
+def _urls(pod: Pod, report: dict) -> dict[str, str]:
+    """The pod's own view of its endpoints when it has one (it knows its proxy names), else the provider's."""
+    services = report.get("services", {})
+    own = {"jupyter": services.get("jupyter", {}).get("endpoint"), "api": services.get("inference", {}).get("endpoint")}
+    return {name: own.get(name) or url for name, url in pod.urls.items()}
+
+
+def _ready_text(pod: Pod, target: Target, report: dict) -> str:
+    urls = _urls(pod, report)
+    jupyter = report.get("services", {}).get("jupyter", {}).get("summary", "")
+    lines = [f"pod {pod.id} is ready", f"  ssh      {target.command_line()}"]
+    if "jupyter" in urls:
+        lines.append(f"  jupyter  {urls['jupyter']}" + (f"  ({jupyter})" if jupyter else ""))
+    if "api" in urls:
+        lines.append(f"  api      {urls['api']}")
+    return "\n".join(lines)
+
+
+def cmd_list(args: argparse.Namespace, settings: HostSettings) -> int:
+    pods = provider_of(args, settings).pods()
+    rows = [{**p.as_json(), "ssh": f"{p.ssh_host}:{p.ssh_port}" if p.ssh_port else "-"} for p in pods]
+    _emit(args, [p.as_json() for p in pods],
+          _table(rows, ["id", "name", "status", "gpu", "price_per_hour", "ssh"]) if rows else "no pods")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: HostSettings) -> int:
+    pod = provider_of(args, settings).pod(args.pod)
+    target = target_of(pod, settings.known_hosts, args.identity)
+    ready, state, report = probe(target) if pod.running and target else (False, "not running", {})
+    _emit(args, {**pod.as_json(), "stack": state, "report": report},
+          f"{pod.id} {pod.name}: {pod.status}, {pod.gpu}, "
+          f"{f'${pod.price_per_hour}/h' if pod.price_per_hour is not None else 'price unknown'}\n"
+          f"  ssh    {target.command_line() if target else 'no address yet'}\n  stack  {state}")
+    return 0
+
+
+def cmd_ssh(args: argparse.Namespace, settings: HostSettings) -> int:
+    pod = provider_of(args, settings).pod(args.pod)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return _target(args, settings, pod).session(command)
+
+
+def cmd_logs(args: argparse.Namespace, settings: HostSettings) -> int:
+    pod = provider_of(args, settings).pod(args.pod)
+    return _target(args, settings, pod).session(["podvisor", "logs", "-n", str(args.lines), *args.programs])
+
+
+def cmd_stop(args: argparse.Namespace, settings: HostSettings) -> int:
+    provider_of(args, settings).stop(args.pod)
+    print(f"{args.pod}: stop requested (compute halts, the volume stays; start it again from the console)")
+    return 0
+
+
+def _pending(args: argparse.Namespace, settings: HostSettings, pod: Pod) -> list[str]:
+    """What the pod itself says would be lost by deleting it; a pod that cannot be asked may hold anything."""
+    target = target_of(pod, settings.known_hosts, args.identity)
+    if not (pod.running and target):
+        return [f"the pod cannot be asked whether uploads are pending (status {pod.status}); start it so they drain"]
+    result = target.run("podvisor status --json", timeout=30)
+    try:
+        return json.loads(result.stdout).get("stop_blockers", [])
+    except ValueError:
+        return [f"the pod did not say whether uploads are pending ({(result.stderr.strip() or 'no answer')[-200:]})"]
+
+
+def cmd_terminate(args: argparse.Namespace, settings: HostSettings) -> int:
+    provider = provider_of(args, settings)
+    pod = provider.pod(args.pod)
+    if not args.force:
+        pending = _pending(args, settings, pod)
+        if pending:
+            print(f"not terminating {pod.id}: {'; '.join(pending)}. Terminating deletes the volume; wait, or "
+                  "pass --force to lose them", file=sys.stderr)
+            return 1
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise Usage(f"terminating deletes {pod.id} and its volume: confirm with --yes")
+        if input(f"Terminate {pod.id} ({pod.name}) and delete its volume? Type its id to confirm: ").strip() != pod.id:
+            print("not terminated")
+            return 1
+    provider.terminate(pod.id)
+    target = target_of(pod, settings.known_hosts, args.identity)
+    if target:
+        target.forget()
+    print(f"{pod.id}: terminated")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, settings: HostSettings) -> int:
+    ok = True
+
+    def line(good: bool, text: str) -> None:
+        nonlocal ok
+        ok &= good
+        print(f"{'ok  ' if good else 'FAIL'} {text}")
+
+    name = args.provider or settings.podvisor_cloud
+    if name is None:
+        raise Usage("which provider? pass --provider runpod|vast or set PODVISOR_CLOUD")
+    provider = None
+    try:
+        key = find_key(name, args.api_key, settings)
+        line(True, f"{name} API key found in {key.source}")
+        provider = provider_of(args, settings)
+        line(True, f"{name} API: {provider.check_key()}")
+    except (NoKey, ApiError) as exc:
+        line(False, str(exc))
+    client = shutil.which("ssh")
+    version = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip() if client else ""
+    line(bool(client), f"SSH client: {version or 'not found (install OpenSSH)'}")
+    keys = [k for k in SSH_KEYS if (Path.home() / ".ssh" / k).exists()]
+    line(bool(keys or args.identity), f"SSH key: {args.identity or ', '.join(f'~/.ssh/{k}' for k in keys) or 'none'}"
+         + ("" if keys or args.identity else " (ssh-keygen -t ed25519; add the .pub to your provider account)"))
+    hosts = settings.known_hosts
+    count = len(hosts.read_text().splitlines()) if hosts.exists() else 0
+    line(True, f"known_hosts: {hosts} ({count} pinned key(s); new pods are pinned on first contact)")
+    if provider is not None:
+        ours = _repo_template(provider, None)
+        image = ours.get("imageName") or f"{ours.get('image')}:{ours.get('tag') or 'latest'}"
+        theirs = [t for t in provider.templates(ours["name"]) if t.name == ours["name"]]
+        same = bool(theirs) and theirs[0].image == image
+        line(same, f"template {ours['name']!r}: the repo's image {image}, the provider's "
+             + (theirs[0].image if theirs else "none yet") + ("" if same else " (`podvisor cloud template push`)"))
+    return 0 if ok else 1
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    try:
+        return globals()[name](args, HostSettings())
+    except Usage as exc:
+        print(f"podvisor cloud: {exc}", file=sys.stderr)
+        return 2
+    except (NoKey, ApiError, NotReady, HostKeyChanged, RuntimeError) as exc:
+        print(f"podvisor cloud: {exc}", file=sys.stderr)
+        return 1

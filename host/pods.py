@@ -1,0 +1,78 @@
+"""What both providers are reduced to: a GPU offer, a template and a pod with its SSH address. Commands work on
+these, so `list`, `ssh` and the launch wait read the same on RunPod and Vast."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Gpu:
+    id: str
+    name: str
+    vram_gb: float
+    price_per_hour: float
+    cloud: str
+    available: str
+
+
+@dataclass(frozen=True)
+class Template:
+    id: str
+    name: str
+    image: str
+
+
+@dataclass(frozen=True)
+class Pod:
+    id: str
+    name: str
+    status: str
+    gpu: str
+    price_per_hour: float | None
+    ssh_host: str | None
+    ssh_port: int | None
+    urls: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.status.upper() == "RUNNING"
+
+    @property
+    def gone(self) -> bool:
+        """Stopped, deleted or failed: waiting on it will not bring it up."""
+        return self.status.upper() in ("TERMINATED", "ERROR", "EXITED", "STOPPED", "OFFLINE")
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    gpu: str | None
+    gpu_checked: bool
+    """False when the GPU id was taken as given (RunPod's listing refused the key)."""
+    count: int
+    cloud: str | None
+    template: Template | None
+    image: str | None
+    env: dict[str, str]
+    volume_gb: int | None
+    name: str
+    max_price: float | None = None
+
+
+class Provider(Protocol):
+    name: str
+    template_file: str
+    """The repo's own template for this provider, under deploy/."""
+
+    def gpus(self, min_vram: float, max_price: float | None, cloud: str | None, count: int) -> list[Gpu]: ...
+    def templates(self, name: str | None) -> list[Template]: ...
+    def push_template(self, spec: dict) -> tuple[str, Template]: ...
+    def launch(self, request: LaunchRequest) -> Pod: ...
+    def pods(self) -> list[Pod]: ...
+    def pod(self, pod_id: str) -> Pod: ...
+    def stop(self, pod_id: str) -> None: ...
+    def terminate(self, pod_id: str) -> None: ...
+    def check_key(self) -> str: ...

@@ -1,0 +1,251 @@
+"""`podvisor cloud` against loopback stand-ins of RunPod's and Vast.ai's APIs (tests/fakecloud.py): the method,
+path, body and auth header of every request each command sends, the key in no URL and no output, and what a user
+reads when a key is refused, missing or only in the OS keyring. The launch wait and SSH against a real stack are
+in the platform modules (test_platform_runpod, test_platform_vast)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keyring
+import pytest
+from keyring.backend import KeyringBackend
+
+from entrypoint.cli import main
+from fakecloud import KEY, FakeRunPod, FakeVast
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+@pytest.fixture
+def laptop(monkeypatch, tmp_path):
+    """A shell with no provider variables of the developer's, and its own config dir."""
+    for name in ("RUNPOD_API_KEY", "VAST_API_KEY", "PODVISOR_CLOUD", "RUNPOD_REST_URL", "RUNPOD_GRAPHQL_URL",
+                 "VAST_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return monkeypatch
+
+
+@pytest.fixture
+def runpod(laptop):
+    api = FakeRunPod()
+    for name, value in api.env.items():
+        laptop.setenv(name, value)
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def vast(laptop):
+    api = FakeVast()
+    for name, value in api.env.items():
+        laptop.setenv(name, value)
+    yield api
+    api.close()
+
+
+def cloud(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(["cloud", *argv])
+    out, err = capsys.readouterr()
+    assert KEY not in out + err, "the API key was printed"
+    return code, out, err
+
+
+def assert_key_only_in_the_header(api) -> None:
+    assert api.requests, "nothing was sent"
+    for request in api.requests:
+        assert KEY not in request["path"], request["path"]
+        assert request["headers"]["Authorization"] == f"Bearer {KEY}"
+        assert KEY not in json.dumps(request["body"])
+
+
+def test_runpod_gpus_ranked_by_price_from_graphql(runpod, capsys):
+    code, out, _ = cloud(capsys, "gpus", "--provider", "runpod", "--min-vram", "24", "--max-price", "1", "--json")
+    assert code == 0
+    assert [g["name"] for g in json.loads(out)] == ["RTX 3090", "RTX 4090"]  # A100 over the price, H100 out of stock
+    sent = runpod.requests[0]
+    assert (sent["method"], sent["path"]) == ("POST", "/graphql")
+    assert "gpuTypes" in sent["body"]["query"] and "gpuCount: 1" in sent["body"]["query"]
+    assert_key_only_in_the_header(runpod)
+
+
+def test_runpod_gpus_secure_cloud_asks_for_secure_prices(runpod, capsys):
+    code, out, _ = cloud(capsys, "gpus", "--provider", "runpod", "--cloud", "secure", "--count", "2")
+    assert code == 0 and "RTX 3090" not in out and "A100 PCIe" in out
+    assert "gpuCount: 2, secureCloud: true" in runpod.requests[0]["body"]["query"]
+
+
+def test_a_key_refused_by_graphql_is_one_line_and_launch_goes_on_with_the_type_id(runpod, capsys):
+    runpod.graphql_status = 403
+    code, out, err = cloud(capsys, "gpus", "--provider", "runpod")
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "HTTP 403" in err and "--gpu-type-id" in err
+    code, _, err = cloud(capsys, "launch", "--provider", "runpod", "--gpu", "4090", "--image", "img:1")
+    assert code == 2 and "--gpu-type-id" in err
+    code, _, err = cloud(capsys, "launch", "--provider", "runpod", "--gpu-type-id", "NVIDIA GeForce RTX 4090",
+                         "--image", "ghcr.io/podvisor/podvisor:0.1.0")
+    assert code == 0, err
+    assert "not checked against RunPod's listing" in err
+    assert runpod.requests[-1]["body"]["gpuTypeIds"] == ["NVIDIA GeForce RTX 4090"]
+
+
+def test_runpod_launch_sends_our_ports_and_only_the_env_asked_for(runpod, capsys):
+    code, out, err = cloud(capsys, "launch", "--provider", "runpod", "--gpu", "RTX 4090", "--image",
+                           "ghcr.io/podvisor/podvisor:0.1.0", "--env", "HF_TOKEN=hf_abc", "--env", "X=a=b",
+                           "--volume-gb", "50", "--cloud", "community", "--json")
+    assert code == 0, err
+    sent = runpod.requests[-1]
+    assert (sent["method"], sent["path"]) == ("POST", "/v1/pods")
+    assert sent["body"] == {"name": "podvisor", "gpuTypeIds": ["NVIDIA GeForce RTX 4090"], "gpuCount": 1,
+                            "imageName": "ghcr.io/podvisor/podvisor:0.1.0", "ports": ["22/tcp", "8888/http", "8000/http"],
+                            "volumeMountPath": "/workspace", "cloudType": "COMMUNITY",
+                            "env": {"HF_TOKEN": "hf_abc", "X": "a=b"}, "volumeInGb": 50}
+    assert json.loads(out)["id"] == "pod1x7k2"
+    assert_key_only_in_the_header(runpod)
+
+
+def test_template_push_creates_then_updates_runpods_template_from_the_repo(runpod, capsys):
+    ours = json.loads((DEPLOY / "runpod" / "template.json").read_text())
+    assert cloud(capsys, "template", "push", "--provider", "runpod")[0] == 0
+    created = runpod.requests[-1]
+    assert (created["method"], created["path"], created["body"]) == ("POST", "/v1/templates", ours)
+    code, out, _ = cloud(capsys, "template", "push", "--provider", "runpod")
+    assert code == 0 and "updated" in out
+    updated = runpod.requests[-1]
+    assert (updated["method"], updated["path"]) == ("PATCH", "/v1/templates/tpl1")
+    assert updated["body"]["imageName"] == ours["imageName"] and "isServerless" not in updated["body"]
+    # Launch from it by name: the template's id is sent, not its image or ports.
+    assert cloud(capsys, "launch", "--provider", "runpod", "--gpu", "RTX 3090", "--template", "podvisor")[0] == 0
+    body = runpod.requests[-1]["body"]
+    assert body["templateId"] == "tpl1" and "imageName" not in body and "env" not in body
+
+
+def test_vast_template_push_and_launch_rent_the_cheapest_matching_offer(vast, capsys):
+    ours = json.loads((DEPLOY / "vast" / "template.json").read_text())
+    code, out, err = cloud(capsys, "template", "push", "--provider", "vast")
+    assert code == 0, err
+    created = vast.requests[-1]
+    assert (created["method"], created["path"]) == ("POST", "/api/v0/template/")
+    assert created["body"]["env"] == ours["env"] and created["body"]["runtype"] == "args"
+    code, _, err = cloud(capsys, "launch", "--provider", "vast", "--gpu", "RTX 4090", "--template", "podvisor",
+                         "--env", "HF_TOKEN=hf_abc", "--volume-gb", "80")
+    assert code == 0, err
+    search, rent = vast.requests[-3], vast.requests[-2]
+    assert (search["method"], search["path"]) == ("POST", "/api/v0/bundles/")
+    assert search["body"]["gpu_name"] == {"eq": "RTX 4090"} and search["body"]["direct_port_count"] == {"gte": 1}
+    assert (rent["method"], rent["path"]) == ("PUT", "/api/v0/asks/9001/")
+    assert rent["body"] == {"client_id": "me", "label": "podvisor", "runtype": "args",
+                            "template_hash_id": "h" + "1".rjust(31, "0"), "env": {"HF_TOKEN": "hf_abc"}, "disk": 80}
+    assert_key_only_in_the_header(vast)
+
+
+def test_vast_launch_from_an_image_publishes_our_ports(vast, capsys):
+    code, _, err = cloud(capsys, "launch", "--provider", "vast", "--gpu", "9003", "--image", "ghcr.io/podvisor/podvisor:0.1.0")
+    assert code == 0, err
+    rent = [r for r in vast.requests if r["method"] == "PUT"][0]
+    assert rent["path"] == "/api/v0/asks/9003/"
+    assert rent["body"]["env"] == {"-p 22:22": "1", "-p 8888:8888": "1", "-p 8000:8000": "1"}
+
+
+def test_list_stop_and_terminate_send_the_documented_calls(runpod, vast, capsys):
+    cloud(capsys, "launch", "--provider", "runpod", "--gpu", "RTX 4090", "--image", "img:1")
+    code, out, _ = cloud(capsys, "list", "--provider", "runpod", "--json")
+    assert code == 0 and [p["id"] for p in json.loads(out)] == ["pod1x7k2"]
+    assert cloud(capsys, "stop", "--provider", "runpod", "pod1x7k2")[0] == 0
+    assert runpod.requests[-1]["method"] == "POST" and runpod.requests[-1]["path"] == "/v1/pods/pod1x7k2/stop"
+    # Stopped, the pod cannot say whether uploads are pending: terminate refuses without --force.
+    code, _, err = cloud(capsys, "terminate", "--provider", "runpod", "pod1x7k2", "--yes")
+    assert code == 1 and "cannot be asked whether uploads are pending" in err
+    assert all(r["method"] != "DELETE" for r in runpod.requests)
+    code, _, err = cloud(capsys, "terminate", "--provider", "runpod", "pod1x7k2", "--force")
+    assert code == 2 and "--yes" in err  # no terminal to ask on
+    assert cloud(capsys, "terminate", "--provider", "runpod", "pod1x7k2", "--force", "--yes")[0] == 0
+    assert (runpod.requests[-1]["method"], runpod.requests[-1]["path"]) == ("DELETE", "/v1/pods/pod1x7k2")
+
+    cloud(capsys, "launch", "--provider", "vast", "--gpu", "RTX 4090", "--image", "img:1")
+    assert cloud(capsys, "stop", "--provider", "vast", "4242")[0] == 0
+    assert (vast.requests[-1]["method"], vast.requests[-1]["path"], vast.requests[-1]["body"]) == (
+        "PUT", "/api/v0/instances/4242/", {"state": "stopped"})
+    assert cloud(capsys, "terminate", "--provider", "vast", "4242", "--force", "--yes")[0] == 0
+    assert (vast.requests[-1]["method"], vast.requests[-1]["path"]) == ("DELETE", "/api/v0/instances/4242/")
+
+
+def test_a_refused_key_is_one_line_that_says_where_it_came_from(runpod, laptop, capsys):
+    laptop.setenv("RUNPOD_API_KEY", "rpa_wrong_key_0000")
+    code, out, err = cloud(capsys, "list", "--provider", "runpod")
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert "refused the API key from RUNPOD_API_KEY (HTTP 401 on GET /v1/pods)" in err
+    assert "rpa_wrong_key_0000" not in err
+
+
+class MemoryKeyring(KeyringBackend):
+    """The OS keyring's place (there is no Secret Service on a test machine): what `keyring set` would store."""
+    priority = 1
+    stored: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.stored.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.stored[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.stored.pop((service, username), None)
+
+
+def test_the_key_comes_from_the_flag_then_the_environment_then_the_keyring(runpod, laptop, capsys):
+    previous = keyring.get_keyring()
+    keyring.set_keyring(MemoryKeyring())
+    try:
+        laptop.delenv("RUNPOD_API_KEY")
+        code, _, err = cloud(capsys, "list", "--provider", "runpod")
+        assert code == 1 and "--api-key" in err and "RUNPOD_API_KEY" in err and "keyring set runpod api_key" in err
+        keyring.set_password("runpod", "api_key", KEY)
+        code, out, _ = cloud(capsys, "doctor", "--provider", "runpod")
+        assert "runpod API key found in the OS keyring (service 'runpod')" in out
+        assert "GET /pods accepted it" in out
+        laptop.setenv("RUNPOD_API_KEY", "rpa_from_env_wrong")
+        assert "refused the API key from RUNPOD_API_KEY" in cloud(capsys, "list", "--provider", "runpod")[2]
+        code, _, _ = cloud(capsys, "list", "--provider", "runpod", "--api-key", KEY)
+        assert code == 0
+        assert "refused the API key from --api-key" in cloud(capsys, "list", "--provider", "runpod", "--api-key", "x")[2]
+    finally:
+        keyring.set_keyring(previous)
+
+
+def test_doctor_checks_key_api_ssh_known_hosts_and_the_template_image(vast, laptop, tmp_path, capsys):
+    identity = tmp_path / "id_test"
+    identity.write_text("not read")
+    code, out, _ = cloud(capsys, "doctor", "--provider", "vast", "-i", str(identity))
+    lines = out.splitlines()
+    assert lines[0] == "ok   vast API key found in VAST_API_KEY"
+    assert lines[1] == "ok   vast API: GET /users/current/ accepted it"
+    assert lines[2].startswith("ok   SSH client: OpenSSH")
+    assert f"known_hosts: {tmp_path / 'config' / 'podvisor' / 'known_hosts'}" in out
+    assert "FAIL template 'podvisor': the repo's image ghcr.io/podvisor/podvisor:0.1.0, the provider's none yet" in out
+    assert code == 1
+    cloud(capsys, "template", "push", "--provider", "vast")
+    code, out, _ = cloud(capsys, "doctor", "--provider", "vast", "-i", str(identity))
+    assert code == 0, out
+
+
+def test_launch_wait_against_a_pod_that_never_answers_times_out_with_what_it_saw(laptop, capsys, open_tmp):
+    """It runs the SSH client against a closed port for seconds: a real-program test, not a fast one."""
+    from conftest import free_port
+
+    laptop.setenv("XDG_CONFIG_HOME", str(open_tmp))
+    api = FakeRunPod(ssh_port=free_port())  # nothing listens there
+    for name, value in api.env.items():
+        laptop.setenv(name, value)
+    try:
+        code, _, err = cloud(capsys, "launch", "--provider", "runpod", "--gpu", "RTX 4090", "--image", "img:1",
+                             "--wait", "--timeout", "4", "--interval", "1")
+    finally:
+        api.close()
+    assert code == 1
+    assert "no SSH address yet" in err  # the progress line before the address came
+    last = err.strip().splitlines()[-1]
+    assert "not ready after 4 s; last seen: SSH [127.0.0.1]" in last and "Connection refused" in last
+    assert "podvisor cloud logs pod1x7k2" in last and "podvisor cloud stop pod1x7k2" in last
