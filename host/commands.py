@@ -168,7 +168,7 @@ def _ready_text(pod: Pod, target: Target, report: dict) -> str:
     jupyter = report.get("services", {}).get("jupyter", {}).get("summary", "")
     lines = [f"pod {pod.id} is ready", f"  ssh      {target.command_line()}"]
     if "jupyter" in urls:
-        lines.append(f"  jupyter  {urls['jupyter']}" + (f"  ({jupyter})" if jupyter else ""))
+        lines.append(f"  jupyter  {urls['jupyter']}" + (f"  (on the pod: {jupyter})" if jupyter else ""))
     if "api" in urls:
         lines.append(f"  api      {urls['api']}")
     return "\n".join(lines)

@@ -76,7 +76,7 @@ class Vast:
                 raise ApiError(f"Vast.ai has no verified on-demand offer of {request.count} x {request.gpu}"
                                + (f" under ${request.max_price}/h" if request.max_price else "")
                                + "; `podvisor cloud gpus --provider vast` lists what there is")
-            offer = found[0]["id"]
+            offer = min(found, key=lambda o: o.get("dph_total") or 0)["id"]  # the cheapest, whatever the order
         body: dict[str, Any] = {"client_id": "me", "label": request.name, "runtype": "args"}
         if request.template is not None:
             body["template_hash_id"] = request.template.id

@@ -141,3 +141,16 @@ class FakeVast(FakeApi):
     @staticmethod
     def view(instance: dict) -> dict:
         return {k: v for k, v in instance.items() if k != "polls"}
+
+
+def run_cloud(api: FakeApi, config_home, *argv: str, timeout: float = 180) -> "subprocess.CompletedProcess":
+    """The real `podvisor cloud` command, as a laptop runs it: the stand-in's URLs and key, its own config dir."""
+    import os
+    import subprocess
+
+    from conftest import PODVISOR
+
+    env = {"PATH": os.environ["PATH"], "HOME": str(config_home), "XDG_CONFIG_HOME": str(config_home), **api.env}
+    result = subprocess.run([PODVISOR, "cloud", *argv], env=env, capture_output=True, text=True, timeout=timeout)
+    assert api.key not in result.stdout + result.stderr, "the API key was printed"
+    return result

@@ -134,7 +134,7 @@ def test_vast_template_push_and_launch_rent_the_cheapest_matching_offer(vast, ca
     search, rent = vast.requests[-3], vast.requests[-2]
     assert (search["method"], search["path"]) == ("POST", "/api/v0/bundles/")
     assert search["body"]["gpu_name"] == {"eq": "RTX 4090"} and search["body"]["direct_port_count"] == {"gte": 1}
-    assert (rent["method"], rent["path"]) == ("PUT", "/api/v0/asks/9001/")
+    assert (rent["method"], rent["path"]) == ("PUT", "/api/v0/asks/9002/")  # the cheapest of the two
     assert rent["body"] == {"client_id": "me", "label": "podvisor", "runtype": "args",
                             "template_hash_id": "h" + "1".rjust(31, "0"), "env": {"HF_TOKEN": "hf_abc"}, "disk": 80}
     assert_key_only_in_the_header(vast)

@@ -12,8 +12,9 @@ import subprocess
 
 import pytest
 
-from conftest import PODVISOR, ssh, wait_for
+from conftest import PODVISOR, make_key, ssh, wait_for
 from fakeapi import FakeApi
+from fakecloud import FakeRunPod, run_cloud
 from platforms import PUBLIC_IP, Heartbeat, idle_quickly, local_paths, pod_dir, runpod_template_env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a pod runs as root: login user, sshd privilege separation")
@@ -123,6 +124,57 @@ def test_ready_for_traffic_before_any_model_exists(pod):
     inference = pod.stack.status()["services"]["inference"]
     assert inference["ready"] is True and inference["model_ready"] is False
     assert "no model served yet" in inference["summary"]
+
+
+def test_cloud_launch_waits_for_ssh_and_the_stack_then_ssh_pins_the_host_key_once(pod, open_tmp):
+    """`podvisor cloud launch --wait` against a RunPod stand-in whose new pod comes up, two polls later, at this
+    real stack's sshd; then `cloud ssh` and `cloud logs` over the key it pinned, and a changed key refused."""
+    api = FakeRunPod(ssh_port=pod.ports["ssh"], polls_before_up=2)
+    try:
+        launched = run_cloud(api, open_tmp, "launch", "--provider", "runpod", "--gpu", "RTX 4090", "--image",
+                             "ghcr.io/podvisor/podvisor:0.1.0", "--wait", "--interval", "0.5", "-i", str(pod.key))
+        assert launched.returncode == 0, launched.stderr
+        progress = launched.stderr.splitlines()
+        assert any("no SSH address yet" in line for line in progress), progress
+        assert progress[-1].startswith("ready after"), progress
+        assert launched.stdout.splitlines() == [
+            "pod pod1x7k2 is ready", f"  ssh      ssh -i {pod.key} -p {pod.ports['ssh']} root@127.0.0.1",
+            f"  jupyter  https://{POD_ID}-{pod.ports['jupyter']}.proxy.runpod.net/lab  "
+            f"(on the pod: token: generated, read it with `cat {pod.root / 'state' / 'services' / 'jupyter' / 'token'}` "
+            "(or set JUPYTER_TOKEN))",
+            f"  api      https://{POD_ID}-{pod.ports['inference']}.proxy.runpod.net/"]
+        # The wait's readiness is the pod's own `podvisor status --ready` over SSH: it was asked.
+        known_hosts = open_tmp / "podvisor" / "known_hosts"
+        pinned = known_hosts.read_text().splitlines()
+        server_key = (pod.root / "state" / "services" / "sshd" / "ssh_host_ed25519_key.pub").read_text().split()[1]
+        found = subprocess.run(["ssh-keygen", "-F", f"[127.0.0.1]:{pod.ports['ssh']}", "-f", str(known_hosts)],
+                               capture_output=True, text=True).stdout
+        assert len(pinned) == 1 and server_key in found, (pinned, found)
+        shell = run_cloud(api, open_tmp, "ssh", "--provider", "runpod", "pod1x7k2", "-i", str(pod.key), "--",
+                          "whoami")
+        assert (shell.returncode, shell.stdout) == (0, "root\n"), shell.stderr
+        logs = run_cloud(api, open_tmp, "logs", "--provider", "runpod", "pod1x7k2", "sshd", "-i", str(pod.key))
+        assert logs.returncode == 0 and logs.stdout.startswith("== sshd (") and "Server listening" in logs.stdout
+        assert known_hosts.read_text().splitlines() == pinned, "pinned once, not appended on every connection"
+        # A pod re-created on the same address (or something else answering there): another key.
+        _, other = make_key(open_tmp, "other_host_key")
+        known_hosts.write_text(f"[127.0.0.1]:{pod.ports['ssh']} {' '.join(other.split()[:2])}\n")
+        refused = run_cloud(api, open_tmp, "ssh", "--provider", "runpod", "pod1x7k2", "-i", str(pod.key), "--",
+                            "whoami")
+        assert refused.returncode == 1 and refused.stdout == ""
+        assert f"the host key of [127.0.0.1]:{pod.ports['ssh']} is not the one podvisor pinned" in refused.stderr
+        assert f"ssh-keygen -R '[127.0.0.1]:{pod.ports['ssh']}' -f {known_hosts}" in refused.stderr
+        known_hosts.write_text("\n".join(pinned) + "\n")
+        # Terminate asks the pod first: nothing is pending here, so it goes, and the pinned key goes with it.
+        gone = run_cloud(api, open_tmp, "terminate", "--provider", "runpod", "pod1x7k2", "--yes", "-i", str(pod.key))
+        assert gone.returncode == 0, gone.stderr
+        assert [(r["method"], r["path"]) for r in api.requests[-2:]] == [("GET", "/v1/pods/pod1x7k2"),
+                                                                        ("DELETE", "/v1/pods/pod1x7k2")]
+        assert f"[127.0.0.1]:{pod.ports['ssh']}" not in known_hosts.read_text()
+        assert all(r["headers"]["Authorization"] == f"Bearer {api.key}" and api.key not in r["path"]
+                   for r in api.requests)
+    finally:
+        api.close()
 
 
 def test_zz_idle_pod_is_stopped_through_runpods_api_then_exits_cleanly_on_runpods_sigterm(pod):

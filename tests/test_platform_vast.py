@@ -13,6 +13,7 @@ import requests
 
 from conftest import ssh, wait_for
 from fakeapi import FakeApi
+from fakecloud import FakeVast, run_cloud
 from platforms import PUBLIC_IP, Heartbeat, idle_quickly, local_paths, pod_dir, vast_template_env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a pod runs as root: login user, sshd privilege separation")
@@ -76,6 +77,29 @@ def test_a_port_the_template_does_not_publish_is_named_not_given_a_wrong_address
     inference = pod.stack.status()["services"]["inference"]
     assert inference["endpoint"].startswith(f"port {pod.ports['inference']} is not published to the internet")
     assert "docker options (-p)" in inference["endpoint"]
+
+
+def test_cloud_template_push_then_launch_from_it_waits_for_this_stack(pod, open_tmp):
+    """The repo's Vast template pushed, an instance rented from it through a Vast stand-in whose instance comes
+    up at this real stack's sshd; the wait ends on the pod's own `podvisor status --ready`."""
+    api = FakeVast(ssh_port=pod.ports["ssh"], polls_before_up=2)
+    try:
+        assert run_cloud(api, open_tmp, "template", "push", "--provider", "vast").returncode == 0
+        launched = run_cloud(api, open_tmp, "launch", "--provider", "vast", "--gpu", "RTX 4090", "--template",
+                             "podvisor", "--wait", "--interval", "0.5", "-i", str(pod.key))
+        assert launched.returncode == 0, launched.stderr
+        rent = next(r for r in api.requests if r["path"].startswith("/api/v0/asks/"))
+        assert rent["path"] == "/api/v0/asks/9002/" and rent["body"]["template_hash_id"] == "h" + "1".rjust(31, "0")
+        lines = launched.stdout.splitlines()
+        assert lines[:2] == ["pod 4242 is ready", f"  ssh      ssh -i {pod.key} -p {pod.ports['ssh']} root@127.0.0.1"]
+        assert lines[2].startswith(f"  jupyter  http://{PUBLIC_IP}:41088/lab  (on the pod: ") and "JUPYTER_TOKEN" in lines[2]
+        status = run_cloud(api, open_tmp, "status", "--provider", "vast", "4242", "-i", str(pod.key))
+        assert status.returncode == 0 and "stack  ready" in status.stdout, status.stdout + status.stderr
+        assert run_cloud(api, open_tmp, "stop", "--provider", "vast", "4242").returncode == 0
+        assert (api.requests[-1]["method"], api.requests[-1]["body"]) == ("PUT", {"state": "stopped"})
+        assert all(r["headers"]["Authorization"] == f"Bearer {api.key}" for r in api.requests)
+    finally:
+        api.close()
 
 
 def test_zz_idle_instance_is_stopped_through_vasts_api(pod):
