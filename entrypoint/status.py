@@ -138,6 +138,7 @@ def render_text(report: dict[str, Any]) -> str:
         if svc.get("endpoint"):
             parts.append(f"at {svc['endpoint']}")
         lines.append("  ".join(parts))
+    lines += [f"a stop would wait: {reason}" for reason in report["stop_blockers"]]
     lines += [f"config problem: {p}" for p in report["config_problems"]]
     return "\n".join(lines)
 
