@@ -5,6 +5,7 @@ in the platform modules (test_platform_runpod, test_platform_vast)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import keyring
@@ -249,3 +250,38 @@ def test_launch_wait_against_a_pod_that_never_answers_times_out_with_what_it_saw
     last = err.strip().splitlines()[-1]
     assert "not ready after 4 s; last seen: SSH [127.0.0.1]" in last and "Connection refused" in last
     assert "podvisor cloud logs pod1x7k2" in last and "podvisor cloud stop pod1x7k2" in last
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a pod runs as root: login user, sshd privilege separation")
+def test_terminate_refuses_while_the_pod_reports_uploads_pending(open_tmp):
+    """A real stack whose only destination cannot take the checkpoint: the pod's own status says a stop would
+    wait for it, so `cloud terminate` (which deletes the volume) refuses until --force."""
+    from platforms import local_paths, pod_dir
+
+    from conftest import wait_for
+    from fakecloud import run_cloud
+
+    with pod_dir() as pod:
+        env = {**local_paths(pod), "RUNPOD_POD_ID": "k3xq9z1abcdef0", "PUBLIC_KEY": pod.public_key,
+               "JUPYTER_ENABLED": "false", "INFERENCE_ENABLED": "false", "AUTOSTOP_ENABLED": "false",
+               "UPLOAD_DESTINATIONS": "file:///proc/podvisor-cannot-write-here", "UPLOAD_SETTLE_SECONDS": "0.2",
+               "RESTORE_REQUIRED": "false"}
+        stack = pod.boot(env)
+        pod.wait_ready_banner()
+        checkpoint = pod.root / "workspace" / "checkpoints" / "checkpoint-100"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "model.safetensors").write_bytes(os.urandom(4096))
+        wait_for(lambda: stack.status().get("stop_blockers"), 60, 0.3, lambda: stack.output[-3000:])
+        api = FakeRunPod(ssh_port=pod.ports["ssh"], polls_before_up=0)
+        try:
+            assert run_cloud(api, open_tmp, "launch", "--provider", "runpod", "--gpu", "RTX 4090", "--image",
+                             "img:1").returncode == 0
+            refused = run_cloud(api, open_tmp, "terminate", "--provider", "runpod", "pod1x7k2", "--yes",
+                                "-i", str(pod.key))
+            assert refused.returncode == 1, refused.stderr
+            assert "not terminating pod1x7k2: waiting for" in refused.stderr and "--force" in refused.stderr
+            assert all(r["method"] != "DELETE" for r in api.requests)
+            forced = run_cloud(api, open_tmp, "terminate", "--provider", "runpod", "pod1x7k2", "--yes", "--force")
+            assert forced.returncode == 0 and api.requests[-1]["method"] == "DELETE"
+        finally:
+            api.close()
