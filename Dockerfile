@@ -37,6 +37,7 @@ COPY pyproject.toml README.md /src/podvisor/
 COPY image/constraints.txt /src/podvisor/image/constraints.txt
 COPY entrypoint /src/podvisor/entrypoint
 COPY services /src/podvisor/services
+COPY host /src/podvisor/host
 
 # A venv that sees the base's packages (torch stays the base's). A CA bundle for a TLS-intercepting proxy can
 # be passed as the build secret `hostca`; it is used for this step only and never lands in a layer.

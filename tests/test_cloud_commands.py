@@ -28,22 +28,22 @@ def laptop(monkeypatch, tmp_path):
     return monkeypatch
 
 
-@pytest.fixture
-def runpod(laptop):
-    api = FakeRunPod()
+def _serve(laptop, api):
+    """The stand-in's URLs and key in the laptop's environment, for one test."""
     for name, value in api.env.items():
         laptop.setenv(name, value)
     yield api
     api.close()
+
+
+@pytest.fixture
+def runpod(laptop):
+    yield from _serve(laptop, FakeRunPod())
 
 
 @pytest.fixture
 def vast(laptop):
-    api = FakeVast()
-    for name, value in api.env.items():
-        laptop.setenv(name, value)
-    yield api
-    api.close()
+    yield from _serve(laptop, FakeVast())
 
 
 def cloud(capsys, *argv: str) -> tuple[int, str, str]:
