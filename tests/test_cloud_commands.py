@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import keyring
 import pytest
@@ -116,6 +117,9 @@ def test_template_push_creates_then_updates_runpods_template_from_the_repo(runpo
     updated = runpod.requests[-1]
     assert (updated["method"], updated["path"]) == ("PATCH", "/v1/templates/tpl1")
     assert updated["body"]["imageName"] == ours["imageName"] and "isServerless" not in updated["body"]
+    code, out, _ = cloud(capsys, "templates", "--provider", "runpod", "--name", "podv", "--json")
+    assert code == 0 and json.loads(out) == [{"id": "tpl1", "name": "podvisor", "image": ours["imageName"]}]
+    assert (runpod.requests[-1]["method"], runpod.requests[-1]["path"]) == ("GET", "/v1/templates")
     # Launch from it by name: the template's id is sent, not its image or ports.
     assert cloud(capsys, "launch", "--provider", "runpod", "--gpu", "RTX 3090", "--template", "podvisor")[0] == 0
     body = runpod.requests[-1]["body"]
@@ -126,7 +130,9 @@ def test_vast_template_push_and_launch_rent_the_cheapest_matching_offer(vast, ca
     ours = json.loads((DEPLOY / "vast" / "template.json").read_text())
     code, out, err = cloud(capsys, "template", "push", "--provider", "vast")
     assert code == 0, err
-    created = vast.requests[-1]
+    lookup, created = vast.requests[-2:]
+    assert lookup["method"] == "GET" and lookup["path"].startswith("/api/v0/template/?")
+    assert parse_qs(urlsplit(lookup["path"]).query)["select_filters"] == ['{"name": {"eq": "podvisor"}}']
     assert (created["method"], created["path"]) == ("POST", "/api/v0/template/")
     assert created["body"]["env"] == ours["env"] and created["body"]["runtype"] == "args"
     code, _, err = cloud(capsys, "launch", "--provider", "vast", "--gpu", "RTX 4090", "--template", "podvisor",
