@@ -97,6 +97,8 @@ def before_services(ctx: PodContext) -> None:
     for name, step in steps:
         strict = ("the job needs its data" if name == "datasets" else
                   "HOOKS_STRICT=true" if settings.hooks_strict and name not in ("repo", "requirements") else "")
+        # Progress is the bootstrap's own: the post-start program's steps run meanwhile and are not its steps.
+        write_state(ctx, **{**ctx.paths.bootstrap_state(), "step": name, "step_started": time.time()})
         run_step(ctx, name, step, strict=strict)
 
 
@@ -123,9 +125,8 @@ def pre_start_hooks(ctx: PodContext, settings: BootstrapSettings) -> list[tuple[
 
 
 def run_step(ctx: PodContext, name: str, step, strict: str = "") -> None:
-    """One timed step; a failure is logged and the boot goes on, unless `strict` says why it may not."""
-    if ctx.paths.bootstrap_state().get("state") == "running":
-        write_state(ctx, **{**ctx.paths.bootstrap_state(), "step": name, "step_started": time.time()})
+    """One timed step (the bootstrap's and the post-start program's); a failure is logged and the boot goes on,
+    unless `strict` says why it may not."""
     try:
         with phase(ctx.paths.timings_file, ctx.run_id, f"bootstrap:{name}"):
             step()
