@@ -20,6 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--api-key", help="default: RUNPOD_API_KEY / VAST_API_KEY, then the OS keyring")
     common.add_argument("--json", action="store_true", help="data only, for scripts")
     common.add_argument("-i", "--identity", type=Path, help="the SSH private key (default: your ssh defaults)")
+    common.add_argument("--user", default="root", help="the SSH user (root, as the consoles show; or podvisor's "
+                                                      "login user, runner)")
     verbs = cloud.add_subparsers(dest="verb", required=True)
 
     def verb(name: str, func: str, help: str) -> argparse.ArgumentParser:

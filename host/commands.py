@@ -48,8 +48,12 @@ def _emit(args: argparse.Namespace, data: object, text: str) -> None:
     print(json.dumps(data, indent=2) if args.json else text)
 
 
+def _ssh_of(args: argparse.Namespace, settings: HostSettings, pod: Pod) -> Target | None:
+    return target_of(pod, settings.known_hosts, args.identity, args.user)
+
+
 def _target(args: argparse.Namespace, settings: HostSettings, pod: Pod) -> Target:
-    target = target_of(pod, settings.known_hosts, args.identity)
+    target = _ssh_of(args, settings, pod)
     if target is None:
         raise ApiError(f"pod {pod.id} has no SSH address yet (status {pod.status}); "
                        f"`podvisor cloud status {pod.id}` shows when it has one")
@@ -130,6 +134,9 @@ def _resolve_gpu(args: argparse.Namespace, provider: Provider) -> tuple[str, boo
             [g for g in listed if args.gpu.lower() in g.name.lower()]
     if not match:
         raise Usage(f"no RunPod GPU type in stock matches {args.gpu!r}; `podvisor cloud gpus` lists them")
+    if len(match) > 1:
+        print(f"{len(match)} GPU types match {args.gpu!r}: taking the cheapest, {match[0].id} (${match[0].price_per_hour}/h); "
+              "--gpu-type-id picks one", file=sys.stderr)
     return match[0].id, True
 
 
@@ -150,7 +157,7 @@ def cmd_launch(args: argparse.Namespace, settings: HostSettings) -> int:
         _emit(args, pod.as_json(), f"{pod.id}: {pod.status}; `podvisor cloud launch ... --wait` or "
                                    f"`podvisor cloud status {pod.id}` to follow it")
         return 0
-    ready = wait_until_ready(provider, pod.id, settings.known_hosts, args.identity, args.timeout, args.interval)
+    ready = wait_until_ready(provider, pod.id, lambda p: _ssh_of(args, settings, p), args.timeout, args.interval)
     _emit(args, {**ready.pod.as_json(), "ssh": ready.target.command_line(), "urls": _urls(ready.pod, ready.report)},
           _ready_text(ready.pod, ready.target, ready.report))
     return 0
@@ -184,7 +191,7 @@ def cmd_list(args: argparse.Namespace, settings: HostSettings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: HostSettings) -> int:
     pod = provider_of(args, settings).pod(args.pod)
-    target = target_of(pod, settings.known_hosts, args.identity)
+    target = _ssh_of(args, settings, pod)
     ready, state, report = probe(target) if pod.running and target else (False, "not running", {})
     _emit(args, {**pod.as_json(), "stack": state, "report": report},
           f"{pod.id} {pod.name}: {pod.status}, {pod.gpu}, "
@@ -212,7 +219,7 @@ def cmd_stop(args: argparse.Namespace, settings: HostSettings) -> int:
 
 def _pending(args: argparse.Namespace, settings: HostSettings, pod: Pod) -> list[str]:
     """What the pod itself says would be lost by deleting it; a pod that cannot be asked may hold anything."""
-    target = target_of(pod, settings.known_hosts, args.identity)
+    target = _ssh_of(args, settings, pod)
     if not (pod.running and target):
         return [f"the pod cannot be asked whether uploads are pending (status {pod.status}); start it so they drain"]
     result = target.run("podvisor status --json", timeout=30)
@@ -238,7 +245,7 @@ def cmd_terminate(args: argparse.Namespace, settings: HostSettings) -> int:
             print("not terminated")
             return 1
     provider.terminate(pod.id)
-    target = target_of(pod, settings.known_hosts, args.identity)
+    target = _ssh_of(args, settings, pod)
     if target:
         target.forget()
     print(f"{pod.id}: terminated")

@@ -26,10 +26,11 @@ class Ready:
     report: dict
 
 
-def target_of(pod: Pod, known_hosts: Path, identity: Path | None) -> Target | None:
+def target_of(pod: Pod, known_hosts: Path, identity: Path | None, user: str = "root") -> Target | None:
+    """Where to SSH to the pod: its public address and mapped port 22, once the provider reports them."""
     if not (pod.ssh_host and pod.ssh_port):
         return None
-    return Target(pod.ssh_host, pod.ssh_port, known_hosts, identity)
+    return Target(pod.ssh_host, pod.ssh_port, known_hosts, identity, user)
 
 
 def probe(target: Target) -> tuple[bool, str, dict]:
@@ -49,14 +50,14 @@ def probe(target: Target) -> tuple[bool, str, dict]:
     return False, "SSH answers; waiting for " + (", ".join(waiting) or "the stack"), report
 
 
-def wait_until_ready(provider: Provider, pod_id: str, known_hosts: Path, identity: Path | None, timeout: float,
+def wait_until_ready(provider: Provider, pod_id: str, target_for: Callable[[Pod], Target | None], timeout: float,
                      interval: float = 5, say: Callable[[str], None] | None = None) -> Ready:
     say = say or Progress().update
     start = time.monotonic()
     state = "asking the provider"
     while True:
         pod = provider.pod(pod_id)
-        target = target_of(pod, known_hosts, identity)
+        target = target_for(pod)
         if pod.gone:
             raise NotReady(f"pod {pod_id} is {pod.status}: it will not come up; `podvisor cloud status {pod_id}`")
         if not pod.running or target is None:

@@ -153,6 +153,9 @@ def test_cloud_launch_waits_for_ssh_and_the_stack_then_ssh_pins_the_host_key_onc
         shell = run_cloud(api, open_tmp, "ssh", "--provider", "runpod", "pod1x7k2", "-i", str(pod.key), "--",
                           "whoami")
         assert (shell.returncode, shell.stdout) == (0, "root\n"), shell.stderr
+        login_user = run_cloud(api, open_tmp, "ssh", "--provider", "runpod", "pod1x7k2", "-i", str(pod.key),
+                               "--user", "runner", "--", "whoami")
+        assert login_user.stdout == "runner\n", login_user.stderr
         logs = run_cloud(api, open_tmp, "logs", "--provider", "runpod", "pod1x7k2", "sshd", "-i", str(pod.key))
         assert logs.returncode == 0 and logs.stdout.startswith("== sshd (") and "Server listening" in logs.stdout
         assert known_hosts.read_text().splitlines() == pinned, "pinned once, not appended on every connection"
