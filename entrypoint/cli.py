@@ -181,7 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Everything after a `--` is a command for the pod (`podvisor cloud ssh POD -i KEY -- CMD ARGS`), kept out of
+    argparse, which cannot tell it from options placed after the pod."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest: list[str] = []
+    if "--" in argv:
+        argv, rest = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if rest:
+        if not hasattr(args, "remote_command"):
+            parser.error("`-- CMD` is for `podvisor cloud ssh POD -- CMD`")
+        args.remote_command = rest
     return args.func(args)
 
 

@@ -57,9 +57,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for name, func, text in (("status", "cmd_status", "one pod: the provider's view and its stack's"),
                              ("stop", "cmd_stop", "halt compute; the volume stays")):
         verb(name, func, text).add_argument("pod")
-    p = verb("ssh", "cmd_ssh", "SSH into a pod (known_hosts pinned on first contact)")
+    p = verb("ssh", "cmd_ssh", "SSH into a pod (known_hosts pinned on first contact); `-- CMD ARGS` runs a "
+                               "command instead of a shell")
     p.add_argument("pod")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD to run instead of a shell")
+    p.set_defaults(remote_command=[])
     p = verb("logs", "cmd_logs", "the pod's logs, over SSH")
     p.add_argument("pod")
     p.add_argument("programs", nargs="*", help="supervisord, bootstrap or a service (default: all)")

@@ -202,8 +202,7 @@ def cmd_status(args: argparse.Namespace, settings: HostSettings) -> int:
 
 def cmd_ssh(args: argparse.Namespace, settings: HostSettings) -> int:
     pod = provider_of(args, settings).pod(args.pod)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    return _target(args, settings, pod).session(command)
+    return _target(args, settings, pod).session(args.remote_command)
 
 
 def cmd_logs(args: argparse.Namespace, settings: HostSettings) -> int:
