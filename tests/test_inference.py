@@ -176,6 +176,9 @@ def test_auth_bad_input_and_model_errors(tmp_path, api):
     huge = requests.post(f"http://127.0.0.1:{port}/infer", headers={**AUTH, "Content-Type": "application/json"},
                          data=b"[" + b"1.0," * (5 * 2**20) + b"1.0]", timeout=30)
     assert huge.status_code == 422 and "INFERENCE_MAX_BODY_MB" in huge.json()["error"]
+    nan = requests.post(f"http://127.0.0.1:{port}/infer", headers={**AUTH, "Content-Type": "application/json"},
+                        data=b'{"inputs": {"x": [[NaN, 1.0, 2.0, 3.0]]}}', timeout=10)
+    assert nan.status_code == 200 and None in nan.json()["outputs"][0], "NaN out is null: valid JSON, not a 500"
     failing = _infer(port, [[1.0, 2.0, 3.0]])  # 3 features for a 4-feature model: the model raises
     assert failing.status_code == 500
     assert set(failing.json()) == {"error", "request_id"} and "Traceback" not in failing.text
