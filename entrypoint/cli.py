@@ -115,8 +115,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     except datasets.DatasetError as exc:
         print(f"podvisor data: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:  # the Hub's HTTP errors are OSErrors too: one line, never a traceback
-        print(f"podvisor data: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+    except Exception as exc:  # the Hub refusing or unreachable (HTTP, connection, file errors): one line, no traceback
+        print(f"podvisor data: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}", file=sys.stderr)
         return 1
     return 0
 

@@ -4,7 +4,9 @@ closed port). Shapes follow the documented APIs: RunPod GraphQL `gpuTypes` and R
 Vast `/bundles/`, `/asks/{id}/`, `/instances/`, `/template/`. Every request is recorded by FakeApi."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -143,11 +145,8 @@ class FakeVast(FakeApi):
         return {k: v for k, v in instance.items() if k != "polls"}
 
 
-def run_cloud(api: FakeApi, config_home, *argv: str, timeout: float = 180) -> "subprocess.CompletedProcess":
+def run_cloud(api: FakeApi, config_home, *argv: str, timeout: float = 180) -> subprocess.CompletedProcess:
     """The real `podvisor cloud` command, as a laptop runs it: the stand-in's URLs and key, its own config dir."""
-    import os
-    import subprocess
-
     from conftest import PODVISOR
 
     env = {"PATH": os.environ["PATH"], "HOME": str(config_home), "XDG_CONFIG_HOME": str(config_home), **api.env}

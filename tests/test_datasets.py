@@ -114,6 +114,19 @@ def test_all_latest_fetches_every_dataset_under_a_prefix_with_an_aggregate_manif
     assert (dest / "en" / "rows.jsonl").read_bytes() == b"{}\n" * 2
 
 
+def test_an_unreachable_hub_ends_in_one_line_and_nothing_is_placed(open_tmp):
+    from conftest import free_port
+
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}", "HF_TOKEN": HF_TOKEN,
+           "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"}
+    result = subprocess.run([PODVISOR, "data", "fetch", f"hf://datasets/{REPO}/wiki", str(open_tmp / "d")], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stdout == ""
+    # huggingface_hub says each of its retries; the verdict is the last line, ours.
+    assert result.stderr.strip().splitlines()[-1].startswith("podvisor data: ConnectError: "), result.stderr
+    assert "Traceback" not in result.stderr and HF_TOKEN not in result.stderr and not (open_tmp / "d").exists()
+
+
 JOB = '''
 import os, sys
 print("DIRS=" + os.environ.get("PODVISOR_DATASET_DIRS", "unset"), flush=True)
