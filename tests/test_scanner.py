@@ -67,3 +67,28 @@ def test_reading_a_checkpoint_is_not_a_change_to_it(tmp_path):
         assert list(scanner.dirty) == [(tmp_path, "checkpoint-7")]
     finally:
         scanner.stop()
+
+
+def test_the_include_and_exclude_rules_pick_a_checkpoints_files(tmp_path):
+    """UPLOAD_EXCLUDE's defaults drop temp files, hidden names and whatever is below an excluded folder;
+    UPLOAD_INCLUDE picks by file name; a link to a file counts as that file, a dangling one does not."""
+    import os
+
+    unit = tmp_path / "checkpoint-7"
+    for folder in ("", "shard", ".git", "__pycache__", "deep/er"):
+        (unit / folder).mkdir(parents=True, exist_ok=True)
+        for name in ("model.safetensors", "opt.pt", "w.tmp", ".lock", "x.partial", "notes~", "odd[1].pt"):
+            (unit / folder / name).write_bytes(b"x" * 3)
+    os.symlink(unit / "opt.pt", unit / "linked.pt")
+    os.symlink(unit / "gone.pt", unit / "dangling.pt")
+    (tmp_path / "step_9.pt").write_bytes(b"yy")
+    exclude = ["*.tmp", "*.partial", "*.part", "*~", ".*", "*.swp", "*.lock", "__pycache__"]
+    kept = {os.path.relpath(p, unit) for p in unit_files(tmp_path, "checkpoint-7", Rules(["*"], exclude))}
+    assert kept == {f"{folder}{name}" for folder in ("", "shard/", "deep/er/")
+                    for name in ("model.safetensors", "opt.pt", "odd[1].pt")} | {"linked.pt"}
+    only_pt = unit_files(tmp_path, "checkpoint-7", Rules(["*.pt"], exclude))
+    assert {os.path.basename(p) for p in only_pt} == {"opt.pt", "odd[1].pt", "linked.pt"}
+    assert unit_files(tmp_path, "step_9.pt", Rules(["*"], exclude)) == {
+        str(tmp_path / "step_9.pt"): (2, (tmp_path / "step_9.pt").stat().st_mtime_ns)}
+    assert unit_files(tmp_path, ".hidden-unit", Rules(["*"], exclude)) == {}
+    assert unit_files(tmp_path, "checkpoint-7", Rules([], exclude)) == {}, "nothing included, nothing taken"

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
+import stat
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 Snapshot = dict[str, tuple[int, int]]
@@ -18,14 +21,26 @@ class Rules:
     exclude: list[str]
     sentinel: str = ""
 
-    def excluded(self, name: str) -> bool:
-        return any(fnmatch.fnmatch(name, pattern) for pattern in self.exclude)
+    @cached_property
+    def _exclude(self) -> re.Pattern[str] | None:
+        return _any_of(self.exclude)
 
-    def wanted(self, path: Path, root: Path) -> bool:
-        parts = path.relative_to(root).parts
-        if any(self.excluded(part) for part in parts):
-            return False
-        return any(fnmatch.fnmatch(path.name, pattern) for pattern in self.include)
+    @cached_property
+    def _include(self) -> re.Pattern[str] | None:
+        return _any_of(self.include)
+
+    def excluded(self, name: str) -> bool:
+        """A file or folder name an exclude pattern matches (a folder's match takes everything below it)."""
+        return self._exclude is not None and self._exclude.match(name) is not None
+
+    def included(self, name: str) -> bool:
+        return self._include is not None and self._include.match(name) is not None
+
+
+def _any_of(patterns: list[str]) -> re.Pattern[str] | None:
+    """One regex for a list of shell patterns: a checkpoint of thousands of files asks it once per name, where
+    fnmatch per pattern cost a third of a second per listing of 2000 files."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns)) if patterns else None
 
 
 def unit_of(path: Path, roots: list[Path]) -> tuple[Path, str] | None:
@@ -39,22 +54,27 @@ def unit_of(path: Path, roots: list[Path]) -> tuple[Path, str] | None:
 
 
 def unit_files(root: Path, unit: str, rules: Rules) -> Snapshot:
-    top = root / unit
+    """The checkpoint's wanted files with their size and mtime. A folder deleted meanwhile (a trainer pruning old
+    checkpoints) is skipped: os.walk ignores what vanishes, where Path.rglob raises and would take the uploader
+    down. Names are matched before anything is stat'ed, and each file is stat'ed once."""
     if rules.excluded(unit):
         return {}
-    paths = [top] if top.is_file() else [p for p in _below(top) if p.is_file()]
+    top = os.path.join(root, unit)
+    if os.path.isfile(top):
+        names = [(top, unit)]
+    else:
+        names = []
+        for folder, folders, files in os.walk(top):
+            folders[:] = [f for f in folders if not rules.excluded(f)]
+            names += [(os.path.join(folder, name), name) for name in files if not rules.excluded(name)]
     snapshot = {}
-    for path in paths:
-        if rules.wanted(path, root):
-            try:
-                stat = path.stat()
-            except FileNotFoundError:
-                continue
-            snapshot[str(path)] = (stat.st_size, stat.st_mtime_ns)
+    for path, name in names:
+        if not rules.included(name):
+            continue
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            snapshot[path] = (info.st_size, info.st_mtime_ns)
     return snapshot
-
-
-def _below(top: Path) -> list[Path]:
-    """Every path below `top`. A folder deleted meanwhile (a trainer pruning old checkpoints) is skipped:
-    os.walk ignores what vanishes, where Path.rglob raises and would take the uploader down."""
-    return [Path(folder) / name for folder, _, names in os.walk(top) for name in names]
