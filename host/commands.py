@@ -10,6 +10,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from host.api import ApiError, Refused
 from host.keys import NoKey, find_key
 from host.pods import LaunchRequest, Pod, Provider, Template
@@ -291,7 +293,13 @@ def cmd_doctor(args: argparse.Namespace, settings: HostSettings) -> int:
 
 def run(name: str, args: argparse.Namespace) -> int:
     try:
-        return globals()[name](args, HostSettings())
+        settings = HostSettings()
+    except ValidationError as exc:  # the variable and what it wants; never its value, which may be a key
+        print("podvisor cloud: " + "; ".join(f"{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()),
+              file=sys.stderr)
+        return 2
+    try:
+        return globals()[name](args, settings)
     except Usage as exc:
         print(f"podvisor cloud: {exc}", file=sys.stderr)
         return 2

@@ -291,3 +291,13 @@ def test_terminate_refuses_while_the_pod_reports_uploads_pending(open_tmp):
             assert forced.returncode == 0 and api.requests[-1]["method"] == "DELETE"
         finally:
             api.close()
+
+
+def test_a_malformed_variable_is_named_not_a_traceback(laptop, capsys):
+    laptop.setenv("PODVISOR_CLOUD", "aws")
+    code, out, err = cloud(capsys, "list")
+    assert code == 2 and out == ""
+    assert err.strip() == "podvisor cloud: PODVISOR_CLOUD: Input should be 'runpod' or 'vast'"
+    laptop.delenv("PODVISOR_CLOUD")
+    code, _, err = cloud(capsys, "list")
+    assert code == 2 and "pass --provider runpod|vast or set PODVISOR_CLOUD" in err
