@@ -83,18 +83,26 @@ def new_version() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
-def versions(ref: DatasetRef) -> list[str]:
-    """Published versions of `ref.name`, oldest first: the folders under it that hold a manifest."""
+def published(repo_id: str, prefix: str) -> dict[str, list[str]]:
+    """{dataset name: its versions, oldest first} for every dataset under `prefix` (itself one, or a folder of
+    them): a version is a folder NAME/VERSION/ that holds a manifest. The one reading of the repo's layout."""
     from huggingface_hub.errors import EntryNotFoundError
 
     try:
-        entries = _api().list_repo_tree(ref.repo_id, path_in_repo=ref.name, recursive=True, repo_type="dataset")
-        paths = [e.path for e in entries]
+        entries = list(_api().list_repo_tree(repo_id, path_in_repo=prefix, recursive=True, repo_type="dataset"))
     except EntryNotFoundError:
-        return []
-    found = {p[len(ref.name) + 1:].split("/")[0] for p in paths
-             if p.endswith(f"/{MANIFEST}") and p.count("/") == ref.name.count("/") + 2}
-    return sorted(found)
+        return {}
+    found: dict[str, set[str]] = {}
+    for entry in entries:
+        if entry.path.endswith(f"/{MANIFEST}") and entry.path.count("/") >= 2:
+            name, version = entry.path.rsplit("/", 2)[:2]
+            found.setdefault(name, set()).add(version)
+    return {name: sorted(seen) for name, seen in found.items()}
+
+
+def versions(ref: DatasetRef) -> list[str]:
+    """Published versions of `ref.name`, oldest first."""
+    return published(ref.repo_id, ref.name).get(ref.name, [])
 
 
 def resolve(ref: DatasetRef) -> str:
@@ -219,21 +227,10 @@ def _check_files(folder: Path, manifest: dict, ref: DatasetRef, version: str) ->
             raise DatasetError(f"{ref.name}@{version}: {entry['path']} is corrupt (size or sha256 differs)")
 
 
-def datasets_under(prefix: DatasetRef) -> dict[str, str]:
-    """{dataset name: newest version} for every dataset published under `prefix.name`."""
-    entries = _api().list_repo_tree(prefix.repo_id, path_in_repo=prefix.name, recursive=True, repo_type="dataset")
-    newest: dict[str, str] = {}
-    for entry in entries:
-        if entry.path.endswith(f"/{MANIFEST}"):
-            name, version = entry.path.rsplit("/", 2)[:2]
-            newest[name] = max(newest.get(name, version), version)
-    return newest
-
-
 def fetch_all_latest(prefix: DatasetRef, dest: Path) -> dict:
     """The newest version of every dataset under the prefix, each in dest/<its name below the prefix>, and an
     aggregate manifest at dest/manifest.json."""
-    found = datasets_under(prefix)
+    found = {name: seen[-1] for name, seen in published(prefix.repo_id, prefix.name).items()}
     if not found:
         raise DatasetError(f"{prefix}: no dataset published under it")
     aggregate = {"source": str(prefix), "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "datasets": []}

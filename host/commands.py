@@ -27,10 +27,15 @@ class Usage(Exception):
     pass
 
 
-def provider_of(args: argparse.Namespace, settings: HostSettings) -> Provider:
+def provider_name(args: argparse.Namespace, settings: HostSettings) -> str:
     name = args.provider or settings.podvisor_cloud
     if name is None:
         raise Usage("which provider? pass --provider runpod|vast or set PODVISOR_CLOUD")
+    return name
+
+
+def provider_of(args: argparse.Namespace, settings: HostSettings) -> Provider:
+    name = provider_name(args, settings)
     key = find_key(name, args.api_key, settings)
     if name == "runpod":
         from host.runpod import RunPod
@@ -261,9 +266,7 @@ def cmd_doctor(args: argparse.Namespace, settings: HostSettings) -> int:
         ok &= good
         print(f"{'ok  ' if good else 'FAIL'} {text}")
 
-    name = args.provider or settings.podvisor_cloud
-    if name is None:
-        raise Usage("which provider? pass --provider runpod|vast or set PODVISOR_CLOUD")
+    name = provider_name(args, settings)
     provider = None
     try:
         key = find_key(name, args.api_key, settings)
