@@ -129,7 +129,7 @@ class Runner:
                  f" (resuming from {resume})" if resume else "")
         started = time.time()
         self.write(state="running", attempts=number + 1, started_epoch=started, resume_from=str(resume or "") or None,
-                   exit_code=None, duration_s=None)
+                   exit_code=None, duration_s=None, held_reason=None)
         as_user = {} if os.geteuid() != 0 else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         self.child = subprocess.Popen(argv, cwd=workdir, env=env, start_new_session=True, **as_user)
         code = self.child.wait()

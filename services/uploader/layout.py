@@ -2,6 +2,8 @@
 destination. The one place that names them, so the uploader, restore, the CLI and the shipper agree."""
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +14,11 @@ SHIP_UNIT = "_podvisor"
 """podvisor's own files at a destination (run manifest, job log, commit markers); never a checkpoint."""
 MARKER_DIR = f"{SHIP_UNIT}/checkpoints"
 """A checkpoint is committed at a destination once `MARKER_DIR/<unit>.json` exists there, written last."""
+OWN_PREFIX = ".podvisor-"
+"""podvisor's own folders inside a watch dir (snapshots, a restore being fetched): never a checkpoint."""
+STAGING = f"{OWN_PREFIX}staging"
+"""Inside a watch dir on another filesystem than the state dir: where its snapshots are kept (see staging_base)."""
+RESTORE_STAGING = f"{OWN_PREFIX}restore"
 
 
 def queue_path(ctx: "PodContext") -> Path:
@@ -20,6 +27,19 @@ def queue_path(ctx: "PodContext") -> Path:
 
 def status_path(ctx: "PodContext") -> Path:
     return ctx.paths.service_dir("uploader") / "status.json"
+
+
+def staging_base(ctx: "PodContext", root: Path) -> Path:
+    """Where the snapshots of watch dir `root` are kept: a queued checkpoint's files, hard-linked at queue time
+    and kept until every destination has committed it. A link needs the same filesystem: the state dir when it
+    is on the watch dir's (the checkpoints folder stays as the trainer left it), else a hidden folder in it."""
+    state = ctx.paths.service_dir("uploader")
+    state.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    if os.stat(state).st_dev != os.stat(root).st_dev:
+        return root / STAGING
+    tag = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    return state / "staging" / f"{root.name}-{tag}"
 
 
 def restore_state_path(ctx: "PodContext") -> Path:

@@ -10,6 +10,10 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
+
+from entrypoint.steps import step_of
+from services.uploader.snapshot import source_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -28,6 +32,7 @@ CREATE TABLE IF NOT EXISTS uploads (
     next_try    REAL NOT NULL DEFAULT 0,
     enqueued_at REAL NOT NULL,
     durable_at  REAL,
+    staging     TEXT NOT NULL DEFAULT '',
     UNIQUE (dest, remote, sha256)
 );
 CREATE INDEX IF NOT EXISTS uploads_pending ON uploads (dest, status, next_try);
@@ -44,8 +49,23 @@ CREATE TABLE IF NOT EXISTS commits (
 );
 """
 PENDING = ("queued", "uploading")
-Item = tuple[str, str, str, str, str, int, int, str]
-"""(dest, root, unit, remote, local, size, mtime_ns, sha256) of one file version for one destination."""
+MIGRATIONS = {"staging": "ALTER TABLE uploads ADD COLUMN staging TEXT NOT NULL DEFAULT ''"}
+"""Columns a queue written by an older podvisor lacks, and how to add them."""
+
+
+class Item(NamedTuple):
+    """One file version for one destination."""
+
+    dest: str
+    root: str
+    unit: str
+    remote: str
+    local: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    staging: str = ""
+    """The snapshot folder the file is shipped from ('' when it was not staged: shipped from `local`)."""
 
 
 @dataclass(frozen=True)
@@ -65,18 +85,39 @@ class Row:
     next_try: float
     enqueued_at: float
     durable_at: float | None
+    staging: str
+
+    @property
+    def source(self) -> str:
+        """The file that is shipped: the snapshot's copy, kept until every destination committed it."""
+        return source_of(self.staging, self.root, self.local)
 
 
 class Queue:
     def __init__(self, path: Path) -> None:
+        """Open (and on first use create) the queue. Readers (status, the stop gate) and the uploader may open it
+        at the same moment: every statement waits for a lock instead of failing, and WAL mode, which lives in the
+        file, is switched on only by whoever finds it off; a second opener that loses that race reads on."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
+        db = self._connect()
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                except sqlite3.OperationalError:  # another process switches it right now
+                    pass
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(uploads)")}
+            for column, sql in MIGRATIONS.items():
+                if column not in columns:
+                    db.execute(sql)
+        finally:
+            db.close()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA busy_timeout=30000")
         db.execute("PRAGMA synchronous=FULL")
         return db
 
@@ -104,8 +145,8 @@ class Queue:
         added = 0
         try:
             db.execute("BEGIN IMMEDIATE")
-            for dest, root, unit, remote, local, size, mtime_ns, sha256 in items:
-                added += self._enqueue_one(db, (dest, root, unit, remote, local, size, mtime_ns, sha256), status)
+            for item in items:
+                added += self._enqueue_one(db, item, status)
             db.execute("COMMIT")
             return added
         finally:
@@ -113,24 +154,24 @@ class Queue:
 
     @staticmethod
     def _enqueue_one(db: sqlite3.Connection, item: Item, status: str) -> int:
-        dest, root, unit, remote, local, size, mtime_ns, sha256 = item
+        dest, root, unit, remote, local, size, mtime_ns, sha256, staging = item
         now = time.time()
         # An older version of the same file still waiting can never be uploaded as it was: drop it.
         db.execute("UPDATE uploads SET status='superseded' WHERE dest=? AND remote=? AND status='queued' "
                    "AND sha256<>?", (dest, remote, sha256))
         added = db.execute(
             "INSERT OR IGNORE INTO uploads (dest, root, unit, remote, local, size, mtime_ns, sha256, status, "
-            "enqueued_at, durable_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "enqueued_at, durable_at, staging) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (dest, root, unit, remote, local, size, mtime_ns, sha256, status, now,
-             now if status == "durable" else None)).rowcount
+             now if status == "durable" else None, staging)).rowcount
         if not added:
             # This content was seen before. Identical to the latest version: remember the new mtime and
             # upload nothing. Changed back after another version (A, B, A): it must go up again.
             latest = db.execute("SELECT sha256 FROM uploads WHERE dest=? AND remote=? "
                                 "ORDER BY enqueued_at DESC LIMIT 1", (dest, remote)).fetchone()
             again = latest is not None and latest[0] != sha256
-            db.execute("UPDATE uploads SET mtime_ns=?, local=?, size=? WHERE dest=? AND remote=? AND sha256=?",
-                       (mtime_ns, local, size, dest, remote, sha256))
+            db.execute("UPDATE uploads SET mtime_ns=?, local=?, size=?, staging=? WHERE dest=? AND remote=? "
+                       "AND sha256=?", (mtime_ns, local, size, staging, dest, remote, sha256))
             if again:
                 db.execute("UPDATE uploads SET status=?, next_try=0, enqueued_at=? "
                            "WHERE dest=? AND remote=? AND sha256=?", (status, now, dest, remote, sha256))
@@ -188,17 +229,40 @@ class Queue:
         return self._rows("SELECT * FROM uploads ORDER BY id")
 
     def to_commit(self, dest: str, skip: str) -> list[tuple[str, str, list[Row]]]:
-        """Checkpoints (root, unit, their rows) whose every file is durable at `dest` and whose marker is not
-        written yet (unit `skip`, podvisor's own files, is never a checkpoint)."""
+        """Checkpoints (root, unit, their rows) whose every file is durable at `dest` in its latest version and
+        whose marker is not written yet (unit `skip`, podvisor's own files, is never a checkpoint). A checkpoint
+        one of whose files was last dropped (changed or vanished before it was shipped) waits for that file's
+        next version: a marker never lists fewer files than the checkpoint had."""
         rows = self._rows(
-            "SELECT u.* FROM uploads u WHERE u.dest=? AND u.status='durable' AND u.unit<>? AND NOT EXISTS "
-            "(SELECT 1 FROM commits c WHERE c.dest=u.dest AND c.root=u.root AND c.unit=u.unit) AND NOT EXISTS "
+            "SELECT u.* FROM uploads u WHERE u.dest=? AND u.unit<>? AND NOT EXISTS "
+            "(SELECT 1 FROM commits c WHERE c.dest=u.dest AND c.root=u.root AND c.unit=u.unit) AND EXISTS "
+            "(SELECT 1 FROM uploads d WHERE d.dest=u.dest AND d.root=u.root AND d.unit=u.unit "
+            "AND d.status='durable') AND NOT EXISTS "
             "(SELECT 1 FROM uploads p WHERE p.dest=u.dest AND p.root=u.root AND p.unit=u.unit "
-            "AND p.status IN ('queued','uploading')) ORDER BY u.root, u.unit, u.remote, u.durable_at", dest, skip)
+            "AND p.status IN ('queued','uploading')) ORDER BY u.root, u.unit, u.remote, u.enqueued_at, u.id",
+            dest, skip)
         units: dict[tuple[str, str], dict[str, Row]] = {}
-        for row in rows:  # the newest durable version of each file
+        for row in rows:  # the latest version of each file
             units.setdefault((row.root, row.unit), {})[row.remote] = row
-        return [(root, unit, list(files.values())) for (root, unit), files in units.items()]
+        return [(root, unit, list(files.values())) for (root, unit), files in units.items()
+                if all(row.status == "durable" for row in files.values())]
+
+    def lose(self, dest: str, root: str, unit: str) -> int:
+        """Checkpoint `unit` can never be whole at `dest` (its files vanished before they were shipped): its rows
+        leave the queue as lost, so nothing waits for it and no marker is ever written for it."""
+        return self._write("UPDATE uploads SET status='lost' WHERE dest=? AND root=? AND unit=? "
+                           "AND status IN ('queued','uploading','durable')", dest, root, unit)
+
+    def staging_in_use(self) -> set[str]:
+        """Snapshot folders an upload still needs: queued, in flight, or arrived where no marker is written."""
+        db = self._connect()
+        try:
+            return {folder for (folder,) in db.execute(
+                "SELECT DISTINCT u.staging FROM uploads u WHERE u.staging<>'' AND (u.status IN "
+                "('queued','uploading') OR (u.status='durable' AND NOT EXISTS (SELECT 1 FROM commits c "
+                "WHERE c.dest=u.dest AND c.root=u.root AND c.unit=u.unit)))")}
+        finally:
+            db.close()
 
     def commit(self, dest: str, root: str, unit: str, files: int, size: int) -> None:
         self._write("INSERT OR REPLACE INTO commits (dest, root, unit, files, bytes, committed_at) "
@@ -226,12 +290,16 @@ class Queue:
             db.close()
 
     def last_committed(self) -> dict[str, dict]:
-        """{dest: {"unit", "at_epoch", "files", "bytes"}} of the newest commit at each destination."""
+        """{dest: {"unit", "at_epoch", "files", "bytes"}} of the highest step committed at each destination (what
+        a restore would bring back), the newest commit where no name carries a step."""
         db = self._connect()
         try:
-            rows = db.execute("SELECT dest, unit, committed_at, files, bytes FROM commits ORDER BY committed_at")
-            return {dest: {"unit": unit, "at_epoch": at, "files": files, "bytes": size}
-                    for dest, unit, at, files, size in rows}
+            rows = db.execute("SELECT dest, unit, committed_at, files, bytes FROM commits")
+            best: dict[str, dict] = {}
+            for dest, unit, at, files, size in rows:
+                entry = {"unit": unit, "step": step_of(unit), "at_epoch": at, "files": files, "bytes": size}
+                best[dest] = max(best.get(dest, entry), entry, key=_restore_order)
+            return best
         finally:
             db.close()
 
@@ -254,3 +322,8 @@ class Queue:
     def forget_unit(self, root: str, unit: str) -> None:
         """The checkpoint was pruned locally: keep its history, but it no longer has local files."""
         self._write("UPDATE uploads SET local='' WHERE root=? AND unit=?", root, unit)
+
+
+def _restore_order(commit: dict) -> tuple[bool, int, float]:
+    """Which commit a restore prefers: one with a step over one without, the higher step, then the newer."""
+    return commit["step"] is not None, commit["step"] or 0, commit["at_epoch"]

@@ -20,10 +20,10 @@ from entrypoint.context import PodContext
 from entrypoint.files import write_atomically
 from entrypoint.steps import step_of
 from services.uploader.destinations import Destination, VerifyError, file_hash, parse
-from services.uploader.layout import (marker_name, queue_path, restore_lock_path, restore_state_path, root_prefix,
-                                      unit_of_marker)
+from services.uploader.layout import (RESTORE_STAGING, marker_name, queue_path, restore_lock_path, restore_state_path,
+                                      root_prefix, unit_of_marker)
 from services.uploader.marker import Marker
-from services.uploader.queue import Queue
+from services.uploader.queue import Item, Queue
 from services.uploader.settings import UploadSettings
 
 log = logging.getLogger("podvisor")
@@ -37,6 +37,8 @@ class Outcome:
     checkpoint: str | None = None
     source: str | None = None
     at_epoch: float = field(default_factory=time.time)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    """Newer committed checkpoints passed over, each with where and why: {"checkpoint", "source", "reason"}."""
 
 
 def has_checkpoint(root: Path) -> bool:
@@ -52,7 +54,9 @@ def restore(ctx: PodContext, force: bool = False, dests: list[Destination] | Non
     with lock.open("w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         outcome = _restore(ctx, force, dests)
-    write_atomically(restore_state_path(ctx), json.dumps(asdict(outcome), indent=1))
+        # "a checkpoint is here already" is no news: it never hides what the restore that brought it said
+        if outcome.state != "local" or not restore_state_path(ctx).exists():
+            write_atomically(restore_state_path(ctx), json.dumps(asdict(outcome), indent=1))
     return outcome
 
 
@@ -71,12 +75,21 @@ def _restore(ctx: PodContext, force: bool, dests: list[Destination] | None) -> O
     candidates = sorted(((unit, dest) for dest, units in committed for unit in units),
                         key=lambda c: (-(step_of(c[0]) or 0), order[c[1].uri]))
     queue = Queue(queue_path(ctx))
+    skipped: list[dict[str, str]] = []
     for unit, dest in candidates:
         try:
-            return _fetch(dest, prefix, unit, root, queue, settings.restore_timeout_seconds, force)
+            outcome = _fetch(dest, prefix, unit, root, queue, settings.restore_timeout_seconds, force)
         except Exception as exc:
+            reason = str(exc)[:300] or type(exc).__name__
+            skipped.append({"checkpoint": unit, "source": dest.uri, "reason": reason})
             log.warning("restore: %s at %s is not usable (%s); trying the next older committed checkpoint",
-                        unit, dest.uri, str(exc)[:300] or type(exc).__name__)
+                        unit, dest.uri, reason)
+            continue
+        if skipped:
+            outcome.detail += "; skipped " + ", ".join(f"{s['checkpoint']} at {s['source']} ({s['reason'][:120]})"
+                                                       for s in skipped)
+        outcome.skipped = skipped
+        return outcome
     tried = f" ({len(candidates)} committed checkpoint(s) failed verification)" if candidates else ""
     if unreachable:
         names = ", ".join(unreachable)
@@ -85,11 +98,12 @@ def _restore(ctx: PodContext, force: bool, dests: list[Destination] | None) -> O
                       "held so it does not start from step 0 and overwrite one; retrying until a destination "
                       "answers (RESTORE_REQUIRED=false starts it anyway)")
             log.error("restore: %s", detail)
-            return Outcome("held", detail)
-        return Outcome("unreachable", f"{names} unreachable{tried}; RESTORE_REQUIRED=false, starting without")
+            return Outcome("held", detail, skipped=skipped)
+        return Outcome("unreachable", f"{names} unreachable{tried}; RESTORE_REQUIRED=false, starting without",
+                       skipped=skipped)
     detail = f"no destination holds a committed checkpoint yet{tried}"
     log.info("restore: %s", detail)
-    return Outcome("empty", detail)
+    return Outcome("empty", detail, skipped=skipped)
 
 
 def _listings(dests: list[Destination], prefix: str, timeout: float
@@ -122,7 +136,7 @@ def _fetch(dest: Destination, prefix: str, unit: str, root: Path, queue: Queue, 
     started = time.monotonic()
     marker = Marker.from_bytes(dest.get_bytes(marker_name(prefix, unit), timeout))
     root.mkdir(parents=True, exist_ok=True)
-    staging = root / ".podvisor-restore"
+    staging = root / RESTORE_STAGING
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
@@ -140,7 +154,8 @@ def _fetch(dest: Destination, prefix: str, unit: str, root: Path, queue: Queue, 
             if sha256 != entry.sha256:
                 raise VerifyError(f"{entry.path} differs from what was uploaded (sha256)")
             final = root / entry.path.removeprefix(prefix)
-            items.append((dest.uri, str(root), unit, entry.path, str(final), size, path.stat().st_mtime_ns, sha256))
+            items.append(Item(dest.uri, str(root), unit, entry.path, str(final), size, path.stat().st_mtime_ns,
+                              sha256))
         # Recorded durable there first, so the watcher never sends it back to where it came from.
         queue.enqueue(items, status="durable")
         queue.commit(dest.uri, str(root), unit, len(items), marker.bytes)

@@ -19,6 +19,7 @@ from watchdog.events import (DirCreatedEvent, DirDeletedEvent, DirMovedEvent, Fi
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from services.uploader.frameworks import waiting_for
 from services.uploader.units import Rules, Snapshot, unit_files, unit_of
 
 log = logging.getLogger("uploader")
@@ -34,6 +35,8 @@ class Candidate:
     unit: str
     snapshot: Snapshot = field(default_factory=dict)
     changed_at: float = 0.0
+    waiting: str = ""
+    """What its framework's rule still waits for (trainer_state.json ...), once it is quiet."""
 
 
 def open_for_writing(paths: set[str]) -> set[str]:
@@ -63,9 +66,11 @@ class Scanner:
     """Yields complete checkpoints; `poll()` is called by the uploader's loop."""
 
     def __init__(self, roots: list[Path], rules: Rules, settle: float, rescan: float, polling: bool,
-                 known: Callable[[Snapshot], bool] = lambda snapshot: False) -> None:
+                 known: Callable[[Snapshot], bool] = lambda snapshot: False, frameworks: bool = True) -> None:
         self.roots, self.rules, self.settle, self.rescan_every = roots, rules, settle, rescan
-        self.known = known
+        self.known, self.frameworks = known, frameworks
+        self.vanished: list[tuple[Path, str, int]] = []
+        """Checkpoints seen being written and deleted before they were complete: (watch dir, name, files)."""
         self.candidates: dict[tuple[Path, str], Candidate] = {}
         self.dirty: dict[tuple[Path, str], float] = {}
         """Checkpoints with news since the last poll, and when the newest event came."""
@@ -95,6 +100,14 @@ class Scanner:
         now = time.monotonic()
         return sum(1 for c in self.candidates.values() if now - c.changed_at < self.settle)
 
+    def waiting(self) -> list[dict[str, str]]:
+        """Quiet checkpoints their framework's rule still holds back: {"unit", "waiting_for"}."""
+        return [{"unit": c.unit, "waiting_for": c.waiting} for c in self.candidates.values() if c.waiting]
+
+    def take_vanished(self) -> list[tuple[Path, str, int]]:
+        gone, self.vanished = self.vanished, []
+        return gone
+
     def next_due(self) -> float:
         """Seconds until the next checkpoint being written will have been quiet for the settle time (inf if
         none), so the uploader's loop looks again exactly then, not a tick later. One already quiet but held
@@ -118,6 +131,8 @@ class Scanner:
             candidate = self.candidates.setdefault(key, Candidate(*key, changed_at=changed_at))
             snapshot = unit_files(*key, self.rules)
             if snapshot != candidate.snapshot:
+                if candidate.snapshot and not snapshot and not (key[0] / key[1]).exists():
+                    self.vanished.append((*key, len(candidate.snapshot)))
                 candidate.snapshot, candidate.changed_at = snapshot, changed_at
             if self.known(snapshot):  # every file already queued or uploaded as it is now
                 del self.candidates[key]
@@ -135,6 +150,9 @@ class Scanner:
                     candidate.root / candidate.unit / self.rules.sentinel).exists():
                 continue
             if open_for_writing(set(candidate.snapshot)):
+                continue
+            candidate.waiting = (waiting_for(candidate.root / candidate.unit) if self.frameworks else None) or ""
+            if candidate.waiting:
                 continue
             del self.candidates[key]
             complete.append((candidate.root, candidate.unit, candidate.snapshot))

@@ -9,7 +9,7 @@ from entrypoint.fields import CsvList, CsvPaths, Secret, not_placeholder
 from entrypoint.schema import Section
 
 DEFAULT_INCLUDE = ["*.pt", "*.pth", "*.safetensors", "*.bin", "*.ckpt", "*.json", "*.yaml", "*.yml", "*.txt",
-                   "*.model", "*.npy", "*.npz", "*.msgpack", "*.pkl", "*.log"]
+                   "*.model", "*.npy", "*.npz", "*.msgpack", "*.pkl", "*.log", "*.distcp"]
 DEFAULT_EXCLUDE = ["*.tmp", "*.partial", "*.part", "*~", ".*", "*.swp", "*.lock", "__pycache__"]
 
 
@@ -35,6 +35,15 @@ class UploadSettings(Section):
     )
     upload_sentinel: str = Field(
         "", description="A checkpoint folder counts as complete only once this file is in it (trainer_state.json)."
+    )
+    upload_detect_frameworks: bool = Field(
+        True, description="A checkpoint folder counts as complete only once its framework's last file is there: "
+                          "trainer_state.json (HF Trainer), .metadata (torch.distributed.checkpoint), every shard "
+                          "of a safetensors index."
+    )
+    upload_stall_seconds: float = Field(
+        30, ge=5, le=3600, description="A transfer that moves no byte for this long is cut and its destination "
+                                       "marked failing (a black-hole endpoint never hangs the uploader)."
     )
     upload_polling: bool = Field(False, description="Poll instead of inotify (network filesystems).")
     upload_rescan_seconds: float = Field(

@@ -7,7 +7,7 @@ from pathlib import Path
 from entrypoint.context import PodContext
 from services.uploader.destinations import file_hash
 from services.uploader.layout import SHIP_UNIT, queue_path
-from services.uploader.queue import Queue
+from services.uploader.queue import Item, Queue
 from services.uploader.settings import UploadSettings
 
 
@@ -26,6 +26,6 @@ def ship(ctx: PodContext, paths: list[Path]) -> int:
         if known.get(str(path)) == (stat.st_size, stat.st_mtime_ns):
             continue
         size, sha256 = file_hash(path)
-        items += [(dest, str(path.parent), SHIP_UNIT, f"{SHIP_UNIT}/{path.name}", str(path), size, stat.st_mtime_ns,
-                   sha256) for dest in settings.upload_destinations]
+        items += [Item(dest, str(path.parent), SHIP_UNIT, f"{SHIP_UNIT}/{path.name}", str(path), size,
+                       stat.st_mtime_ns, sha256) for dest in settings.upload_destinations]
     return queue.enqueue(items)

@@ -31,6 +31,12 @@ def summary(ctx: PodContext) -> dict[str, Any]:
     restored = last_outcome(ctx)
     if restored and restored["state"] in ("held", "unreachable"):
         text += f"; RESTORE {restored['state'].upper()}: {restored['detail']}"
+    for skipped in (restored or {}).get("skipped") or []:
+        text += f"; restore skipped {skipped['checkpoint']} at {skipped['source']}: {skipped['reason'][:120]}"
+    for held in live.get("waiting") or []:
+        text += f"; {held['unit']} waits for {held['waiting_for']}"
+    for lost in live.get("lost_locally") or []:
+        text += f"; {lost['unit']} LOST LOCALLY ({lost['reason']}, {_ago(lost['at_epoch'])})"
     for f in live.get("in_flight") or []:
         text += (f"; sending {f['unit']} to {f['dest']}: {f['arrived']}/{f['files']} file(s), "
                  f"{f['bytes_per_s'] / 1e6:.1f} MB/s")

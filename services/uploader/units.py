@@ -11,8 +11,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from services.uploader.frameworks import DCP_METADATA
+from services.uploader.layout import OWN_PREFIX
+
 Snapshot = dict[str, tuple[int, int]]
 """{path: (size, mtime_ns)} of a checkpoint's files."""
+ALWAYS_TAKEN = frozenset({DCP_METADATA})
+"""A framework's own last file is part of the checkpoint whatever the rules say (the default excludes hidden
+names, and torch.distributed.checkpoint's `.metadata` is one)."""
 
 
 @dataclass(frozen=True)
@@ -31,10 +37,10 @@ class Rules:
 
     def excluded(self, name: str) -> bool:
         """A file or folder name an exclude pattern matches (a folder's match takes everything below it)."""
-        return self._exclude is not None and self._exclude.match(name) is not None
+        return name not in ALWAYS_TAKEN and self._exclude is not None and self._exclude.match(name) is not None
 
     def included(self, name: str) -> bool:
-        return self._include is not None and self._include.match(name) is not None
+        return name in ALWAYS_TAKEN or (self._include is not None and self._include.match(name) is not None)
 
 
 def _any_of(patterns: list[str]) -> re.Pattern[str] | None:
@@ -57,7 +63,7 @@ def unit_files(root: Path, unit: str, rules: Rules) -> Snapshot:
     """The checkpoint's wanted files with their size and mtime. A folder deleted meanwhile (a trainer pruning old
     checkpoints) is skipped: os.walk ignores what vanishes, where Path.rglob raises and would take the uploader
     down. Names are matched before anything is stat'ed, and each file is stat'ed once."""
-    if rules.excluded(unit):
+    if unit.startswith(OWN_PREFIX) or rules.excluded(unit):
         return {}
     top = os.path.join(root, unit)
     if os.path.isfile(top):

@@ -24,13 +24,14 @@ from entrypoint.files import write_atomically
 from entrypoint.redact import redact, secrets_of
 from entrypoint.steps import newest_first, step_of
 from services.uploader.destinations import Batch, Destination, FileVersion, file_hash, parse
-from services.uploader.layout import (SHIP_UNIT, marker_name, queue_path, remote_name, root_prefix, status_path,
-                                      unit_of_marker, writer_lock_path)
+from services.uploader.layout import (SHIP_UNIT, marker_name, queue_path, remote_name, root_prefix, staging_base,
+                                      status_path, unit_of_marker, writer_lock_path)
 from services.uploader.marker import Marker, MarkerFile
 from services.uploader.queue import Item, Queue, Row
 from services.uploader.scanner import Scanner
-from services.uploader.units import Rules, Snapshot
 from services.uploader.settings import UploadSettings
+from services.uploader.snapshot import Changed, Vanished, held_bytes, release, source_of, take
+from services.uploader.units import Rules, Snapshot
 
 log = logging.getLogger("uploader")
 TICK_SECONDS = 0.1
@@ -48,41 +49,62 @@ RESTORE_RETRY_MAX_SECONDS = 60.0
 HASH_THREADS = os.cpu_count() or 2
 UNREACHABLE = ("connection refused", "no answer", "host not found")
 """Causes a cheap probe can see go away; a 403 or a missing bucket needs a fix, not a probe."""
+LOST_KEPT = 20
+"""Checkpoints lost locally that status lists (the log has them all)."""
 
 
 def enqueue_unit(queue: Queue, dests: list[str], roots: list[Path], root: Path, unit: str,
-                 snapshot: Snapshot, known: dict[str, tuple[int, int]]) -> int:
-    """Hash each new or changed file of a complete checkpoint (on every core: hashlib lets go of the GIL),
-    then queue them all for every destination in one transaction, so no worker ever sees (and commits) half
-    of a checkpoint."""
-    fresh = [(path_text, version) for path_text, version in sorted(snapshot.items())
-             if known.get(path_text) != version]
+                 snapshot: Snapshot, known: dict[str, tuple[int, int]], keep_in: Path) -> int:
+    """Keep the new or changed files of a complete checkpoint in a snapshot (hard links: see `snapshot`), hash
+    them there (on every core: hashlib lets go of the GIL), then queue them all for every destination in one
+    transaction, so no worker ever sees (and commits) half of a checkpoint. Raises Vanished when the checkpoint
+    is gone before it could be kept, Changed when it moved on meanwhile (the scanner sees it settle again)."""
+    fresh = {path_text: version for path_text, version in sorted(snapshot.items()) if known.get(path_text) != version}
+    if not fresh or not dests:
+        known.update(fresh)
+        return 0
+    staging = take(keep_in, root, unit, fresh)
+    kept = str(staging or "")
+    sources = [source_of(kept, str(root), path_text) for path_text in fresh]
     with ThreadPoolExecutor(HASH_THREADS) as pool:
-        hashes = list(pool.map(lambda entry: file_hash(Path(entry[0])), fresh))
+        hashes = list(pool.map(lambda source: file_hash(Path(source)), sources))
     items: list[Item] = []
-    for (path_text, (size, mtime_ns)), (real_size, sha256) in zip(fresh, hashes):
-        if (real_size, Path(path_text).stat().st_mtime_ns) != (size, mtime_ns):
-            return 0  # changed while hashed: the scanner sees it settle again, and the unit is queued then
+    for (path_text, (size, mtime_ns)), source, (real_size, sha256) in zip(fresh.items(), sources, hashes):
+        if (real_size, Path(source).stat().st_mtime_ns) != (size, mtime_ns):
+            release_folder(staging)
+            raise Changed(f"{path_text} changed while it was hashed")
         remote = remote_name(roots, root, Path(path_text))
-        items += [(dest, str(root), unit, remote, path_text, size, mtime_ns, sha256) for dest in dests]
+        items += [Item(dest, str(root), unit, remote, path_text, size, mtime_ns, sha256, kept) for dest in dests]
     added = queue.enqueue(items)
     known.update(fresh)
+    if not added:  # every version was known already (written back unchanged): nothing to keep
+        release_folder(staging)
     return added
 
 
+def release_folder(staging: Path | None) -> None:
+    """A snapshot nothing was queued from goes at once (and its base folder with it when that is empty)."""
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            staging.parent.rmdir()
+        except OSError:
+            pass
+
+
 def batches(rows: list[Row]) -> list[tuple[Batch, list[int]]]:
-    """Group one checkpoint's rows by (local folder, folder at the destination): one transfer each. A
-    checkpoint is one group; podvisor's own files (under `_podvisor/`) come from elsewhere."""
+    """Group one checkpoint's rows by (local folder they are read from, folder at the destination): one transfer
+    each. A checkpoint is one group per snapshot; podvisor's own files (under `_podvisor/`) come from elsewhere."""
     groups: dict[tuple[Path, str], list[tuple[FileVersion, int]]] = {}
     for row in rows:
-        local, root = Path(row.local), Path(row.root)
-        rel = local.relative_to(root).as_posix() if local.is_relative_to(root) else ""
+        source, base = Path(row.source), Path(row.staging or row.root)
+        rel = source.relative_to(base).as_posix() if source.is_relative_to(base) else ""
         if not rel or not row.remote.endswith(rel):
-            root, rel = local.parent, local.name
-        groups.setdefault((root, row.remote[:len(row.remote) - len(rel)]), []).append(
-            (FileVersion(local, row.remote, row.size, row.sha256), row.id))
-    return [(Batch(root, prefix, rows[0].unit, [f for f, _ in members]), [i for _, i in members])
-            for (root, prefix), members in groups.items()]
+            base, rel = source.parent, source.name
+        groups.setdefault((base, row.remote[:len(row.remote) - len(rel)]), []).append(
+            (FileVersion(source, row.remote, row.size, row.sha256), row.id))
+    return [(Batch(base, prefix, rows[0].unit, [f for f, _ in members]), [i for _, i in members])
+            for (base, prefix), members in groups.items()]
 
 
 class Uploader:
@@ -91,14 +113,18 @@ class Uploader:
         self.settings = ctx.settings(UploadSettings)
         self.secrets = secrets_of(ctx.config)
         self.roots = list(self.settings.upload_watch_dirs)
+        self.staging = {root: staging_base(ctx, root) for root in self.roots}
         self.dests: list[Destination] = [parse(uri, hf_private=self.settings.upload_hf_private)
                                          for uri in self.settings.upload_destinations]
+        for dest in self.dests:
+            dest.stall_seconds = self.settings.upload_stall_seconds
         self.queue = Queue(queue_path(ctx))
         self.known = self.queue.known_versions()
         rules = Rules(self.settings.upload_include, self.settings.upload_exclude, self.settings.upload_sentinel)
         self.scanner = Scanner(self.roots, rules, self.settings.upload_settle_seconds,
                                self.settings.upload_rescan_seconds, self.settings.upload_polling,
-                               known=lambda snap: all(self.known.get(p) == v for p, v in snap.items()))
+                               known=lambda snap: all(self.known.get(p) == v for p, v in snap.items()),
+                               frameworks=self.settings.upload_detect_frameworks)
         self.stopping = threading.Event()
         self.wake = {dest.uri: threading.Event() for dest in self.dests}
         self.status_written = 0.0
@@ -108,6 +134,8 @@ class Uploader:
         self.probed: dict[str, float] = {}
         self.commit_hold: dict[str, float] = {}
         self.newly_committed: set[str] = set()
+        self.lost: list[dict] = []
+        self.staging_peak = 0
         self.lock = threading.Lock()
 
     # -- the main loop ------------------------------------------------------------------------------------
@@ -121,6 +149,7 @@ class Uploader:
         if self.settings.restore_on_start and self.dests:
             threading.Thread(target=self.restore_until_settled, name="restore", daemon=True).start()
         self.reconcile()
+        self.release_staging()
         self.scanner.start()
         for thread in threads:
             thread.start()
@@ -183,17 +212,40 @@ class Uploader:
             self.stopping.wait(delay)
             delay = min(RESTORE_RETRY_MAX_SECONDS, delay * 2)
 
-    def tick(self, force_rescan: bool = False) -> None:
-        for root, unit, snapshot in self.scanner.poll(force_rescan=force_rescan):
-            added = enqueue_unit(self.queue, [d.uri for d in self.dests], self.roots, root, unit, snapshot,
-                                 self.known)
+    def tick(self) -> None:
+        for root, unit, snapshot in self.scanner.poll():
+            try:
+                added = enqueue_unit(self.queue, [d.uri for d in self.dests], self.roots, root, unit, snapshot,
+                                     self.known, self.staging[root])
+            except Vanished as exc:
+                self.lost_locally(unit, str(exc))
+                continue
+            except Changed as exc:
+                log.info("checkpoint %s changed while it was being queued (%s); queued once it settles", unit, exc)
+                continue
             if added:
                 log.info("checkpoint %s complete: %d upload(s) queued", unit, added)
                 for event in self.wake.values():
                     event.set()
-        self.retain()
+        for root, unit, files in self.scanner.take_vanished():
+            if not _renamed(root, unit):
+                self.lost_locally(unit, f"deleted while it was being written ({files} file(s) seen), before it "
+                                        "was complete")
+        if self.retain():
+            self.release_staging()
         if time.monotonic() - self.status_written >= STATUS_EVERY_SECONDS:
             self.write_status()
+
+    def lost_locally(self, unit: str, why: str) -> None:
+        """A checkpoint the trainer deleted before it could be kept: said in the log and status, never committed."""
+        log.warning("checkpoint %s LOST LOCALLY: %s; no destination will have it", unit, why)
+        with self.lock:
+            self.lost = [*self.lost, {"unit": unit, "reason": why, "at_epoch": time.time()}][-LOST_KEPT:]
+
+    def release_staging(self) -> None:
+        """Free the snapshots every destination has committed (or that nothing needs any more)."""
+        for folder in release(list(self.staging.values()), self.queue.staging_in_use()):
+            log.debug("snapshot %s freed", folder.name)
 
     def drained_or_late(self) -> bool:
         if time.monotonic() >= self.deadline:
@@ -213,12 +265,27 @@ class Uploader:
 
     def reconcile(self) -> None:
         """At start: queued versions whose file is gone or changed can never be uploaded as recorded."""
-        for row in self.queue.pending():
-            if not _intact(row):
-                log.warning("%s changed or vanished while the uploader was down; its new version is rescanned",
-                            row.remote)
-                self.queue.mark([row.id], "superseded")
+        dropped = [row for row in self.queue.pending() if not _intact(row)]
+        if dropped:
+            self.drop(dropped, "while the uploader was down")
         self.scanner.poll(force_rescan=True)
+
+    def drop(self, rows: list[Row], when: str) -> None:
+        """Queued versions whose file changed or vanished before they were shipped. A changed one is superseded:
+        its checkpoint waits for the new version, which the scanner queues. A checkpoint one of whose files is
+        gone can never be shipped as it was queued: it is lost at that destination, and said so, never committed
+        with what is left of it (podvisor's own files are simply sent again when they next change)."""
+        gone = set()
+        for row in rows:
+            if Path(row.local).exists() or row.unit == SHIP_UNIT:
+                log.warning("%s changed %s; its new version is queued once it settles", row.remote, when)
+                self.queue.mark([row.id], "superseded")
+            else:
+                gone.add((row.dest, row.root, row.unit, row.remote))
+        for dest, root, unit, remote in gone:
+            if self.queue.lose(dest, root, unit):
+                self.lost_locally(unit, f"{remote} vanished {when}")
+        self.release_staging()
 
     # -- one destination ----------------------------------------------------------------------------------
     def late(self) -> bool:
@@ -244,14 +311,9 @@ class Uploader:
             self.wake[dest.uri].clear()
 
     def upload(self, dest: Destination, rows: list[Row]) -> None:
-        intact = []
-        for row in rows:
-            if _intact(row):
-                intact.append(row)
-            else:
-                log.warning("%s changed or vanished before upload to %s; skipping this version", row.remote,
-                            dest.uri)
-                self.queue.mark([row.id], "superseded")
+        intact = [row for row in rows if _intact(row)]
+        if len(intact) < len(rows):
+            self.drop([row for row in rows if row not in intact], f"before upload to {dest.uri}")
         if not intact:
             return
         total = sum(r.size for r in intact)
@@ -300,16 +362,24 @@ class Uploader:
             prefix = root_prefix(self.roots, Path(root)) if Path(root) in self.roots else ""
             marker = Marker(unit, prefix, [MarkerFile(r.remote, r.size, r.sha256) for r in rows], self.ctx.run_id)
             try:
-                dest.put_bytes(marker_name(prefix, unit), marker.to_bytes())
+                held = dest.sizes([r.remote for r in rows], PROBE_TIMEOUT_SECONDS)
+                absent = [r for r in rows if held.get(r.remote) != r.size]
+                if not absent:
+                    dest.put_bytes(marker_name(prefix, unit), marker.to_bytes())
             except Exception as exc:
                 self.failed(dest, [], 1, f"{type(exc).__name__}: {exc}")
                 self.commit_hold[dest.uri] = time.monotonic() + PROBE_SECONDS
                 return wrote
+            if absent:  # the transfer said they arrived, the destination's listing says not: send them again
+                self.failed(dest, [r.id for r in absent], max(r.attempts for r in absent) + 1,
+                            f"VerifyError: {len(absent)} of {len(rows)} file(s) of {unit} not at the destination "
+                            f"with their size (first: {absent[0].remote}); no marker, sending them again")
+                continue
             self.queue.commit(dest.uri, root, unit, len(rows), marker.bytes)
             with self.lock:
                 self.newly_committed.add(dest.uri)
-            log.info("committed: %s at %s (%d file(s), %.1f MB, marker written last)", unit, dest.uri, len(rows),
-                     marker.bytes / 1e6)
+            log.info("committed: %s at %s (%d file(s), %.1f MB, every file listed there; marker written last)",
+                     unit, dest.uri, len(rows), marker.bytes / 1e6)
             wrote = True
         return wrote
 
@@ -352,7 +422,8 @@ class Uploader:
             self.answers(dest)
 
     # -- retention ----------------------------------------------------------------------------------------
-    def retain(self) -> None:
+    def retain(self) -> bool:
+        """Prune by the retention settings after new commits; True if anything was committed since last asked."""
         with self.lock:
             fresh, self.newly_committed = self.newly_committed, set()
         keep_remote = self.settings.upload_keep_last_remote
@@ -362,6 +433,7 @@ class Uploader:
                     self.prune_remote(dest, keep_remote)
         if self.settings.upload_keep_last_local and fresh:
             self.prune_local(self.settings.upload_keep_last_local)
+        return bool(fresh)
 
     def prune_local(self, keep: int) -> None:
         """Delete local checkpoints beyond the newest `keep`, but only those committed at every destination."""
@@ -399,11 +471,16 @@ class Uploader:
         now = self.status_written = time.monotonic()
         rows = self.queue.pending()
         with self.lock:
+            for uri in [u for u in self.errors if not any(r.dest == u for r in rows)]:
+                if not self.queue.to_commit(uri, SHIP_UNIT):  # nothing waits for it: the error is history
+                    del self.errors[uri]
             flights = [{"dest": uri, "unit": f["unit"], "files": f["files"], "arrived": f["arrived"],
                         "bytes": f["bytes"], "sent": f["sent"],
                         "bytes_per_s": round(f["sent"] / max(now - f["started"], 1e-3))}
                        for uri, f in self.in_flight.items()]
-            errors = dict(self.errors)
+            errors, lost = dict(self.errors), list(self.lost)
+        staged = held_bytes(list(self.staging.values()))
+        self.staging_peak = max(self.staging_peak, staged)
         last = self.queue.last_committed()
         disk = []
         for root in self.roots:
@@ -424,6 +501,9 @@ class Uploader:
                                      "last_error": errors.get(d.uri),
                                      "last_committed": last.get(d.uri)} for d in self.dests},
             "disk": disk,
+            "lost_locally": lost,
+            "waiting": self.scanner.waiting(),
+            "snapshots": {"held_bytes": staged, "peak_bytes": self.staging_peak},
             "stopping": self.stopping.is_set(),
         }
         write_atomically(status_path(self.ctx), json.dumps(status, indent=1))
@@ -454,10 +534,18 @@ class _Arrivals:
             self.queue.mark(waiting, "durable")
 
 
+def _renamed(root: Path, unit: str) -> bool:
+    """A folder that vanished under one name and stands under another with the same step (a trainer writing
+    tmp-checkpoint-100 and renaming it to checkpoint-100) was moved, not lost."""
+    step = step_of(unit)
+    return step is not None and root.is_dir() and any(step_of(p.name) == step for p in root.iterdir()
+                                                      if p.name != unit)
+
+
 def _intact(row: Row) -> bool:
-    """The local file is still the version that was queued."""
+    """The file shipped (its snapshot, or the file itself) is still the version that was queued."""
     try:
-        stat = Path(row.local).stat()
+        stat = Path(row.source).stat()
     except OSError:
         return False
     return (stat.st_size, stat.st_mtime_ns) == (row.size, row.mtime_ns)
@@ -472,7 +560,8 @@ def _cause(error: str) -> str:
 def main() -> None:
     from entrypoint.context import current
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s uploader %(levelname)s %(message)s",
+                        datefmt="%Y-%m-%dT%H:%M:%S%z")
     uploader = Uploader(current())
     signal.signal(signal.SIGTERM, lambda *_: uploader.stop())
     signal.signal(signal.SIGINT, lambda *_: uploader.stop())

@@ -50,9 +50,14 @@ class DestinationError(RuntimeError):
     """The destination failed or did not answer; the message is the backend's cause, in words."""
 
 
+STALL_SECONDS = 30.0
+
+
 class Destination(ABC):
     uri: str
     """The destination as the user wrote it (no secrets in it): also its key in the queue."""
+    stall_seconds: float = STALL_SECONDS
+    """A transfer that moves nothing for this long is cut and fails (UPLOAD_STALL_SECONDS)."""
 
     @abstractmethod
     def upload(self, batch: Batch, arrived: Arrived, progress: Progress) -> None:
@@ -70,6 +75,11 @@ class Destination(ABC):
     def list_markers(self, timeout: float) -> list[str]:
         """Paths (under the root) of every commit marker; raise when the destination cannot be listed:
         an unreachable destination is never taken for an empty one."""
+
+    @abstractmethod
+    def sizes(self, remotes: list[str], timeout: float) -> dict[str, int]:
+        """{remote: size} of those of `remotes` the destination holds now: the proof of arrival a marker needs
+        (a file the destination does not list is not there, whatever the transfer said)."""
 
     @abstractmethod
     def fetch(self, remotes: list[str], target: Path) -> None:

@@ -99,6 +99,12 @@ class HfDestination(Destination):
         strip = f"{self.prefix}/" if self.prefix else ""
         return sorted(e.path.removeprefix(strip) for e in entries if e.path.endswith(".json"))
 
+    def sizes(self, remotes: list[str], timeout: float) -> dict[str, int]:
+        strip = f"{self.prefix}/" if self.prefix else ""
+        infos = self.api.get_paths_info(self.repo_id, [self._in_repo(r) for r in remotes], repo_type=self.repo_type,
+                                        revision=self.revision)
+        return {info.path.removeprefix(strip): info.size for info in infos if getattr(info, "size", None) is not None}
+
     def fetch(self, remotes: list[str], target: Path) -> None:
         from huggingface_hub import snapshot_download
 

@@ -59,6 +59,15 @@ class LocalDestination(Destination):
         folder = self.root / MARKER_DIR
         return sorted(p.relative_to(self.root).as_posix() for p in folder.rglob("*.json")) if folder.is_dir() else []
 
+    def sizes(self, remotes: list[str], timeout: float) -> dict[str, int]:
+        found = {}
+        for remote in remotes:
+            try:
+                found[remote] = (self.root / remote).stat().st_size
+            except FileNotFoundError:
+                continue
+        return found
+
     def fetch(self, remotes: list[str], target: Path) -> None:
         for remote in remotes:
             (target / remote).parent.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,10 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 from services.uploader.destinations import (Arrived, Batch, Destination, DestinationError, Progress)
 from services.uploader.layout import MARKER_DIR
@@ -30,6 +32,8 @@ TRANSFERS = max(8, min(32, 4 * (os.cpu_count() or 2)))
 """Files in flight at once: per-file latency, not the CPU, bounds many small files."""
 NOT_FOUND = 3
 """rclone's exit code for a directory that does not exist."""
+SMALL_OBJECT_TIMEOUT_SECONDS = 60.0
+"""A marker write, a deletion, a listing: seconds, not minutes; a black-hole endpoint is cut after this."""
 CAUSES = [
     (r"connection refused", "connection refused"),
     (r"no such host|server misbehaving", "host not found"),
@@ -101,6 +105,13 @@ class RcloneDestination(Destination):
             return self.remote
         return f"{self.remote}/{remote}" if not self.remote.endswith(":") else f"{self.remote}{remote}"
 
+    @property
+    def host(self) -> str:
+        """Who is asked, for an error in words: the endpoint's host, else the rclone remote's name."""
+        name = self.remote.split(":")[0]
+        endpoint = self.env.get(f"RCLONE_CONFIG_{name.upper()}_ENDPOINT", "")
+        return urlsplit(endpoint if "//" in endpoint else f"//{endpoint}").netloc or name
+
     def _dir(self, remote: str) -> str:
         """A folder path with its trailing slash: rclone's S3 backend then skips the HEAD that asks whether
         the path is a file, which turns any failure (connection refused, 403) into "is a file"."""
@@ -124,7 +135,7 @@ class RcloneDestination(Destination):
         with self._lock:
             self._procs.discard(proc)
 
-    def _run(self, *args: str, input: str | None = None, timeout: float | None = None,
+    def _run(self, *args: str, input: str | None = None, timeout: float = SMALL_OBJECT_TIMEOUT_SECONDS,
              missing_ok: bool = False, flags: list[str] = COMMON_FLAGS) -> str:
         proc = self._spawn(list(args), stdin=input is not None, flags=flags)
         try:
@@ -132,7 +143,7 @@ class RcloneDestination(Destination):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-            raise DestinationError(f"no answer (timed out): rclone {args[0]} took over {timeout:.0f} s") from None
+            raise DestinationError(f"no answer from {self.host} for {timeout:.0f} s (rclone {args[0]})") from None
         finally:
             self._done(proc)
         if proc.returncode == NOT_FOUND and missing_ok:
@@ -142,9 +153,22 @@ class RcloneDestination(Destination):
         return out
 
     def _stream(self, args: list[str], input: str) -> Iterator[dict]:
-        """Run rclone, yielding its JSON log entries as they come; raise with the cause when it fails."""
+        """Run rclone, yielding its JSON log entries as they come; raise with the cause when it fails. A transfer
+        that moves no byte and finishes no file for `stall_seconds` is cut: rclone's own timeouts and the S3
+        SDK's retries let a black-hole endpoint (accepts TCP, never answers) hold one attempt for minutes."""
         proc = self._spawn(args, stdin=True)
         errors: list[str] = []
+        moved: list = [time.monotonic(), None]  # when something last moved; rclone's last (bytes, checks, files)
+        done, stalled = threading.Event(), threading.Event()
+
+        def watch() -> None:
+            while not done.wait(1.0):
+                if time.monotonic() - moved[0] > self.stall_seconds:
+                    stalled.set()
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    return
+
+        threading.Thread(target=watch, name="rclone-stall", daemon=True).start()
         try:
             assert proc.stdin and proc.stderr
             proc.stdin.write(input)
@@ -152,19 +176,31 @@ class RcloneDestination(Destination):
             for line in proc.stderr:
                 errors.append(line)
                 try:
-                    yield json.loads(line)
+                    entry = json.loads(line)
                 except ValueError:
                     continue
+                stats = entry.get("stats")
+                tally = (stats.get("bytes"), stats.get("checks"), stats.get("transfers")) \
+                    if isinstance(stats, dict) else None
+                if (tally is not None and tally != moved[1]) or str(entry.get("msg", "")).startswith("Copied"):
+                    moved[0], moved[1] = time.monotonic(), tally if tally is not None else moved[1]
+                yield entry
             proc.wait()
         finally:
+            done.set()
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             self._done(proc)
+        if stalled.is_set():
+            raise DestinationError(f"no answer from {self.host} for {self.stall_seconds:.0f} s: nothing moved, "
+                                   "the transfer was cut")
         if proc.returncode != 0:
             raise DestinationError(readable("".join(errors[-50:])))
 
     def upload(self, batch: Batch, arrived: Arrived, progress: Progress) -> None:
+        """A file has arrived when rclone reports it copied or, for one it skipped as already there, when the
+        store lists it with its size. A source rclone skips because it is missing (it exits 0 then) never counts."""
         by_rel = {batch.relative(version): version for version in batch.files}
         landed: set[str] = set()
         # rclone checks the store first and skips what is there, identical: after a kill, files that arrived
@@ -180,9 +216,15 @@ class RcloneDestination(Destination):
             stats = entry.get("stats")
             if isinstance(stats, dict):
                 progress(int(stats.get("bytes") or 0))
-        for name, version in by_rel.items():  # exit 0: the rest was there already, identical
-            if name not in landed:
+        rest = [version for name, version in by_rel.items() if name not in landed]
+        held = self.sizes([v.remote for v in rest], self.stall_seconds) if rest else {}
+        missing = [v.remote for v in rest if held.get(v.remote) != v.size]
+        for version in rest:
+            if version.remote not in missing:
                 arrived(version)
+        if missing:
+            raise DestinationError(f"{len(missing)} of {len(by_rel)} file(s) not at the destination after the "
+                                   f"transfer (first: {missing[0]})")
 
     def put_bytes(self, remote: str, data: bytes) -> None:
         self._run("rcat", self._path(remote), input=data.decode())
@@ -197,9 +239,16 @@ class RcloneDestination(Destination):
         return sorted(f"{MARKER_DIR}/{entry['Path']}" for entry in json.loads(out or "[]")
                       if entry["Path"].endswith(".json"))
 
+    def sizes(self, remotes: list[str], timeout: float) -> dict[str, int]:
+        out = self._run("lsjson", "-R", "--files-only", "--files-from-raw", "-", self._dir(""),
+                        input="\n".join(remotes) + "\n", timeout=timeout, missing_ok=True, flags=LISTING_FLAGS)
+        return {entry["Path"]: int(entry["Size"]) for entry in json.loads(out or "[]")}
+
     def fetch(self, remotes: list[str], target: Path) -> None:
-        self._run("copy", self._dir(""), str(target), "--files-from-raw", "-", "--transfers", str(TRANSFERS),
-                  input="\n".join(remotes) + "\n")
+        args = ["copy", self._dir(""), str(target), "--files-from-raw", "-", "--transfers", str(TRANSFERS),
+                "--stats", "1s", "--stats-log-level", "INFO"]
+        for _ in self._stream(args, "\n".join(remotes) + "\n"):
+            pass  # as long as it takes, while bytes move
 
     def delete(self, remote: str) -> None:
         listing = json.loads(self._run("lsjson", "--stat", self._path(remote), missing_ok=True) or "{}")
