@@ -24,12 +24,12 @@ MARKERS = "_podvisor/checkpoints"
 
 
 def _env(tmp_path, s3, name="pod", dests=("s3://ckpt/run",), **extra):
-    """One pod: its own state dir and watch dir, uploading to the shared store."""
+    """One pod: its own state dir and watch dir, uploading to the shared store (`s3`, if given)."""
     settings = dict(SSH_ENABLED="false", JUPYTER_ENABLED="false", INFERENCE_ENABLED="false", AUTOSTOP_ENABLED="false",
                     UPLOAD_WATCH_DIRS=str(tmp_path / name / "ckpt"), UPLOAD_DESTINATIONS=",".join(dests),
                     UPLOAD_SETTLE_SECONDS="0.3", UPLOAD_RESCAN_SECONDS="2", UPLOAD_RETRY_MAX_SECONDS="2")
     env = base_env(tmp_path / name / "state", **{**settings, **extra})
-    return {**env, **s3.env()}
+    return {**env, **(s3.env() if s3 else {})}
 
 
 def _write_checkpoint(folder: Path, files: int, size: int) -> dict[str, str]:

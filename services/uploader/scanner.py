@@ -133,7 +133,7 @@ class Scanner:
             if snapshot != candidate.snapshot:
                 if candidate.snapshot and not snapshot and not (key[0] / key[1]).exists():
                     self.vanished.append((*key, len(candidate.snapshot)))
-                candidate.snapshot, candidate.changed_at = snapshot, changed_at
+                candidate.snapshot, candidate.changed_at, candidate.waiting = snapshot, changed_at, ""
             if self.known(snapshot):  # every file already queued or uploaded as it is now
                 del self.candidates[key]
         complete = []
