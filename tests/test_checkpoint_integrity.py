@@ -11,8 +11,8 @@ from pathlib import Path
 
 from conftest import wait_for
 from services.uploader.destinations import Batch, DestinationError, FileVersion, file_hash, parse
-from test_checkpoint_unit import (KB, SilentListener, _at_store, _bucket, _env, _local, _marker, _rclone_copies,
-                                  _restore)
+from test_checkpoint_unit import (KB, SilentListener, _at_store, _bucket, _committed_pod, _env, _local, _marker,
+                                  _rclone_copies, _restore)
 
 HF_FILES = (["config.json", "model.safetensors", "training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"]
             + [f"extra-{i:02d}.bin" for i in range(14)] + ["trainer_state.json"])
@@ -62,9 +62,9 @@ def test_a_trainer_that_prunes_old_checkpoints_never_gets_a_partial_one_committe
 
     info = wait_for(settled, 180, 0.5, lambda: stack.output[-3000:])
     committed = [s for s in steps if _marker(s3, f"checkpoint-{s}")]
-    lost = {entry["unit"] for entry in info["uploads"]["lost_locally"]}
     for step in committed:
         _whole(s3, f"checkpoint-{step}", HF_FILES)
+    lost = {entry["unit"] for entry in info["uploads"]["lost_locally"]}
     assert {"checkpoint-900", "checkpoint-1000"} <= {f"checkpoint-{s}" for s in committed}
     assert len(committed) + len(lost) == len(steps), (committed, lost)
     assert not {f"checkpoint-{s}" for s in committed} & lost
@@ -181,3 +181,29 @@ def test_a_black_hole_destination_fails_in_words_and_holds_nothing_else_back(tmp
         assert took < grace + 5, f"the stop took {took:.1f} s with a {grace} s grace"
     finally:
         silent.close()
+
+
+def test_a_restore_that_skips_a_checkpoint_says_which_and_why_and_a_restart_keeps_it_said(tmp_path, s3,
+                                                                                         stack_factory):
+    stack = _committed_pod(tmp_path, s3, stack_factory)
+    _write_files(tmp_path / "pod" / "ckpt" / "checkpoint-200", ["a.bin", "b.bin", "state.json"], 16 * KB)
+    wait_for(lambda: _marker(s3, "checkpoint-200"), 60, 0.2, lambda: stack.output[-3000:])
+    assert stack.stop() == 0
+    (_bucket(s3) / "checkpoint-200" / "b.bin").unlink()
+
+    env = _env(tmp_path, s3, "fresh")
+    record = tmp_path / "fresh" / "state" / "services" / "uploader" / "restore.json"
+    stack = stack_factory(env)  # a fresh pod: its uploader restores at start
+    wait_for(lambda: _local(tmp_path, "fresh") == ["checkpoint-100"], 60, 0.3, lambda: stack.output[-3000:])
+    said = json.loads(record.read_text())
+    assert said["state"] == "restored" and said["checkpoint"] == "checkpoint-100"
+    [skipped] = said["skipped"]
+    assert skipped["checkpoint"] == "checkpoint-200" and skipped["source"] == "s3://ckpt/run"
+    assert "checkpoint-200/b.bin" in skipped["reason"], skipped
+    assert "restore skipped checkpoint-200 at s3://ckpt/run" in _uploader(stack)["summary"]
+    assert stack.stop() == 0
+
+    stack = stack_factory(env)  # the next boot finds the checkpoint here: what the restore said stays said
+    wait_for(lambda: "already holds a checkpoint" in stack.output, 60, 0.3, lambda: stack.output[-3000:])
+    assert json.loads(record.read_text()) == said
+    assert "restore skipped checkpoint-200" in _uploader(stack)["summary"]

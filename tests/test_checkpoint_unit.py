@@ -267,6 +267,8 @@ def test_backoff_ends_when_the_store_answers_and_errors_are_readable(tmp_path, s
     # The backoff had grown to 16 s or more; the probe ends it within its few seconds.
     assert time.monotonic() - returned < 12
     assert "s3://ckpt/run answers again" in stack.output
+    wait_for(lambda: "FAILING" not in stack.status()["services"]["uploader"]["summary"], 10, 0.3,
+             "the error to clear once nothing waits for the destination")
 
 
 def test_kill_9_of_the_uploader_leaves_no_orphan_and_one_writer(tmp_path, s3, stack_factory):

@@ -42,7 +42,7 @@ CAUSES = [
     (r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|StatusCode: 403|Forbidden", "access denied (403)"),
     (r"StatusCode: 401|Unauthorized", "not authorized (401)"),
     (r"no space left|QuotaExceeded|quota", "out of space or quota"),
-    (r"directory not found", "not found"),
+    (r"directory not found|NoSuchKey|StatusCode: 404|object not found", "not found"),
     (r"is a file not a directory", "cannot reach the path"),
 ]
 
@@ -55,8 +55,8 @@ def rclone_binary() -> str:
 
 def readable(stderr: str) -> str:
     """The backend's error in words, from rclone's JSON log: its errors, never its notices (config file
-    not found ...), led by the cause (connection refused, 403, no such bucket)."""
-    messages, failures = [], []
+    not found ...), led by the file it concerns, if one, and the cause (connection refused, 403, no such bucket)."""
+    messages, failures, objects = [], [], []
     for line in stderr.splitlines():
         try:
             entry = json.loads(line)
@@ -65,9 +65,13 @@ def readable(stderr: str) -> str:
         msg = str(entry.get("msg", "")).strip()
         if entry.get("level") in ("error", "critical"):
             messages.append(msg)
+            if entry.get("object"):
+                objects.append(str(entry["object"]))
         elif msg.startswith("Failed"):
             failures.append(msg)
     text = (messages or failures or ["rclone failed without saying why"])[-1]
+    if objects and objects[-1] not in text:
+        text = f"{objects[-1]}: {text}"
     cause = next((name for pattern, name in CAUSES if re.search(pattern, text, re.IGNORECASE)), "")
     return f"{cause}: {text}"[:400] if cause else text[:400]
 
