@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -175,10 +176,12 @@ def test_a_black_hole_destination_fails_in_words_and_holds_nothing_else_back(tmp
         failing = f"s3://ckpt/run FAILING: DestinationError: no answer from 127.0.0.1:{silent.port}"
         wait_for(lambda: failing in _uploader(stack)["summary"], 60, 0.5, lambda: stack.output[-3000:])
         assert time.monotonic() - written < 60 + 5, "the black hole was not called failing within a minute"
+        assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S* uploader WARNING uploads to s3://ckpt/run failing",
+                         stack.output), "the uploader's lines carry no timestamp"
         began = time.monotonic()
         assert stack.stop(timeout=grace + 30) == 0
         took = time.monotonic() - began
-        assert took < grace + 5, f"the stop took {took:.1f} s with a {grace} s grace"
+        assert took < grace + 10, f"the stop took {took:.1f} s with a {grace} s grace"
     finally:
         silent.close()
 
@@ -207,3 +210,18 @@ def test_a_restore_that_skips_a_checkpoint_says_which_and_why_and_a_restart_keep
     wait_for(lambda: "already holds a checkpoint" in stack.output, 60, 0.3, lambda: stack.output[-3000:])
     assert json.loads(record.read_text()) == said
     assert "restore skipped checkpoint-200" in _uploader(stack)["summary"]
+
+
+def test_a_hub_that_never_answers_is_failing_in_words(tmp_path, stack_factory):
+    """huggingface_hub's client waits forever by default; the stall time bounds every request to the Hub."""
+    silent = SilentListener()
+    env = _env(tmp_path, None, dests=("hf://me/ckpts",), RESTORE_ON_START="false", UPLOAD_STALL_SECONDS="5",
+               HF_ENDPOINT=f"http://127.0.0.1:{silent.port}", HF_TOKEN="hf_FakeToken_abcdefghijklmnop")
+    try:
+        stack = stack_factory(env)
+        stack.wait_state("uploader", "RUNNING")
+        _write_files(tmp_path / "pod" / "ckpt" / "checkpoint-1", ["model.safetensors"], 4 * KB)
+        failing = f"hf://me/ckpts FAILING: DestinationError: no answer from 127.0.0.1:{silent.port} for 5 s"
+        wait_for(lambda: failing in _uploader(stack)["summary"], 60, 0.5, lambda: stack.output[-3000:])
+    finally:
+        silent.close()

@@ -247,6 +247,8 @@ def test_an_unreachable_store_at_boot_holds_the_job_until_it_answers(tmp_path, s
     wait_for(lambda: log.read_text(), 90, 0.3, lambda: stack.output[-3000:])
     assert "checkpoint-100" in log.read_text()
     assert _local(tmp_path, "fresh") == ["checkpoint-100"]
+    job = stack.status()["services"]["job"]["job"]
+    assert job["state"] != "held" and not job.get("held_reason"), "the job still says it is held"
 
 
 def test_backoff_ends_when_the_store_answers_and_errors_are_readable(tmp_path, s3, stack_factory):

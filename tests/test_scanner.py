@@ -26,7 +26,10 @@ def test_a_checkpoint_deleted_while_it_is_listed_is_not_an_error(tmp_path):
     pruner = threading.Thread(target=prune_and_rewrite, daemon=True)
     pruner.start()
     try:
-        seen = [unit_files(tmp_path, "checkpoint-100", Rules(["*"], [])) for _ in range(2000)]
+        seen: list[dict] = []
+        while len(seen) < 2000 or not any(seen):  # on a loaded machine the pruner may need longer to write some
+            seen.append(unit_files(tmp_path, "checkpoint-100", Rules(["*"], [])))
+            assert len(seen) < 200_000, "the pruner never wrote a file"
     finally:
         stop.set()
         pruner.join(10)
@@ -92,3 +95,32 @@ def test_the_include_and_exclude_rules_pick_a_checkpoints_files(tmp_path):
         str(tmp_path / "step_9.pt"): (2, (tmp_path / "step_9.pt").stat().st_mtime_ns)}
     assert unit_files(tmp_path, ".hidden-unit", Rules(["*"], exclude)) == {}
     assert unit_files(tmp_path, "checkpoint-7", Rules([], exclude)) == {}, "nothing included, nothing taken"
+
+
+def test_a_checkpoint_deleted_before_it_was_queued_is_reported_vanished(tmp_path):
+    """Seen being written and then deleted (or handed back by the uploader because it went while it was kept):
+    the uploader reports it lost locally; a checkpoint never seen is nothing to report."""
+    scanner = Scanner([tmp_path], Rules(["*"], []), settle=60, rescan=3600, polling=False)
+    scanner.start()
+    try:
+        unit = tmp_path / "checkpoint-3"
+        unit.mkdir()
+        (unit / "model.pt").write_bytes(b"w" * 100)
+        deadline = time.monotonic() + 10
+        while not scanner.settling() and time.monotonic() < deadline:
+            scanner.poll()
+            time.sleep(0.05)
+        assert scanner.settling() == 1
+        shutil.rmtree(unit)
+        deadline = time.monotonic() + 10
+        while not scanner.vanished and time.monotonic() < deadline:
+            scanner.poll()
+            time.sleep(0.05)
+        assert scanner.take_vanished() == [(tmp_path, "checkpoint-3", 1)]
+
+        snapshot = {str(tmp_path / "checkpoint-4" / "a.bin"): (1, 1)}
+        scanner.again(tmp_path, "checkpoint-4", snapshot)  # its folder is already gone
+        scanner.poll()
+        assert scanner.take_vanished() == [(tmp_path, "checkpoint-4", 1)]
+    finally:
+        scanner.stop()

@@ -97,23 +97,24 @@ class Queue:
     def __init__(self, path: Path) -> None:
         """Open (and on first use create) the queue. Readers (status, the stop gate) and the uploader may open it
         at the same moment: every statement waits for a lock instead of failing, and WAL mode, which lives in the
-        file, is switched on only by whoever finds it off; a second opener that loses that race reads on."""
+        file, is switched on only by whoever finds it off; a second opener that loses that race reads on.
+
+        One connection stays open as long as this object lives: SQLite deletes the WAL's side files when the last
+        connection closes, and a user who may only read the queue (the login user's `podvisor status`) cannot
+        open a WAL database whose side files are gone; the uploader's own queue keeps them there."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = self._connect()
-        try:
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                try:
-                    db.execute("PRAGMA journal_mode=WAL")
-                except sqlite3.OperationalError:  # another process switches it right now
-                    pass
-            db.executescript(SCHEMA)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(uploads)")}
-            for column, sql in MIGRATIONS.items():
-                if column not in columns:
-                    db.execute(sql)
-        finally:
-            db.close()
+        db = self._held = self._connect()
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError:  # another process switches it right now
+                pass
+        db.executescript(SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(uploads)")}
+        for column, sql in MIGRATIONS.items():
+            if column not in columns:
+                db.execute(sql)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)

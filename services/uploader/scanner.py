@@ -104,6 +104,13 @@ class Scanner:
         """Quiet checkpoints their framework's rule still holds back: {"unit", "waiting_for"}."""
         return [{"unit": c.unit, "waiting_for": c.waiting} for c in self.candidates.values() if c.waiting]
 
+    def again(self, root: Path, unit: str, snapshot: Snapshot) -> None:
+        """A checkpoint yielded complete could not be queued as it was (a file changed or went meanwhile): watch
+        it again from that snapshot, so it is queued once it settles, or reported if it vanishes."""
+        with self.lock:
+            self.candidates[(root, unit)] = Candidate(root, unit, snapshot, time.monotonic())
+            self.dirty[(root, unit)] = time.monotonic()
+
     def take_vanished(self) -> list[tuple[Path, str, int]]:
         gone, self.vanished = self.vanished, []
         return gone

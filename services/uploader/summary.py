@@ -4,6 +4,7 @@ it is the truth even when the uploader is down, and it loads nothing of the uplo
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from typing import Any
 
@@ -22,10 +23,14 @@ def summary(ctx: PodContext) -> dict[str, Any]:
         live = json.loads(status_path(ctx).read_text())
     except (OSError, ValueError):
         live = {}
-    queue = Queue(queue_path(ctx))
-    pending = queue.pending()
-    uncommitted = queue.uncommitted(SHIP_UNIT)
-    unqueued = len(unqueued_files(ctx, queue))
+    try:
+        queue = Queue(queue_path(ctx))
+        pending = queue.pending()
+        uncommitted = queue.uncommitted(SHIP_UNIT)
+        unqueued = len(unqueued_files(ctx, queue))
+    except sqlite3.OperationalError as exc:  # a caller who may not write where the uploader keeps its queue
+        return {"summary": f"the upload queue cannot be read as this user ({exc}); `sudo podvisor status` shows "
+                           "it", "pending": 0, "uncommitted": 0, "unqueued": 0, "restore": None, "uploads": live}
     text = f"{len(pending)} upload(s) pending, {uncommitted} checkpoint(s) not committed, {unqueued} file(s) " \
            "not queued yet"
     restored = last_outcome(ctx)

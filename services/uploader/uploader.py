@@ -222,6 +222,7 @@ class Uploader:
                 continue
             except Changed as exc:
                 log.info("checkpoint %s changed while it was being queued (%s); queued once it settles", unit, exc)
+                self.scanner.again(root, unit, snapshot)
                 continue
             if added:
                 log.info("checkpoint %s complete: %d upload(s) queued", unit, added)
@@ -362,7 +363,7 @@ class Uploader:
             prefix = root_prefix(self.roots, Path(root)) if Path(root) in self.roots else ""
             marker = Marker(unit, prefix, [MarkerFile(r.remote, r.size, r.sha256) for r in rows], self.ctx.run_id)
             try:
-                held = dest.sizes([r.remote for r in rows], PROBE_TIMEOUT_SECONDS)
+                held = dest.sizes([r.remote for r in rows], self.settings.upload_stall_seconds)
                 absent = [r for r in rows if held.get(r.remote) != r.size]
                 if not absent:
                     dest.put_bytes(marker_name(prefix, unit), marker.to_bytes())
@@ -470,10 +471,11 @@ class Uploader:
     def write_status(self) -> None:
         now = self.status_written = time.monotonic()
         rows = self.queue.pending()
+        for uri in [u for u in list(self.errors) if not any(r.dest == u for r in rows)]:
+            if not self.queue.to_commit(uri, SHIP_UNIT):  # nothing waits for it: the error is history
+                with self.lock:
+                    self.errors.pop(uri, None)
         with self.lock:
-            for uri in [u for u in self.errors if not any(r.dest == u for r in rows)]:
-                if not self.queue.to_commit(uri, SHIP_UNIT):  # nothing waits for it: the error is history
-                    del self.errors[uri]
             flights = [{"dest": uri, "unit": f["unit"], "files": f["files"], "arrived": f["arrived"],
                         "bytes": f["bytes"], "sent": f["sent"],
                         "bytes_per_s": round(f["sent"] / max(now - f["started"], 1e-3))}

@@ -2,15 +2,37 @@
 go in one commit (never CommitScheduler, which uploads on a timer and can ship a half-written file)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 from pathlib import Path
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit
 
-from services.uploader.destinations import Arrived, Batch, Destination, FileVersion, Progress, VerifyError
+from services.uploader.destinations import (Arrived, Batch, Destination, DestinationError, FileVersion, Progress,
+                                            VerifyError)
 from services.uploader.layout import MARKER_DIR
 
 REPO_TYPES = {"datasets/": "dataset", "spaces/": "space", "models/": "model"}
+Call = TypeVar("Call", bound=Callable[..., Any])
+
+
+def _answering(method: Call) -> Call:
+    """A Hub that does not answer is a failure in words ("no answer from HOST for N s"), which the uploader
+    backs off from and probes, like any other unreachable destination."""
+    @functools.wraps(method)
+    def call(self: "HfDestination", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            kinds = {cls.__name__ for cls in type(exc).__mro__}
+            if "TimeoutException" in kinds:
+                raise DestinationError(f"no answer from {self.host} for {self.stall_seconds:.0f} s") from None
+            if "ConnectError" in kinds:
+                raise DestinationError(f"connection refused: {self.host}") from None
+            raise
+    return call  # type: ignore[return-value]
 
 
 class HfDestination(Destination):
@@ -39,9 +61,16 @@ class HfDestination(Destination):
                    dict(os.environ if environ is None else environ), private)
 
     @property
+    def host(self) -> str:
+        return urlsplit(self.environ.get("HF_ENDPOINT") or "https://huggingface.co").netloc
+
+    @property
     def api(self):
         if self._api is None:
-            from huggingface_hub import HfApi
+            from huggingface_hub import HfApi, get_session
+
+            # The Hub client waits forever by default: every request here gives up after the stall time.
+            get_session().timeout = self.stall_seconds
 
             endpoint = self.environ.get("HF_ENDPOINT") or None
             self._api = HfApi(endpoint=endpoint, token=self.environ.get("HF_TOKEN") or None)
@@ -55,6 +84,7 @@ class HfDestination(Destination):
     def _in_repo(self, remote: str) -> str:
         return f"{self.prefix}/{remote}" if self.prefix else remote
 
+    @_answering
     def upload(self, batch: Batch, arrived: Arrived, progress: Progress) -> None:
         """One commit for the checkpoint (hf_xet moves the bytes in parallel), then every file verified."""
         from huggingface_hub import CommitOperationAdd
@@ -68,6 +98,7 @@ class HfDestination(Destination):
         for version in batch.files:
             arrived(version)
 
+    @_answering
     def put_bytes(self, remote: str, data: bytes) -> None:
         from huggingface_hub import CommitOperationAdd
 
@@ -87,6 +118,7 @@ class HfDestination(Destination):
                                    endpoint=self.environ.get("HF_ENDPOINT") or None, etag_timeout=timeout)
             return Path(path).read_bytes()
 
+    @_answering
     def list_markers(self, timeout: float) -> list[str]:
         from huggingface_hub.errors import EntryNotFoundError
 
@@ -99,6 +131,7 @@ class HfDestination(Destination):
         strip = f"{self.prefix}/" if self.prefix else ""
         return sorted(e.path.removeprefix(strip) for e in entries if e.path.endswith(".json"))
 
+    @_answering
     def sizes(self, remotes: list[str], timeout: float) -> dict[str, int]:
         strip = f"{self.prefix}/" if self.prefix else ""
         infos = self.api.get_paths_info(self.repo_id, [self._in_repo(r) for r in remotes], repo_type=self.repo_type,
@@ -132,6 +165,7 @@ class HfDestination(Destination):
             if not lfs_sha and info.blob_id and info.blob_id != _git_blob_sha1(version.local):
                 raise VerifyError(f"{version.remote}: git blob id in the repo differs from the source")
 
+    @_answering
     def delete(self, remote: str) -> None:
         """One commit removing a checkpoint (folder or single file) or a marker."""
         root = self._in_repo(remote)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import shutil
 import signal
@@ -244,9 +245,17 @@ class RcloneDestination(Destination):
                       if entry["Path"].endswith(".json"))
 
     def sizes(self, remotes: list[str], timeout: float) -> dict[str, int]:
-        out = self._run("lsjson", "-R", "--files-only", "--files-from-raw", "-", self._dir(""),
-                        input="\n".join(remotes) + "\n", timeout=timeout, missing_ok=True, flags=LISTING_FLAGS)
-        return {entry["Path"]: int(entry["Size"]) for entry in json.loads(out or "[]")}
+        """One listing of the folder the files share (a checkpoint's folder: a thousand names per request on S3),
+        not a request per file."""
+        if not remotes:
+            return {}
+        folder = posixpath.commonpath([posixpath.dirname(r) for r in remotes])
+        depth = [] if any(posixpath.dirname(r) != folder for r in remotes) else ["--max-depth", "1"]
+        out = self._run("lsjson", "-R", "--files-only", *depth, self._dir(folder), timeout=timeout,
+                        missing_ok=True, flags=LISTING_FLAGS)
+        wanted = set(remotes)
+        listed = ((posixpath.join(folder, entry["Path"]), int(entry["Size"])) for entry in json.loads(out or "[]"))
+        return {path: size for path, size in listed if path in wanted}
 
     def fetch(self, remotes: list[str], target: Path) -> None:
         args = ["copy", self._dir(""), str(target), "--files-from-raw", "-", "--transfers", str(TRANSFERS),
