@@ -562,8 +562,8 @@ def _cause(error: str) -> str:
 def main() -> None:
     from entrypoint.context import current
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s uploader %(levelname)s %(message)s",
-                        datefmt="%Y-%m-%dT%H:%M:%S%z")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s.%(msecs)03d uploader %(levelname)s %(message)s",
+                        datefmt="%Y-%m-%dT%H:%M:%S")
     uploader = Uploader(current())
     signal.signal(signal.SIGTERM, lambda *_: uploader.stop())
     signal.signal(signal.SIGINT, lambda *_: uploader.stop())

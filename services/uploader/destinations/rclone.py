@@ -28,6 +28,9 @@ COMMON_FLAGS = ["--retries", "1", "--low-level-retries", "3", "--contimeout", "1
                 "--use-json-log"]
 LISTING_FLAGS = ["--retries", "1", "--low-level-retries", "1", "--contimeout", "5s", "--timeout", "10s",
                  "--use-json-log"]
+LSJSON = ["lsjson", "--no-modtime", "--no-mimetype"]
+"""Names and sizes only: on S3 a modification time is a HEAD request per object (0.9 s for 2000 files here,
+0.08 s without)."""
 """A listing answers "reachable or not" fast, with the first cause (connection refused), not after retries."""
 TRANSFERS = max(8, min(32, 4 * (os.cpu_count() or 2)))
 """Files in flight at once: per-file latency, not the CPU, bounds many small files."""
@@ -239,7 +242,7 @@ class RcloneDestination(Destination):
 
     def list_markers(self, timeout: float) -> list[str]:
         # A missing folder lists empty; on S3 only a missing bucket gives "not found", and that is an error.
-        out = self._run("lsjson", "-R", "--files-only", self._dir(MARKER_DIR), timeout=timeout,
+        out = self._run(*LSJSON, "-R", "--files-only", self._dir(MARKER_DIR), timeout=timeout,
                         missing_ok=not self.is_s3, flags=LISTING_FLAGS)
         return sorted(f"{MARKER_DIR}/{entry['Path']}" for entry in json.loads(out or "[]")
                       if entry["Path"].endswith(".json"))
@@ -251,7 +254,7 @@ class RcloneDestination(Destination):
             return {}
         folder = posixpath.commonpath([posixpath.dirname(r) for r in remotes])
         depth = [] if any(posixpath.dirname(r) != folder for r in remotes) else ["--max-depth", "1"]
-        out = self._run("lsjson", "-R", "--files-only", *depth, self._dir(folder), timeout=timeout,
+        out = self._run(*LSJSON, "-R", "--files-only", *depth, self._dir(folder), timeout=timeout,
                         missing_ok=True, flags=LISTING_FLAGS)
         wanted = set(remotes)
         listed = ((posixpath.join(folder, entry["Path"]), int(entry["Size"])) for entry in json.loads(out or "[]"))
