@@ -64,14 +64,17 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from entrypoint.context import running
-    from entrypoint.status import alive, collect, pod_ready, render_text
+    from entrypoint.status import alive, collect, render_text, unready
 
     report = collect(running())
     print(json.dumps(report, indent=2, default=str) if args.json else render_text(report))
     if args.live:
         return 0 if alive(report) else 1
     if args.ready:
-        return 0 if pod_ready(report) else 1
+        reasons = unready(report)
+        for reason in reasons:
+            print(f"not ready: {reason}", file=sys.stderr)
+        return 1 if reasons else 0
     return 0
 
 

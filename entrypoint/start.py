@@ -6,6 +6,7 @@ container, and the user pays for the loop).
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import IO
 
 from entrypoint import leftovers, login_user, session
 from entrypoint.cloud import detect
@@ -78,7 +80,7 @@ def start() -> int:
         for folder in (ctx.state_dir, ctx.paths.logs_dir, ctx.paths.services_dir):
             folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        fallback = Path(tempfile.mkdtemp(prefix="podvisor-state-"))
+        fallback = Path(tempfile.mkdtemp(prefix="podvisor-state-", dir=fallback_base()))
         fallback.chmod(0o755)  # like a state dir on the volume: the login user's services read their config here
         log.error("!!! the state dir %s is unusable (%s): using %s for this boot; nothing there survives a "
                   "restart. Point PODVISOR_STATE_DIR at a writable folder on the volume !!!", ctx.state_dir,
@@ -87,6 +89,12 @@ def start() -> int:
         os.environ["PODVISOR_STATE_DIR"] = str(fallback)
         for folder in (ctx.paths.logs_dir, ctx.paths.services_dir):
             folder.mkdir(parents=True, exist_ok=True)
+    holder = hold_state_dir(ctx.paths.start_lock_file)
+    if holder is None:
+        log.error("another podvisor stack is running on %s (`podvisor status` shows it): this start touches "
+                  "nothing of it and exits; stop that one first, or give this one its own PODVISOR_STATE_DIR",
+                  ctx.state_dir)
+        return 2
     leftovers.sweep(ctx.state_dir)
     ctx.paths.stop_requested_file.unlink(missing_ok=True)  # a stop that ended the last run is no stop of this one
     ctx.paths.exit_code_file.unlink(missing_ok=True)
@@ -133,6 +141,26 @@ def start() -> int:
 
 
 WAKE_LIMIT_SECONDS = 10.0
+
+
+def fallback_base() -> Path:
+    """Where a state dir goes for one boot when the configured one is unusable: never under a folder others may
+    write (/tmp), where sshd's StrictModes would refuse every key kept in it."""
+    base = Path("/run") if os.geteuid() == 0 else Path.home() / ".cache"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def hold_state_dir(lock: Path) -> IO[str] | None:
+    """An exclusive lock on the state dir, kept open (and so held) by this process until it exits; None when a
+    live stack holds it. Checked before anything of the state dir is swept or rewritten."""
+    holder = lock.open("a")
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder.close()
+        return None
+    return holder
 
 
 def wake(socket_path: Path, child: subprocess.Popen) -> None:

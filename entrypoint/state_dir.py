@@ -95,6 +95,11 @@ class StateDir:
         return self.root / "stop_requested"
 
     @property
+    def start_lock_file(self) -> Path:
+        """Locked by the `podvisor start` that runs the stack, as long as it runs: a second start refuses."""
+        return self.root / "start.lock"
+
+    @property
     def boot_file(self) -> Path:
         """What this boot started and disabled, and why ({"run_id", "started_epoch_ms", "services", "disabled"}),
         written by `start`: the one record of which services are active."""

@@ -105,13 +105,21 @@ def alive(report: dict[str, Any]) -> bool:
     return report["supervisord"] == "running"
 
 
-def pod_ready(report: dict[str, Any]) -> bool:
-    """Every enabled interactive service answers (the readiness probe and HEALTHCHECK). A background service
-    that failed, a job that ended, an API with no model yet or a service left down (FATAL, shown by status)
-    does not keep users from SSH."""
-    enabled = [s for s in report["services"].values()
-               if s["state"] not in ("DISABLED", SupervisorState.FATAL) and s.get("interactive")]
-    return alive(report) and all(s.get("ready") for s in enabled)
+def unready(report: dict[str, Any]) -> list[str]:
+    """Why the pod is not ready (the readiness probe and HEALTHCHECK), nothing when it is: every enabled
+    interactive service (SSH, Jupyter, the API) answers. One of them down for good (FATAL, given up) is a pod
+    that is not ready, with its reason; a background service that failed or a job that ended is not."""
+    if not alive(report):
+        return [f"supervisord: {report['supervisord']}"]
+    reasons = []
+    for name, svc in report["services"].items():
+        if svc["state"] == "DISABLED" or not svc.get("interactive"):
+            continue
+        if svc["state"] == SupervisorState.FATAL:
+            reasons.append(f"{name} is down for good (FATAL){': ' + svc['reason'] if svc.get('reason') else ''}")
+        elif not svc.get("ready"):
+            reasons.append(f"{name} is not ready{': ' + svc['ready_detail'] if svc.get('ready_detail') else ''}")
+    return reasons
 
 
 def waiting(report: dict[str, Any]) -> list[str]:

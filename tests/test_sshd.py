@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from conftest import PODVISOR, base_env, free_port, make_key, ssh
+from conftest import PODVISOR, Stack, base_env, free_port, make_key, ssh, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creating the login user needs root")
 USER = "pvtest"
@@ -117,3 +121,59 @@ def test_an_environment_with_every_warning_of_the_corpus_boots_and_ssh_works(ope
     for _, variable, _ in WARNINGS:
         assert f"config: {variable}: " in stack.output, variable
     assert "hf_one_0123456789" not in stack.output and "hf_two_0123456789" not in stack.output
+
+
+def test_root_and_the_login_user_log_in_when_the_state_dir_is_on_a_volume_the_login_user_owns(open_tmp,
+                                                                                             stack_factory):
+    """RunPod: the volume is /workspace, podvisor makes it the login user's, and the state dir lives under it;
+    sshd's StrictModes refused root's keys kept there ("bad ownership or modes for directory /workspace")."""
+    key, pub = make_key(open_tmp, "good")
+    workspace = open_tmp / "workspace"
+    workspace.mkdir()  # root-owned, as a fresh volume is
+    port = free_port()
+    stack = stack_factory(_env(workspace / ".podvisor", port, PODVISOR_WORKSPACE=str(workspace), PUBLIC_KEY=pub,
+                               SSH_PERMIT_ROOT="true", UPLOAD_WATCH_DIRS=str(workspace / "checkpoints")))
+    stack.wait_state("sshd", "RUNNING")
+    assert workspace.stat().st_uid == pwd.getpwnam(USER).pw_uid, "podvisor did not give the volume to the user"
+    for user in ("root", USER):
+        result = ssh(port, user, key, "whoami")
+        assert result.returncode == 0 and result.stdout.strip() == user, (user, result.stderr)
+    assert stack.status()["services"]["sshd"]["ready"] is True
+    assert stack.stop() == 0
+
+
+def test_an_sshd_that_would_refuse_every_key_is_not_ready_and_says_why(stack_factory):
+    """A clone under /tmp running `make run` as a normal user: the keys sit under a world-writable folder."""
+    key_dir = Path(tempfile.mkdtemp(prefix="podvisor-keys-", dir="/var/lib"))
+    state = Path(tempfile.mkdtemp(prefix="podvisor-tmp-state-", dir="/tmp"))
+    try:
+        _, pub = make_key(key_dir, "good")
+        user = pwd.getpwnam(USER) if _exists(USER) else None
+        if user is None:
+            subprocess.run(["useradd", "--create-home", USER], check=True)
+            user = pwd.getpwnam(USER)
+        os.chown(state, user.pw_uid, user.pw_gid)
+        port = free_port()
+        env = _env(state / "state", port, PUBLIC_KEY=pub, UPLOAD_WATCH_DIRS=str(state / "ck"),
+                   HOME=user.pw_dir, JUPYTER_ENABLED="false", INFERENCE_ENABLED="false")
+        stack = Stack(env, as_user=USER)
+        try:
+            wait_for(lambda: "would refuse every key" in stack.output, 60, 0.3, lambda: stack.output[-3000:])
+            assert f"bad ownership or modes for directory {state.parent}" in stack.output
+            sshd = wait_for(lambda: (info := stack.status()["services"]["sshd"])["state"] == "RUNNING" and info, 30,
+                            0.3, lambda: stack.output[-3000:])
+            assert sshd["ready"] is False
+            assert f"sshd refuses {USER}'s keys: bad ownership or modes for directory /tmp" in sshd["ready_detail"]
+        finally:
+            stack.kill()
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(key_dir, ignore_errors=True)
+
+
+def _exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False

@@ -5,8 +5,9 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
-
+from pathlib import Path
 
 from conftest import PODVISOR, base_env, wait_for, write_service
 
@@ -193,6 +194,7 @@ def test_a_broken_extra_service_and_a_state_dir_that_is_a_file_never_stop_the_st
     assert stack.proc.poll() is None, stack.output
     assert "the state dir" in stack.output and "is unusable" in stack.output
     fallback = stack.output.split("using ", 1)[1].split(" for this boot")[0]
+    assert not Path(fallback).is_relative_to(tempfile.gettempdir()), "sshd refuses keys under a world-writable folder"
     status = subprocess.run([PODVISOR, "status", "--json"], env={**env, "PODVISOR_STATE_DIR": fallback},
                             capture_output=True, text=True)
     services = json.loads(status.stdout)["services"]
@@ -246,4 +248,19 @@ def test_a_program_that_keeps_dying_after_its_start_time_is_left_down_not_restar
     assert len((tmp_path / "starts").read_text().split()) == starts, "no more restarts"
     assert "service doomed exited 5 times in a row" in stack.output
     assert stack.state("uploader") == "RUNNING" and stack.proc.poll() is None
+    assert stack.stop() == 0
+
+
+def test_a_second_start_on_a_live_state_dir_refuses_and_touches_nothing(tmp_path, stack_factory):
+    env = base_env(tmp_path / "state", UPLOAD_WATCH_DIRS=str(tmp_path / "ck"), SSH_ENABLED="false",
+                   JUPYTER_ENABLED="false", INFERENCE_ENABLED="false", AUTOSTOP_ENABLED="false")
+    stack = stack_factory(env)
+    before = stack.wait_state("uploader", "RUNNING")
+    boot = (tmp_path / "state" / "boot.json").read_text()
+    second = subprocess.run([PODVISOR, "start"], env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert "another podvisor stack is running on" in second.stdout
+    assert (tmp_path / "state" / "boot.json").read_text() == boot
+    after = stack.status()["services"]["uploader"]
+    assert after["state"] == "RUNNING" and after["pid"] == before["pid"], "the live stack's uploader was touched"
     assert stack.stop() == 0
