@@ -6,12 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import SecretStr
-
-from entrypoint import docs
-from entrypoint.catalog import load
-from entrypoint.schema import Config
+if TYPE_CHECKING:
+    from entrypoint.schema import Config
 
 EXIT_INVALID = 2
 EXIT_WARNINGS = 1
@@ -19,6 +17,8 @@ EXIT_WARNINGS = 1
 
 def _config_json(config: Config) -> dict:
     """The effective configuration, variable names as keys, secrets as "***"."""
+    from pydantic import SecretStr
+
     from entrypoint.schema import env_names
 
     out: dict = {}
@@ -35,6 +35,8 @@ def _config_json(config: Config) -> dict:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from entrypoint.catalog import load
+
     config = load(advise=True)
     if args.json:
         print(json.dumps(_config_json(config), indent=2, default=str))
@@ -48,6 +50,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_env_example(args: argparse.Namespace) -> int:
+    from entrypoint import docs
+
     if args.readme:
         path = Path(args.readme)
         path.write_text(docs.with_readme_table(path.read_text()))
@@ -187,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     """Everything after a `--` is a command for the pod (`podvisor cloud ssh POD -i KEY -- CMD ARGS`), kept out of
     argparse, which cannot tell it from options placed after the pod."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["status", "--live"]:  # the liveness probe, every few seconds on a possibly busy node: no schema
+        from entrypoint.live import probe
+
+        return probe()
     rest: list[str] = []
     if "--" in argv:
         argv, rest = argv[:argv.index("--")], argv[argv.index("--") + 1:]

@@ -14,7 +14,8 @@ from entrypoint.catalog import load, public_variables, without_control
 from entrypoint.cloud import CLOUD_VARIABLES, Cloud, detect
 from entrypoint.files import write_atomically
 from entrypoint.redact import TOKEN_LIKE
-from entrypoint.schema import Config, CoreSettings, Section, default_state_dir
+from entrypoint.schema import Config, CoreSettings, Section
+from entrypoint.workspace import default_state_dir
 from entrypoint.state_dir import StateDir
 
 STOP_MARGIN_SECONDS = 2.0

@@ -40,6 +40,8 @@ def type_name(annotation: Any) -> str:
 def default_text(info: FieldInfo) -> str:
     if is_secret(info):
         return ""
+    if isinstance(info.json_schema_extra, dict) and "default_text" in info.json_schema_extra:
+        return str(info.json_schema_extra["default_text"])  # a default that follows another variable
     default = info.get_default(call_default_factory=True)
     if default is None or default is PydanticUndefined:
         return ""

@@ -19,7 +19,6 @@ from entrypoint.context import PodContext, current
 from entrypoint.files import write_atomically
 from entrypoint.redact import redact, secrets_of
 from entrypoint.state_dir import SETTLED, SupervisorState
-from entrypoint.status import supervisor_proxy
 from entrypoint.timings import record
 
 
@@ -113,7 +112,7 @@ class Listener:
         given[name] = reason
         write_atomically(ctx.paths.given_up_file, json.dumps(given))
         try:
-            supervisor_proxy(ctx).supervisor.stopProcess(name, False)
+            ctx.paths.supervisor().supervisor.stopProcess(name, False)
         except Exception as exc:  # already stopped in between: nothing to do
             self._write(f"podvisor: could not stop {name}: {exc}\n")
 
@@ -126,7 +125,7 @@ class Listener:
             self.changed.wait()
             self.changed.clear()
             try:
-                proxy = supervisor_proxy(ctx).supervisor
+                proxy = ctx.paths.supervisor().supervisor
                 table = {"supervisord_pid": proxy.getPID(), "processes": proxy.getAllProcessInfo()}
             except Exception:  # supervisord stopping or not answering yet: the next change writes it
                 continue

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_settings import NoDecode
 
+from entrypoint.workspace import is_system_dir
+
 
 def _split_csv(value: Any) -> Any:
     """Env vars carry lists as `a,b,c` (or one per line); JSON would surprise users of RunPod's env form."""
@@ -39,18 +41,6 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 AbsPath = Annotated[Path, BeforeValidator(_not_empty), AfterValidator(_absolute_path)]
 """A path that must not depend on the working directory supervisord happens to start programs in."""
-
-SYSTEM_DIRS = tuple(Path(p) for p in ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc",
-                                      "/root", "/run", "/sbin", "/sys", "/usr", "/var", "/home", "/opt", "/tmp"))
-"""Folders podvisor must never take over: the workspace and state dir are handed to the login user."""
-
-
-def is_system_dir(path: Path) -> bool:
-    """The folder is one of the system's own, or inside one that belongs to the system alone."""
-    path = Path(os.path.normpath(path))
-    return path in SYSTEM_DIRS or any(path.is_relative_to(p) for p in SYSTEM_DIRS if str(p) in
-                                      ("/bin", "/boot", "/dev", "/etc", "/lib", "/proc", "/sbin", "/sys", "/usr"))
-
 
 def _own_folder(value: Path) -> Path:
     if is_system_dir(value):

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from entrypoint.fields import is_system_dir
+from entrypoint.workspace import is_system_dir
 
 if TYPE_CHECKING:  # a type only: the context imports the catalog, which reads the bootstrap's settings
     from entrypoint.context import PodContext

@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from entrypoint.fields import BindHost, ControlCredential, CsvList, CsvPaths, OwnDir, Seconds
+from entrypoint.workspace import default_state_dir
 
 PROVIDERS = ("auto", "runpod", "vast", "kubernetes", "docker", "local")
 
@@ -30,25 +31,14 @@ class Section(BaseSettings):
                                       allow_inf_nan=False)
 
 
-VOLUME_STATE_DIR = Path("/workspace/.podvisor")
-
-
-def default_state_dir() -> Path:
-    """On the volume, unless podvisor runs as a normal user who may not write there (a bare GPU host): then
-    that user's own state folder, so `podvisor start` works without root."""
-    if os.geteuid() == 0 or os.access(VOLUME_STATE_DIR.parent, os.W_OK):
-        return VOLUME_STATE_DIR
-    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "podvisor"
-
-
 class CoreSettings(Section):
     """podvisor itself: where state lives, how long a stop may take, which provider this is."""
 
     podvisor_state_dir: OwnDir = Field(
-        default_factory=lambda: default_state_dir(),
+        default_factory=lambda: default_state_dir(), json_schema_extra={"default_text": "<workspace>/.podvisor"},
         description="Holds state, logs, timings and the generated supervisord config; keep it on the volume. "
-                    "Default: /workspace/.podvisor, or for a normal user who may not write there (a bare host), "
-                    "$XDG_STATE_HOME/podvisor (~/.local/state/podvisor).",
+                    "Default: .podvisor in the workspace, or for a normal user who may not write there (a bare "
+                    "host), $XDG_STATE_HOME/podvisor (~/.local/state/podvisor).",
     )
     podvisor_grace_seconds: Seconds = Field(
         25, le=3600, description="Stop grace: services stop in reverse order within this; fits `docker stop -t 30`."
@@ -61,7 +51,8 @@ class CoreSettings(Section):
     )
     podvisor_workspace: OwnDir = Field(
         Path("/workspace"), validation_alias=AliasChoices("podvisor_workspace", "workspace", "data_directory"),
-        description="The persistent volume: code, checkpoints and models live under it (DATA_DIRECTORY is Vast's name).",
+        description="The persistent volume: the state dir, repo, venv, datasets, checkpoints, models and Jupyter's "
+                    "root default to folders under it (DATA_DIRECTORY is Vast's name).",
     )
     ssh_user: str = Field(
         "runner", pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
@@ -173,7 +164,9 @@ def parse(sections: list[tuple[str, type[Section]]], advisories: Mapping[str, Ca
         valid = True
         known |= {n for f, info in cls.model_fields.items() for n in env_names(f, info)}
         overrides, notes = _service_links(name, cls, environ)
-        config.problems += notes + _alias_clashes(name, cls, environ)
+        shadowed, shadow_notes = _empty_shadows(name, cls, environ)
+        overrides = {**shadowed, **overrides}
+        config.problems += notes + shadow_notes + _alias_clashes(name, cls, environ)
         try:
             instance = cls(**overrides)
         except ValidationError as exc:
@@ -226,6 +219,24 @@ def _service_links(section: str, cls: type[Section], environ: Mapping[str, str])
                     f"{raw!r} is a Kubernetes service link (a Service named {service!r} in this namespace sets it), "
                     f"not a port; ignored, using {default}. Set enableServiceLinks: false in the pod spec, or set "
                     f"{variable} to a number"), disables=False, warning=True))
+    return overrides, notes
+
+
+def _empty_shadows(section: str, cls: type[Section], environ: Mapping[str, str]) -> tuple[dict, list[Problem]]:
+    """A name of a variable set empty before another of its names set to a value (`HF_TOKEN=` beside
+    `HUGGING_FACE_HUB_TOKEN=hf_...`, a template's blank line): the environment would take the empty one. The
+    value is used instead (an init value wins over the environment), and a warning names both."""
+    overrides, notes = {}, []
+    for fname, info in cls.model_fields.items():
+        names = env_names(fname, info)
+        values = [(n, _env_get(environ, n)) for n in names if _env_get(environ, n) is not None]
+        if len(values) > 1 and not values[0][1].strip():
+            used = next(((n, v) for n, v in values[1:] if v.strip()), None)
+            if used is not None:
+                overrides[fname] = used[1]
+                notes.append(Problem(section, values[0][0], (
+                    f"is set but empty, which would hide {used[0]}; {used[0]} is used. Unset {values[0][0]} or give "
+                    "it the value"), disables=False, warning=True))
     return overrides, notes
 
 

@@ -39,6 +39,10 @@ SETTLED = frozenset({SupervisorState.RUNNING, SupervisorState.FATAL, SupervisorS
 """Done starting, one way or the other."""
 
 
+SUPERVISOR_USER = "podvisor"
+"""The user of supervisord's control socket; its password is the credentials file's."""
+
+
 @dataclass(frozen=True)
 class StateDir:
     root: Path
@@ -80,6 +84,17 @@ class StateDir:
     @property
     def credentials_file(self) -> Path:
         return self.root / "supervisor.auth"
+
+    def supervisor(self) -> Any:
+        """An XML-RPC client on supervisord's control socket, with the credentials `start` made (PermissionError
+        for a caller the credentials are not shared with)."""
+        import xmlrpc.client
+
+        from supervisor.xmlrpc import SupervisorTransport
+
+        password = self.credentials_file.read_text().strip()
+        transport = SupervisorTransport(SUPERVISOR_USER, password, f"unix://{self.socket_path}")
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
 
     @property
     def socket_path(self) -> Path:

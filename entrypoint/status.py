@@ -9,21 +9,11 @@ from typing import Any
 
 import psutil
 
-from supervisor.xmlrpc import SupervisorTransport
-
 from entrypoint.bootstrap import describe
 from entrypoint.context import PodContext
 from entrypoint.gpu import inventory
 from entrypoint.registry import active, discover, stop_reasons
 from entrypoint.state_dir import UP, SupervisorState
-from entrypoint.supervisor_conf import SUPERVISOR_USER
-
-
-def supervisor_proxy(ctx: PodContext) -> Any:
-    """An XML-RPC client on supervisord's control socket, with the credentials `start` made."""
-    password = ctx.paths.credentials_file.read_text().strip()
-    transport = SupervisorTransport(SUPERVISOR_USER, password, f"unix://{ctx.paths.socket_path}")
-    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
 
 
 def published_processes(ctx: PodContext) -> tuple[dict[str, Any], str | None]:
@@ -44,7 +34,7 @@ def collect(ctx: PodContext) -> dict[str, Any]:
     given_up = ctx.paths.given_up()
     control = "full"
     try:
-        processes = {p["name"]: p for p in supervisor_proxy(ctx).supervisor.getAllProcessInfo()}
+        processes = {p["name"]: p for p in ctx.paths.supervisor().supervisor.getAllProcessInfo()}
         supervisor_error = None
     except PermissionError:  # the login user without sudo (SSH_SUDO=false): the control socket is not theirs
         processes, supervisor_error = published_processes(ctx)

@@ -20,8 +20,8 @@ from entrypoint import login_user
 from entrypoint.context import STOP_MARGIN_SECONDS, STOP_STEP_SECONDS, PodContext
 from entrypoint.files import write_atomically
 from entrypoint.registry import Service
+from entrypoint.state_dir import SUPERVISOR_USER
 
-SUPERVISOR_USER = "podvisor"
 EVENT_LISTENER = "podvisor-events"
 BOOTSTRAP = "bootstrap"
 BOOTSTRAP_PRIORITY = 15

@@ -18,6 +18,8 @@ PROVIDER_VARIABLES = {"RUNPOD_POD_ID", "RUNPOD_PUBLIC_IP", "CONTAINER_ID", "VAST
 ALLOWED = {
     ("entrypoint/schema.py", None): "the schema itself",
     ("entrypoint/cloud.py", None): "cloud detection reads the provider's variables once",
+    ("entrypoint/workspace.py", None): "the workspace the schema's default paths follow, and the state dir "
+                                       "`status --live` finds without loading the schema",
     ("entrypoint/registry.py", "PODVISOR_EXTRA_SERVICES"): "which sections exist must be known before the schema "
                                                            "can be validated",
 }
@@ -116,7 +118,7 @@ def test_no_module_of_ours_imports_itself_back_at_import_time():
     assert not {"entrypoint.registry", "entrypoint.catalog"} & anywhere, "the schema knows no service, even lazily"
 
 
-LEAVES = ("entrypoint.state_dir", "entrypoint.files", "entrypoint.steps", "entrypoint.redact")
+LEAVES = ("entrypoint.state_dir", "entrypoint.files", "entrypoint.steps", "entrypoint.redact", "entrypoint.workspace")
 """The shared facts every module may ask (the state dir's layout and records, supervisor states, atomic
 writes, checkpoint steps, redaction): they import nothing of ours, so asking them never loads anything else."""
 

@@ -173,3 +173,42 @@ def test_aliases_users_already_set_are_accepted(tmp_path):
     result = subprocess.run([PODVISOR, "config", "--json"], capture_output=True, text=True,
                             env=base_env(tmp_path / "state", JUPYTER_PASSWORD="letmein"))
     assert json.loads(result.stdout)["jupyter"]["JUPYTER_PASSWORD"] == "***"
+
+
+def _effective(**env: str) -> dict:
+    """`podvisor config --json` in this process, with exactly `env` (and PATH) as its environment."""
+    saved = dict(os.environ)
+    out = io.StringIO()
+    os.environ.clear()
+    os.environ.update({"PATH": saved.get("PATH", "/usr/bin:/bin"), "PODVISOR_PROVIDER": "local", **env})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            main(["config", "--json"])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return json.loads(out.getvalue())
+
+
+@pytest.mark.parametrize("name", ["PODVISOR_WORKSPACE", "WORKSPACE", "DATA_DIRECTORY"])
+def test_moving_the_workspace_moves_every_path_under_it(name):
+    config = _effective(**{name: "/data/vol"})
+    paths = {
+        config["podvisor"]["PODVISOR_STATE_DIR"], config["bootstrap"]["REPO_DIR"], config["bootstrap"]["USER_VENV"],
+        config["bootstrap"]["DATASETS_DIR"], config["uploader"]["UPLOAD_WATCH_DIRS"][0],
+        config["inference"]["INFERENCE_MODEL_DIR"], config["jupyter"]["JUPYTER_ROOT_DIR"],
+    }
+    assert all(p.startswith("/data/vol") for p in paths), paths
+    assert config["jupyter"]["JUPYTER_ROOT_DIR"] == "/data/vol"
+    # A path set on its own stays where it was put.
+    assert _effective(**{name: "/data/vol"}, REPO_DIR="/code")["bootstrap"]["REPO_DIR"] == "/code"
+
+
+def test_an_empty_name_of_a_variable_does_not_hide_its_other_name(tmp_path):
+    token = "hf_the_real_token_0123456789"
+    config = _effective(HF_TOKEN="", HUGGING_FACE_HUB_TOKEN=token, PODVISOR_STATE_DIR=str(tmp_path / "s"))
+    assert config["uploader"]["HF_TOKEN"] == "***", "the token set under its other name was hidden"
+    result = _check(tmp_path, HF_TOKEN="", HUGGING_FACE_HUB_TOKEN=token)
+    assert result.returncode == 1
+    assert "HF_TOKEN: is set but empty, which would hide HUGGING_FACE_HUB_TOKEN" in result.stdout
+    assert token not in result.stdout

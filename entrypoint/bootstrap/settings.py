@@ -8,13 +8,14 @@ from pydantic import Field, field_validator
 
 from entrypoint.fields import AbsPath, ControlSecret, CsvList
 from entrypoint.schema import Section
+from entrypoint.workspace import under
 
 
 class BootstrapSettings(Section):
     """Bootstrap: your code in place, its requirements installed, your hooks run."""
 
     repo_url: str = Field("", description="Git repository cloned into REPO_DIR at boot (https://, ssh or file://).")
-    repo_dir: AbsPath = Field(Path("/workspace/repo"), description="Where the repository lives (on the volume).")
+    repo_dir: AbsPath = Field(**under("repo"), description="Where the repository lives (on the volume).")
     repo_ref: str = Field("", description="Branch, tag or commit to check out (default: the remote's default).")
     git_auto_pull: bool = Field(False, description="Fast-forward an existing checkout at every boot.")
     git_token: ControlSecret = Field(None, description="Token for a private repository (never written to disk).")
@@ -25,7 +26,7 @@ class BootstrapSettings(Section):
                             "kernels; podvisor's own stays private) or system (the image's python3).",
     )
     user_venv: AbsPath = Field(
-        Path("/workspace/.venv"), description="The user's virtualenv, on the volume; it sees the image's packages "
+        **under(".venv"), description="The user's virtualenv, on the volume; it sees the image's packages "
                                               "(torch) too.",
     )
     pre_start_script: Path | None = Field(None, description="Script run before the services start.")
@@ -41,7 +42,7 @@ class BootstrapSettings(Section):
                     "version: hf://datasets/OWNER/REPO/NAME@VERSION or @latest, comma-separated (`podvisor data "
                     "publish` makes them). The job gets their folders in PODVISOR_DATASET_DIRS.",
     )
-    datasets_dir: AbsPath = Field(Path("/workspace/datasets"), description="Where DATASETS go (on the volume): "
+    datasets_dir: AbsPath = Field(**under("datasets"), description="Where DATASETS go (on the volume): "
                                                                             "DATASETS_DIR/NAME/VERSION.")
 
     @field_validator("datasets")

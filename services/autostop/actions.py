@@ -126,9 +126,8 @@ class Actions:
     def exit(self) -> None:
         """Stop supervisord: every service stops in order and the container exits (a Job, `docker run --rm`): 0, or
         the exit code of a job that failed."""
-        from entrypoint.status import supervisor_proxy
-
-        supervisor_proxy(self.ctx).supervisor.shutdown()
+        
+        self.ctx.paths.supervisor().supervisor.shutdown()
 
     def command(self) -> None:
         if not self.settings.autostop_command:

@@ -138,9 +138,8 @@ class ContainerCpu:
 
 
 def running_services(ctx: PodContext, names: list[str]) -> Signal:
-    from entrypoint.status import supervisor_proxy
-
-    states = {p["name"]: p["statename"] for p in supervisor_proxy(ctx).supervisor.getAllProcessInfo()}
+    
+    states = {p["name"]: p["statename"] for p in ctx.paths.supervisor().supervisor.getAllProcessInfo()}
     running = [n for n in names if states.get(n) in UP]
     if running:
         return Signal("services", time.time(), f"{', '.join(running)} running")

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from entrypoint.fields import CsvList, Port, matching, Secret
 from entrypoint.schema import Section
+from entrypoint.workspace import under
 
 class InferenceSettings(Section):
     """Inference API (FastAPI + uvicorn) for the newest model the pod has trained."""
@@ -16,7 +17,7 @@ class InferenceSettings(Section):
     inference_enabled: bool = Field(True, description="Run the inference API.")
     inference_port: Port = Field(8000, description="Port the API listens on.")
     inference_model_path: Path | None = Field(None, description="Serve this model file (else the newest in the dir).")
-    inference_model_dir: Path = Field(Path("/workspace/models"), description="Folder searched for the newest model.")
+    inference_model_dir: Path = Field(**under("models"), description="Folder searched for the newest model.")
     inference_model_glob: CsvList = Field(default_factory=lambda: ["*.pt", "*.pth", "*.ts", "*.pt2"],
                                           description="Model file patterns in INFERENCE_MODEL_DIR.")
     inference_handler: matching(r"[\w.]+:\w+", "package.module:factory", allow_empty=True) = Field(

@@ -7,6 +7,7 @@ from pydantic import AliasChoices, Field, field_validator
 
 from entrypoint.fields import AbsPath, Port, Secret
 from entrypoint.schema import Section
+from entrypoint.workspace import under
 
 HASH_PREFIXES = ("argon2:", "sha1:", "sha256:", "sha512:")
 
@@ -25,7 +26,7 @@ class JupyterSettings(Section):
         None, description="RunPod's name: a password hash (argon2:/sha1:...) or, as plain text, used as the token."
     )
     jupyter_allow_no_auth: bool = Field(False, description="Start Jupyter with no token or password (unsafe).")
-    jupyter_root_dir: AbsPath = Field(Path("/workspace"), validation_alias=AliasChoices("jupyter_root_dir", "jupyter_dir"),
+    jupyter_root_dir: AbsPath = Field(**under(""), validation_alias=AliasChoices("jupyter_root_dir", "jupyter_dir"),
                                       description="Folder Jupyter opens on.")
     jupyter_base_url: str = Field("/", description="URL prefix, for running behind a proxy path.")
 

@@ -7,6 +7,7 @@ from pydantic import AliasChoices, Field, field_validator
 
 from entrypoint.fields import CsvList, CsvPaths, Secret, not_placeholder
 from entrypoint.schema import Section
+from entrypoint.workspace import under
 
 DEFAULT_INCLUDE = ["*.pt", "*.pth", "*.safetensors", "*.bin", "*.ckpt", "*.json", "*.yaml", "*.yml", "*.txt",
                    "*.model", "*.npy", "*.npz", "*.msgpack", "*.pkl", "*.log", "*.distcp"]
@@ -18,7 +19,7 @@ class UploadSettings(Section):
 
     upload_enabled: bool = Field(True, description="Run the checkpoint uploader.")
     upload_watch_dirs: CsvPaths = Field(
-        default_factory=lambda: [Path("/workspace/checkpoints")],
+        **under("checkpoints", many=True),
         description="Folders watched recursively (comma-separated); each subfolder is one checkpoint.",
     )
     upload_destinations: CsvList = Field(
