@@ -14,9 +14,9 @@ from entrypoint.catalog import load, public_variables, without_control
 from entrypoint.cloud import CLOUD_VARIABLES, Cloud, detect
 from entrypoint.files import write_atomically
 from entrypoint.redact import TOKEN_LIKE
-from entrypoint.schema import Config, CoreSettings, Section
-from entrypoint.workspace import default_state_dir
+from entrypoint.schema import Config, CoreSettings, Section, env_names
 from entrypoint.state_dir import StateDir
+from entrypoint.workspace import default_state_dir
 
 STOP_MARGIN_SECONDS = 2.0
 """Kept back from the stop grace for the event listener (stopped last) and supervisord's own exit."""
@@ -73,9 +73,16 @@ class PodContext:
         return began + self.core.podvisor_grace_seconds - STOP_MARGIN_SECONDS - STOP_STEP_SECONDS
 
     def record_environment(self) -> None:
+        """The variables this stack runs with, for `podvisor status` from any shell (`running`). The ports are
+        recorded as resolved: a default can depend on who asks (SSH_PORT is 22 for root, 2222 for a normal
+        user), and the login user's status must probe the ports the stack listens on, not its own defaults."""
         public = public_variables()
         recorded = {key: value for key, value in os.environ.items()
                     if (key.upper() in public or CLOUD_VARIABLES.match(key)) and not TOKEN_LIKE.search(key)}
+        for section in self.config.sections.values():
+            for fname, info in type(section).model_fields.items():
+                if fname.endswith("_port") and isinstance(getattr(section, fname), int):
+                    recorded[env_names(fname, info)[0]] = str(getattr(section, fname))
         write_atomically(self.paths.environment_record_file, json.dumps(recorded, indent=2, sort_keys=True))
 
 

@@ -18,6 +18,7 @@ from supervisor import childutils
 from entrypoint.context import PodContext, current
 from entrypoint.files import write_atomically
 from entrypoint.redact import redact, secrets_of
+from entrypoint.registry import discover
 from entrypoint.state_dir import SETTLED, SupervisorState
 from entrypoint.timings import record
 
@@ -27,6 +28,9 @@ QUICK_EXIT_SECONDS = 30.0
 QUICK_EXITS_TO_GIVE_UP = 5
 """Failed starts in a row after which a program is left down (a port held by something else, a bad config):
 supervisord's own limit only counts exits before startsecs, so a program dying at 2 s would loop forever."""
+RETRY_FIRST_SECONDS = 5.0
+RETRY_MAX_SECONDS = 60.0
+"""A service never given up on (sshd) is started again after these pauses, doubling, while it stays down."""
 
 
 class Listener:
@@ -44,6 +48,8 @@ class Listener:
         threading.Thread(target=self._publish_processes, daemon=True).start()
         self.running_since: dict[str, float] = {}
         self.quick_exits: dict[str, int] = {}
+        self.retry_in: dict[str, float] = {}
+        self.never_given_up = {svc.name for svc in discover() if svc.never_given_up}
 
     def handle(self, headers: dict[str, str], payload: str) -> None:
         event = headers["eventname"]
@@ -75,7 +81,9 @@ class Listener:
         if name not in self.expected:
             return
         self.states[name] = state
-        if state == SupervisorState.FATAL:
+        if state == SupervisorState.FATAL and name in self.never_given_up:
+            self._start_again_later(name, "it kept exiting at start")
+        elif state == SupervisorState.FATAL:
             self._write(f"podvisor: service {name} is FATAL: it kept exiting at start; left down, "
                         f"the rest keep running. See {name}'s log above or `podvisor status`.\n")
         elif state == SupervisorState.EXITED:
@@ -86,6 +94,8 @@ class Listener:
                 self._count_quick_exit(name)
         elif state == SupervisorState.RUNNING:
             self.running_since[name] = time.monotonic()
+            if name in self.retry_in:
+                threading.Thread(target=self._record_given_up, args=(name, None), daemon=True).start()
         elif state == SupervisorState.BACKOFF:
             self._write(f"podvisor: service {name} exited during start; retrying.\n")
         if state == SupervisorState.RUNNING and not self.all_running_seen and self._all_running():
@@ -98,7 +108,14 @@ class Listener:
     def _count_quick_exit(self, name: str) -> None:
         up = time.monotonic() - self.running_since.get(name, time.monotonic())
         self.quick_exits[name] = self.quick_exits.get(name, 0) + 1 if up < QUICK_EXIT_SECONDS else 0
-        if self.quick_exits[name] >= QUICK_EXITS_TO_GIVE_UP:
+        if not self.quick_exits[name]:
+            self.retry_in.pop(name, None)  # it stayed up: a later failure starts the pauses over
+        if self.quick_exits[name] >= QUICK_EXITS_TO_GIVE_UP and name in self.never_given_up:
+            self.quick_exits[name] = 0
+            threading.Thread(target=self._stop_quietly, args=(name,), daemon=True).start()
+            self._start_again_later(name, f"it exited {QUICK_EXITS_TO_GIVE_UP} times in a row within "
+                                          f"{QUICK_EXIT_SECONDS:.0f} s of starting")
+        elif self.quick_exits[name] >= QUICK_EXITS_TO_GIVE_UP:
             reason = (f"exited {self.quick_exits[name]} times in a row within {QUICK_EXIT_SECONDS:.0f} s of starting; "
                       f"left down (see its log: a port in use, a bad setting)")
             self._write(f"podvisor: service {name} {reason}. The rest keep running.\n")
@@ -107,14 +124,39 @@ class Listener:
     def _give_up(self, name: str, reason: str) -> None:
         """Stop the program for good and record why, for `podvisor status` (outside the event handler, which
         supervisord waits on)."""
-        ctx = self.ctx
-        given = ctx.paths.given_up()
-        given[name] = reason
-        write_atomically(ctx.paths.given_up_file, json.dumps(given))
+        self._record_given_up(name, reason)
+        self._stop_quietly(name)
+
+    def _stop_quietly(self, name: str) -> None:
         try:
-            ctx.paths.supervisor().supervisor.stopProcess(name, False)
+            self.ctx.paths.supervisor().supervisor.stopProcess(name, False)
         except Exception as exc:  # already stopped in between: nothing to do
             self._write(f"podvisor: could not stop {name}: {exc}\n")
+
+    def _record_given_up(self, name: str, reason: str | None) -> None:
+        """Why a service is down, for `podvisor status`; None clears it (it runs again)."""
+        given = self.ctx.paths.given_up()
+        if reason is None:
+            given.pop(name, None)
+        else:
+            given[name] = reason
+        write_atomically(self.ctx.paths.given_up_file, json.dumps(given))
+
+    def _start_again_later(self, name: str, why: str) -> None:
+        """A service never given up on: said so, and started again after a pause that doubles while it fails."""
+        delay = min(RETRY_MAX_SECONDS, self.retry_in.get(name, RETRY_FIRST_SECONDS / 2) * 2)
+        self.retry_in[name] = delay
+        reason = f"{why}; podvisor starts it again in {delay:.0f} s, and keeps trying (it is the way in)"
+        self._write(f"podvisor: service {name} is down: {reason}. See {name}'s log above.\n")
+        self._record_given_up(name, reason)
+        threading.Thread(target=self._start_after, args=(name, delay), daemon=True).start()
+
+    def _start_after(self, name: str, delay: float) -> None:
+        time.sleep(delay)
+        try:
+            self.ctx.paths.supervisor().supervisor.startProcess(name, False)
+        except Exception as exc:  # it fails again: its FATAL comes back here, with a longer pause
+            self._write(f"podvisor: starting {name} again failed: {exc}\n")
 
     def _publish_processes(self) -> None:
         """After each state change, write supervisord's process table for `podvisor status` run by a login user

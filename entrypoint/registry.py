@@ -52,6 +52,9 @@ class Service:
     """A program must stay up this long to count as started; a crash before that is a failed start."""
     start_retries: int = 3
     """Failed starts before the program is left FATAL instead of restart-looping."""
+    never_given_up: bool = False
+    """Left down (FATAL, or exiting at start again and again), it is started again after a growing pause instead
+    of staying down: the user's way in (sshd) must come back on its own once what blocked it goes."""
     prepare: Callable[["PodContext"], None] | None = None
     """Runs in the entrypoint before supervisord starts; an exception disables only this service."""
     ready: Callable[["PodContext"], Readiness] | None = None

@@ -59,7 +59,7 @@ def collect(ctx: PodContext) -> dict[str, Any]:
             "exit_status": info["exitstatus"] if info["statename"] in (SupervisorState.EXITED, SupervisorState.FATAL) else None,
             "description": info["description"],
         }
-        if svc.name in given_up and info["statename"] not in (SupervisorState.RUNNING, SupervisorState.FATAL):
+        if svc.name in given_up and info["statename"] != SupervisorState.RUNNING:
             entry.update(state=SupervisorState.FATAL, reason=given_up[svc.name])
         if svc.ready is not None and info["statename"] == SupervisorState.RUNNING:
             readiness = svc.ready(ctx)
@@ -106,7 +106,7 @@ def unready(report: dict[str, Any]) -> list[str]:
         if svc["state"] == "DISABLED" or not svc.get("interactive"):
             continue
         if svc["state"] == SupervisorState.FATAL:
-            reasons.append(f"{name} is down for good (FATAL){': ' + svc['reason'] if svc.get('reason') else ''}")
+            reasons.append(f"{name} is down (FATAL){': ' + svc['reason'] if svc.get('reason') else ''}")
         elif not svc.get("ready"):
             reasons.append(f"{name} is not ready{': ' + svc['ready_detail'] if svc.get('ready_detail') else ''}")
     return reasons

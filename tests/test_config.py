@@ -212,3 +212,26 @@ def test_an_empty_name_of_a_variable_does_not_hide_its_other_name(tmp_path):
     assert result.returncode == 1
     assert "HF_TOKEN: is set but empty, which would hide HUGGING_FACE_HUB_TOKEN" in result.stdout
     assert token not in result.stdout
+
+
+def test_status_from_any_user_probes_the_ports_the_stack_listens_on(tmp_path, monkeypatch):
+    """SSH_PORT defaults to 22 for root and 2222 for a normal user: the login user's `podvisor status` must use
+    the stack's port (from its record), not its own default, or it calls sshd down and prints a wrong address."""
+    from entrypoint.context import current, running
+    from services.sshd.settings import SshSettings
+
+    saved = dict(os.environ)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    try:
+        os.environ.clear()
+        os.environ.update(base_env(tmp_path / "state"))
+        stack = current()
+        stack.paths.root.mkdir(parents=True)
+        stack.record_environment()
+        assert stack.settings(SshSettings).ssh_port == 22
+        monkeypatch.setattr(os, "geteuid", lambda: 1000)  # the login user, asking from an SSH session
+        assert current().settings(SshSettings).ssh_port == 2222, "the normal user's own default"
+        assert running().settings(SshSettings).ssh_port == 22
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -169,6 +170,30 @@ def test_an_sshd_that_would_refuse_every_key_is_not_ready_and_says_why(stack_fac
     finally:
         shutil.rmtree(state, ignore_errors=True)
         shutil.rmtree(key_dir, ignore_errors=True)
+
+
+def test_an_sshd_blocked_at_boot_is_not_ready_says_why_and_comes_back_on_its_own(open_tmp, stack_factory):
+    """Its port held by another program at boot: sshd is the user's way in, so it is never left down for good."""
+    key, pub = make_key(open_tmp, "good")
+    port = free_port()
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen()
+    try:
+        stack = stack_factory(_env(open_tmp / "state", port, PUBLIC_KEY=pub, JUPYTER_ENABLED="false",
+                                   INFERENCE_ENABLED="false"))
+        wait_for(lambda: "service sshd is down" in stack.output, 60, 0.3, lambda: stack.output[-3000:])
+        ready = subprocess.run([PODVISOR, "status", "--ready"], env=stack.env, capture_output=True, text=True,
+                               timeout=60)
+        assert ready.returncode == 1
+        assert "not ready: sshd is down (FATAL)" in ready.stderr and "keeps trying" in ready.stderr, ready.stderr
+    finally:
+        blocker.close()
+    wait_for(lambda: stack.status()["services"]["sshd"].get("ready") is True, 90, 0.5, lambda: stack.output[-3000:])
+    result = ssh(port, USER, key, "whoami")
+    assert result.returncode == 0 and result.stdout.strip() == USER, result.stderr
+    assert "reason" not in stack.status()["services"]["sshd"]
+    assert stack.stop() == 0
 
 
 def _exists(name: str) -> bool:

@@ -253,6 +253,7 @@ SERVICE = Service(
     prepare=prepare,
     ready=ready,
     interactive=True,
+    never_given_up=True,
     endpoint=endpoint,
     status=lambda ctx: {"summary": "host keys " + ", ".join(fingerprints(ctx))},
     activity=activity,
