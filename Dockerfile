@@ -1,7 +1,7 @@
 # podvisor: the runtime inside a GPU pod. Build: `make image` (scripts/build_image.sh), with docker or podman.
 # BASE_IMAGE defaults to a CUDA + PyTorch runtime; torch from the base is kept (the venv sees the base's
 # site-packages) and never reinstalled. Plain Debian/Ubuntu bases work too; torch is then optional.
-ARG BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime
+ARG BASE_IMAGE=docker.io/pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
 ARG PODVISOR_VERSION=0.1.0
@@ -22,7 +22,6 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PODVISOR_STATE_DIR=/workspace/.podvisor \
     PATH=/opt/podvisor/bin:${PATH}
 
 # OpenSSH's package makes host keys at install time: delete them, or every container of the image would share

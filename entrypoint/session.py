@@ -62,12 +62,39 @@ def command_script(env_file: Path, program: Path) -> str:
             f"[ -r {quoted} ] && . {quoted}\nexec {shlex.quote(str(program))} \"$@\"\n")
 
 
+STANDARD_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+def reachable(folder: str, uid: int, gids: set[int]) -> bool:
+    """`uid` (with groups `gids`) may search `folder` and every folder above it."""
+    for part in [Path(folder), *Path(folder).parents]:
+        try:
+            info = part.stat()
+        except OSError:
+            return False
+        bit = 0o100 if info.st_uid == uid else 0o010 if info.st_gid in gids else 0o001
+        if uid != 0 and not info.st_mode & bit:
+            return False
+    return True
+
+
+def session_path(path: str, user: str) -> str:
+    """The PATH of the login user's sessions: the container's, less what that user cannot reach (a `make run` as
+    root passes root's own, /root/.pyenv/... among it), with the standard folders it may lack."""
+    account = pwd.getpwnam(user)
+    gids = {account.pw_gid, *os.getgrouplist(user, account.pw_gid)}
+    kept = [p for p in dict.fromkeys(path.split(os.pathsep)) if p and reachable(p, account.pw_uid, gids)]
+    return os.pathsep.join(kept + [p for p in STANDARD_PATH if p not in kept])
+
+
 def install(ctx: PodContext, user: str, home: Path) -> None:
     """Write the environment file; as root, also hook it into login shells and put `podvisor` on sudo's PATH."""
     from entrypoint.bootstrap import settings_of, userenv
 
     env_file = ctx.paths.session_env_file
-    write(env_file, user, ctx.environment_for(), userenv.shell_lines(settings_of(ctx)))
+    environ = ctx.environment_for()
+    environ["PATH"] = session_path(environ.get("PATH", ""), user)
+    write(env_file, user, environ, userenv.shell_lines(settings_of(ctx)))
     if os.geteuid() != 0:
         return
     line = source_line(env_file)

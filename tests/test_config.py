@@ -235,3 +235,15 @@ def test_status_from_any_user_probes_the_ports_the_stack_listens_on(tmp_path, mo
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def test_a_normal_user_whose_workspace_is_not_theirs_keeps_state_in_their_own_folder(tmp_path, monkeypatch):
+    from entrypoint.workspace import default_state_dir
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("PODVISOR_WORKSPACE", str(tmp_path / "not-writable"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert default_state_dir() == tmp_path / "xdg" / "podvisor"
+    (tmp_path / "mine").mkdir()
+    monkeypatch.setenv("PODVISOR_WORKSPACE", str(tmp_path / "mine"))
+    assert default_state_dir() == tmp_path / "mine" / ".podvisor"

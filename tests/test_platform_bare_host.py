@@ -1,5 +1,5 @@
 """A bare GPU host (Lambda-style) run by a normal user, not root: `podvisor start` keeps its state where that
-user may write ($XDG_STATE_HOME, else ~/.local/state/podvisor), creates no user, and takes SSH port 2222 (the
+user may write (in the workspace they named, which is theirs), creates no user, and takes SSH port 2222 (the
 host's own sshd has 22, and a normal user may not bind it): the user logs in to it with their key."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def host():
     if subprocess.run(["id", USER], capture_output=True).returncode != 0:
         subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", USER], check=True)
     home = pwd.getpwnam(USER).pw_dir
-    state = os.path.join(home, ".local", "state", "podvisor")
+    state = os.path.join(home, "work", ".podvisor")
     shutil.rmtree(state, ignore_errors=True)
     keys = os.path.join(home, "keys")
     os.makedirs(keys, exist_ok=True)

@@ -53,6 +53,40 @@ def test_ssh_reaches_the_login_user_inside_the_cluster_and_root_stays_out(pod):
     assert ssh(pod.ports["ssh"], "root", pod.key, "true").returncode == 255
 
 
+def _probes(manifest: str) -> dict[str, dict]:
+    """The probes of the manifest's container, as the kubelet reads them (timeoutSeconds defaults to 1)."""
+    import yaml
+
+    from platforms import DEPLOY
+
+    for doc in yaml.safe_load_all((DEPLOY / "kubernetes" / manifest).read_text()):
+        if doc and doc["kind"] == "Deployment":
+            container = doc["spec"]["template"]["spec"]["containers"][0]
+            return {k: v for k, v in container.items() if k.endswith("Probe")}
+    raise AssertionError(f"no Deployment in {manifest}")
+
+
+def test_the_manifests_probes_pass_within_their_timeouts_on_a_busy_node(pod):
+    """Each probe's exec command, killed at its timeoutSeconds as the kubelet does, with two CPU-bound loops
+    beside it on this 2-core machine: a probe that times out there restarts (or unreadies) a healthy pod."""
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        for name, probe in _probes("deployment.yaml").items():
+            argv = [PODVISOR if part.endswith("/podvisor") else part for part in probe["exec"]["command"]]
+            timeout = probe.get("timeoutSeconds", 1)
+            for attempt in range(5):
+                try:
+                    result = subprocess.run(argv, env=pod.stack.env, capture_output=True, text=True,
+                                            timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    raise AssertionError(f"{name} ({' '.join(argv[1:])}) ran past its timeoutSeconds={timeout} "
+                                         f"on attempt {attempt + 1}") from None
+                assert result.returncode == 0, (name, result.stdout, result.stderr)
+    finally:
+        for loop in busy:
+            loop.kill()
+
+
 def test_zz_liveness_fails_once_supervisord_is_gone_and_sigterm_exits_zero(pod):
     env = pod.stack.env
     assert pod.stack.stop() == 0
@@ -94,36 +128,3 @@ def test_a_failed_job_fails_the_container_and_its_log_is_shipped(open_tmp):
     assert "container exits 3: the job failed with exit code 3" in stack.output
     assert "loss went nan at step 41" in (volume / "_podvisor" / "job.log").read_text()
 
-
-def _probes(manifest: str) -> dict[str, dict]:
-    """The probes of the manifest's container, as the kubelet reads them (timeoutSeconds defaults to 1)."""
-    import yaml
-
-    from platforms import DEPLOY
-
-    for doc in yaml.safe_load_all((DEPLOY / "kubernetes" / manifest).read_text()):
-        if doc and doc["kind"] == "Deployment":
-            container = doc["spec"]["template"]["spec"]["containers"][0]
-            return {k: v for k, v in container.items() if k.endswith("Probe")}
-    raise AssertionError(f"no Deployment in {manifest}")
-
-
-def test_the_manifests_probes_pass_within_their_timeouts_on_a_busy_node(pod):
-    """Each probe's exec command, killed at its timeoutSeconds as the kubelet does, with two CPU-bound loops
-    beside it on this 2-core machine: a probe that times out there restarts (or unreadies) a healthy pod."""
-    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
-    try:
-        for name, probe in _probes("deployment.yaml").items():
-            argv = [PODVISOR if part.endswith("/podvisor") else part for part in probe["exec"]["command"]]
-            timeout = probe.get("timeoutSeconds", 1)
-            for attempt in range(5):
-                try:
-                    result = subprocess.run(argv, env=pod.stack.env, capture_output=True, text=True,
-                                            timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    raise AssertionError(f"{name} ({' '.join(argv[1:])}) ran past its timeoutSeconds={timeout} "
-                                         f"on attempt {attempt + 1}") from None
-                assert result.returncode == 0, (name, result.stdout, result.stderr)
-    finally:
-        for loop in busy:
-            loop.kill()

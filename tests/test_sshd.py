@@ -202,3 +202,17 @@ def _exists(name: str) -> bool:
         return True
     except KeyError:
         return False
+
+
+def test_a_session_path_keeps_what_the_login_user_can_reach(tmp_path):
+    from entrypoint.session import session_path
+
+    hidden = tmp_path / "root-only"
+    (hidden / "bin").mkdir(parents=True)
+    hidden.chmod(0o700)  # root's /root/.pyenv/shims, say
+    shared = Path("/usr/local/lib")
+    user = USER if _exists(USER) else "nobody"
+    path = session_path(f"{hidden / 'bin'}:{shared}:/usr/bin", user)
+    parts = path.split(":")
+    assert str(hidden / "bin") not in parts
+    assert parts[:2] == [str(shared), "/usr/bin"] and "/bin" in parts and "/usr/local/bin" in parts

@@ -69,6 +69,14 @@ def _url(ctx: PodContext, path: str) -> str:
     return f"http://{local_host(bind_host(ctx))}:{_settings(ctx).inference_port}{path}"
 
 
+def endpoint(ctx: PodContext) -> str:
+    """Where users reach the API: the provider's address when it listens there; without a token it listens on
+    loopback only, and a proxy URL would announce an address that never answers."""
+    if bind_host(ctx) != ctx.core.podvisor_bind_host:
+        return f"{_url(ctx, '/')} (inside the pod only: set INFERENCE_API_TOKEN to publish it)"
+    return ctx.cloud.endpoint(_settings(ctx).inference_port, "http")
+
+
 def ready(ctx: PodContext) -> Readiness:
     """The API answers. Whether a model is loaded is the API's own readiness (/readyz, shown by `status`): a
     fresh pod has no model yet, and its SSH and Jupyter must not be kept from traffic for that."""
@@ -109,5 +117,5 @@ SERVICE = Service(
     interactive=True,
     status=status,
     activity=activity,
-    endpoint=lambda ctx: ctx.cloud.endpoint(_settings(ctx).inference_port, "http"),
+    endpoint=endpoint,
 )
