@@ -275,7 +275,7 @@ def docker(boot: Boot) -> dict[str, float]:
     infer = requests.post(f"http://127.0.0.1:{boot.ports[8000]}/infer", headers={"Authorization": f"Bearer {API_TOKEN}"},
                           json={"inputs": {"x": [[1.0, 2.0, 3.0, 4.0]]}}, timeout=10)
     assert infer.status_code == 200, infer.text
-    assert "ready:" in boot.logs(), "no ready: lines in the container log"
+    times["ready: lines"] = boot.wait("the ready: lines in the container log", lambda: "ready:" in boot.logs(), 60)
     writer = ("import os; d='/workspace/checkpoints'; os.makedirs(d, exist_ok=True); "
               "open(d+'/.step_7.tmp','wb').write(os.urandom(1<<20)); os.replace(d+'/.step_7.tmp', d+'/step_7.pt')")
     boot.ssh(f'python3 -c "{writer}"')
