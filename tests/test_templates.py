@@ -111,3 +111,13 @@ def test_placeholders_and_known_tokens_are_errors_that_never_echo_the_value(vari
 def test_every_template_is_checked():
     found = {p for p in DEPLOY.rglob("*") if p.suffix in (".json", ".yaml", ".yml")}
     assert found == {path for path, _ in TEMPLATES}
+
+
+def test_the_images_base_names_its_registry():
+    """podman (and docker without a default registry) refuse a short name: `make image` failed under podman."""
+    import re
+
+    dockerfile = (Path(__file__).resolve().parent.parent / "Dockerfile").read_text()
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", dockerfile, re.M).group(1)
+    registry = base.split("/", 1)[0]
+    assert "." in registry or ":" in registry or registry == "localhost", f"{base} names no registry"

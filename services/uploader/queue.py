@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS uploads (
 CREATE INDEX IF NOT EXISTS uploads_pending ON uploads (dest, status, next_try);
 CREATE INDEX IF NOT EXISTS uploads_local ON uploads (local);
 CREATE INDEX IF NOT EXISTS uploads_remote ON uploads (dest, remote);
+CREATE INDEX IF NOT EXISTS uploads_unit ON uploads (dest, root, unit, status);
 CREATE TABLE IF NOT EXISTS commits (
     dest         TEXT NOT NULL,
     root         TEXT NOT NULL,
@@ -234,14 +235,18 @@ class Queue:
         whose marker is not written yet (unit `skip`, podvisor's own files, is never a checkpoint). A checkpoint
         one of whose files was last dropped (changed or vanished before it was shipped) waits for that file's
         next version: a marker never lists fewer files than the checkpoint had."""
-        rows = self._rows(
-            "SELECT u.* FROM uploads u WHERE u.dest=? AND u.unit<>? AND NOT EXISTS "
-            "(SELECT 1 FROM commits c WHERE c.dest=u.dest AND c.root=u.root AND c.unit=u.unit) AND EXISTS "
-            "(SELECT 1 FROM uploads d WHERE d.dest=u.dest AND d.root=u.root AND d.unit=u.unit "
-            "AND d.status='durable') AND NOT EXISTS "
-            "(SELECT 1 FROM uploads p WHERE p.dest=u.dest AND p.root=u.root AND p.unit=u.unit "
-            "AND p.status IN ('queued','uploading')) ORDER BY u.root, u.unit, u.remote, u.enqueued_at, u.id",
-            dest, skip)
+        db = self._connect()
+        try:  # the checkpoints with something durable here, no marker and nothing pending: a few, by the index
+            candidates = db.execute(
+                "SELECT DISTINCT u.root, u.unit FROM uploads u WHERE u.dest=? AND u.status='durable' AND u.unit<>? "
+                "AND NOT EXISTS (SELECT 1 FROM commits c WHERE c.dest=u.dest AND c.root=u.root AND c.unit=u.unit) "
+                "AND NOT EXISTS (SELECT 1 FROM uploads p WHERE p.dest=u.dest AND p.root=u.root AND p.unit=u.unit "
+                "AND p.status IN ('queued','uploading'))", (dest, skip)).fetchall()
+        finally:
+            db.close()
+        rows = [row for root, unit in candidates for row in self._rows(
+            "SELECT * FROM uploads WHERE dest=? AND root=? AND unit=? ORDER BY remote, enqueued_at, id",
+            dest, root, unit)]
         units: dict[tuple[str, str], dict[str, Row]] = {}
         for row in rows:  # the latest version of each file
             units.setdefault((row.root, row.unit), {})[row.remote] = row
