@@ -174,7 +174,9 @@ def render(ctx: PodContext, services: list[Service]) -> str:
         "priority=1",
         "autorestart=true",
         "startsecs=0",
-        "stopwaitsecs=1",
+        # supervisord checks a stop's deadline before it reaps the exited: with 1 s, a listener that had
+        # exited cleanly was often "killed with SIGKILL" (a Ctrl-C of `make run` showed it in one run of two).
+        f"stopwaitsecs={int(STOP_MARGIN_SECONDS)}",
         "stdout_logfile=NONE",
         "stderr_logfile=/dev/stdout",
         "stderr_logfile_maxbytes=0",

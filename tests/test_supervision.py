@@ -264,3 +264,4 @@ def test_a_second_start_on_a_live_state_dir_refuses_and_touches_nothing(tmp_path
     after = stack.status()["services"]["uploader"]
     assert after["state"] == "RUNNING" and after["pid"] == before["pid"], "the live stack's uploader was touched"
     assert stack.stop() == 0
+    assert "with SIGKILL" not in stack.output, "a program that exits on SIGTERM was killed"
