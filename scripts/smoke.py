@@ -190,6 +190,9 @@ def runpod(boot: Boot) -> dict[str, float]:
                       lambda: boot.ssh("podvisor status --ready").returncode == 0)
     status = boot.ssh("podvisor status")
     assert re.search(r"sshd\s+RUNNING .* ready", status.stdout), status.stdout + status.stderr
+    # No INFERENCE_API_TOKEN here: the API listens on loopback only, and no proxy URL is announced for it.
+    api = json.loads(boot.ssh("podvisor status --json").stdout)["services"]["inference"]["endpoint"]
+    assert api == "http://127.0.0.1:8000/ (inside the pod only: set INFERENCE_API_TOKEN to publish it)", api
     assert (volume / ".podvisor").is_dir(), "the state dir is not on the volume"
     return {"connect": command, "ready over ssh": ready}
 

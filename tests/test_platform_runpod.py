@@ -111,9 +111,7 @@ def test_status_gives_runpods_addresses_and_where_the_jupyter_token_is(pod):
     services = pod.stack.status()["services"]
     assert services["sshd"]["endpoint"] == f"ssh root@{PUBLIC_IP} -p {SSH_PUBLIC_PORT}"
     assert services["jupyter"]["endpoint"] == f"https://{POD_ID}-{pod.ports['jupyter']}.proxy.runpod.net/lab"
-    # No INFERENCE_API_TOKEN: the API listens on loopback only, so no proxy URL is announced that never answers.
-    assert services["inference"]["endpoint"] == (f"http://127.0.0.1:{pod.ports['inference']}/ (inside the pod "
-                                                 "only: set INFERENCE_API_TOKEN to publish it)")
+    assert services["inference"]["endpoint"] == f"https://{POD_ID}-{pod.ports['inference']}.proxy.runpod.net/"
     token_file = pod.root / "state" / "services" / "jupyter" / "token"
     assert f"cat {token_file}" in services["jupyter"]["summary"]
     assert token_file.read_text().strip() not in pod.stack.output
@@ -144,8 +142,7 @@ def test_cloud_launch_waits_for_ssh_and_the_stack_then_ssh_pins_the_host_key_onc
             f"  jupyter  https://{POD_ID}-{pod.ports['jupyter']}.proxy.runpod.net/lab  "
             f"(on the pod: token: generated, read it with `cat {pod.root / 'state' / 'services' / 'jupyter' / 'token'}` "
             "(or set JUPYTER_TOKEN))",
-            f"  api      http://127.0.0.1:{pod.ports['inference']}/ (inside the pod only: set INFERENCE_API_TOKEN "
-            "to publish it)"]
+            f"  api      https://{POD_ID}-{pod.ports['inference']}.proxy.runpod.net/"]
         # The wait's readiness is the pod's own `podvisor status --ready` over SSH: it was asked.
         known_hosts = open_tmp / "podvisor" / "known_hosts"
         pinned = known_hosts.read_text().splitlines()
