@@ -175,7 +175,8 @@ def test_auth_bad_input_and_model_errors(tmp_path, api):
         assert response.status_code == 422 and problem in response.json()["error"], (body, response.text)
     huge = requests.post(f"http://127.0.0.1:{port}/infer", headers={**AUTH, "Content-Type": "application/json"},
                          data=b"[" + b"1.0," * (5 * 2**20) + b"1.0]", timeout=30)
-    assert huge.status_code == 422 and "INFERENCE_MAX_BODY_MB" in huge.json()["error"]
+    assert huge.status_code == 413 and "INFERENCE_MAX_BODY_MB" in huge.json()["error"]
+    assert _get(port, "/openapi.json").status_code == 404 and _get(port, "/openapi.json", auth=False).status_code == 404
     nan = requests.post(f"http://127.0.0.1:{port}/infer", headers={**AUTH, "Content-Type": "application/json"},
                         data=b'{"inputs": {"x": [[NaN, 1.0, 2.0, 3.0]]}}', timeout=10)
     assert nan.status_code == 200 and None in nan.json()["outputs"][0], "NaN out is null: valid JSON, not a 500"
@@ -263,3 +264,41 @@ def test_torch_export_program_and_a_user_handler(tmp_path, stack_factory):
     answer = _infer(port, [[1.0, 2.0]])
     assert answer.status_code == 200, answer.text
     assert answer.json()["outputs"]["scaled"] == [[3.0, 6.0]]
+
+
+def test_a_500_mb_chunked_body_is_refused_while_it_is_read(tmp_path, api):
+    """No Content-Length to refuse it by: the API counts while it reads, and never holds more than the limit
+    (it buffered the whole body first, 800 MB took 1.8 GB of RSS: any client with the token could run the pod out
+    of memory)."""
+    import psutil
+
+    port, stack = api
+    server = psutil.Process(stack.status()["services"]["inference"]["pid"])
+    before, peak, done = server.memory_info().rss, [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], server.memory_info().rss)
+            time.sleep(0.02)
+
+    def body():
+        chunk = b"1.0," * (1 << 18)  # 1 MB
+        for _ in range(500):
+            yield chunk
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        answer = requests.post(f"http://127.0.0.1:{port}/infer", headers=AUTH, data=body(), timeout=120)
+        status = answer.status_code
+    except requests.ConnectionError:  # answered and closed while the client was still sending
+        status = None
+    finally:
+        done.set()
+        sampler.join(5)
+    grew = (peak[0] - before) / 2**20
+    print(f"\nchunked 500 MB body: RSS {before / 2**20:.0f} MB before, peak {peak[0] / 2**20:.0f} MB "
+          f"(+{grew:.0f} MB), answer {status}")
+    assert grew < 50, f"the API held {grew:.0f} MB of a body it should have refused"
+    assert status in (413, None)
+    assert _get(port, "/healthz", auth=False).status_code == 200, "the API did not survive it"

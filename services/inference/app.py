@@ -121,7 +121,8 @@ def create_app(settings: InferenceSettings, token: str | None, heartbeat: Path |
         yield
         stop.set()
 
-    app = FastAPI(title="podvisor inference", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No /openapi.json or /docs: they answered without a token; the README documents the routes.
+    app = FastAPI(title="podvisor inference", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
     expected = token.encode() if token else b""
 
@@ -149,12 +150,10 @@ def create_app(settings: InferenceSettings, token: str | None, heartbeat: Path |
         batcher.arriving += 1
         queued = False
         try:
-            limit = settings.inference_max_body_mb * 2**20
-            if int(request.headers.get("content-length") or 0) > limit:
-                return _invalid(metrics, f"request body over INFERENCE_MAX_BODY_MB ({settings.inference_max_body_mb:g} MB)")
-            raw = await request.body()
-            if len(raw) > limit:
-                return _invalid(metrics, f"request body over INFERENCE_MAX_BODY_MB ({settings.inference_max_body_mb:g} MB)")
+            raw = await _read_body(request, int(settings.inference_max_body_mb * 2**20))
+            if raw is None:
+                limit_mb = settings.inference_max_body_mb
+                return _invalid(metrics, f"request body over INFERENCE_MAX_BODY_MB ({limit_mb:g} MB)", 413)
             loaded = holder.current
             if loaded is None:
                 metrics.requests.labels("/infer", "503").inc()
@@ -225,9 +224,23 @@ def create_app(settings: InferenceSettings, token: str | None, heartbeat: Path |
 
 
 
-def _invalid(metrics: Metrics, problem: str) -> JSONResponse:
-    metrics.requests.labels("/infer", "422").inc()
-    return JSONResponse({"error": problem}, status_code=422)
+def _invalid(metrics: Metrics, problem: str, status: int = 422) -> JSONResponse:
+    metrics.requests.labels("/infer", str(status)).inc()
+    return JSONResponse({"error": problem}, status_code=status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it passes `limit` bytes: counted while it is read, chunked or not, so a client
+    that sends more than it announced (or announces nothing) never makes the API hold more than the limit."""
+    if int(request.headers.get("content-length") or 0) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _beat(path: Path | None, state: dict[str, Any]) -> None:
