@@ -140,7 +140,8 @@ class Scanner:
             if snapshot != candidate.snapshot:
                 if candidate.snapshot and not snapshot and not (key[0] / key[1]).exists():
                     self.vanished.append((*key, len(candidate.snapshot)))
-                candidate.snapshot, candidate.changed_at, candidate.waiting = snapshot, changed_at, ""
+                candidate.snapshot, candidate.changed_at = snapshot, changed_at
+            candidate.waiting = ""  # news in its folder: its framework's rule is asked again once it is quiet
             if self.known(snapshot):  # every file already queued or uploaded as it is now
                 del self.candidates[key]
         complete = []
@@ -148,18 +149,16 @@ class Scanner:
             if not candidate.snapshot:
                 del self.candidates[key]
                 continue
-            if now - candidate.changed_at < self.settle:
-                continue
+            if now - candidate.changed_at < self.settle or candidate.waiting:
+                continue  # still being written, or quiet and held by its framework's rule until its folder changes
             if unit_files(*key, self.rules) != candidate.snapshot:  # changed without an event (NFS)
                 candidate.snapshot, candidate.changed_at = unit_files(*key, self.rules), now
                 continue
             if self.rules.sentinel and (candidate.root / candidate.unit).is_dir() and not (
                     candidate.root / candidate.unit / self.rules.sentinel).exists():
                 continue
-            if open_for_writing(set(candidate.snapshot)):
-                continue
             candidate.waiting = (waiting_for(candidate.root / candidate.unit) if self.frameworks else None) or ""
-            if candidate.waiting:
+            if candidate.waiting or open_for_writing(set(candidate.snapshot)):
                 continue
             del self.candidates[key]
             complete.append((candidate.root, candidate.unit, candidate.snapshot))
