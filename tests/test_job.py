@@ -73,10 +73,13 @@ def test_success_drains_uploads_then_stops_the_pod(open_tmp, api, stack_factory)
     stack = stack_factory(_env(tmp_path, api, JOB_ON_EXIT="stop"))
     wait_for(lambda: api.requests, 60, 0.2, lambda: stack.output[-3000:])
     stop_sent = time.time()
-    # A version of the job's log replaced by a newer one before it went up is history, not an upload.
-    rows = [r for r in Queue(tmp_path / "state/services/uploader/queue.sqlite3").rows() if r.status != "superseded"]
-    assert sorted(r.remote for r in rows) == ["_podvisor/job.log", "_podvisor/manifest.json", "step_1.pt",
-                                               "step_2.pt"]
+    # The latest version of each file: an earlier one of the manifest or the job's log (replaced before it went
+    # up, or after) is history, not what the stop waited for.
+    latest = {}
+    for row in sorted(Queue(tmp_path / "state/services/uploader/queue.sqlite3").rows(), key=lambda r: r.id):
+        latest[row.remote] = row
+    rows = list(latest.values())
+    assert sorted(latest) == ["_podvisor/job.log", "_podvisor/manifest.json", "step_1.pt", "step_2.pt"]
     assert all(r.status == "durable" and r.durable_at <= stop_sent for r in rows), [(r.remote, r.status) for r in rows]
     sent = api.requests[0]
     assert (sent["method"], sent["path"], sent["body"]) == ("PUT", "/api/v0/instances/77/", {"state": "stopped"})
