@@ -1,7 +1,6 @@
 """Reusable field types for the env schema, so every section parses lists, ports and paths the same way."""
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any

@@ -6,7 +6,6 @@ rendered from these classes, so a variable cannot be documented without existing
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import types
 import typing

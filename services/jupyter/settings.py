@@ -1,7 +1,6 @@
 """JUPYTER_* variables (RunPod's JUPYTER_PASSWORD included)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator
 

@@ -1,7 +1,6 @@
 """UPLOAD_* variables, the destinations' credentials, and RESTORE_*."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator
 
