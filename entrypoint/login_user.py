@@ -86,3 +86,14 @@ def own_dir(ctx: PodContext, path: Path) -> Path:
         if folder.stat().st_uid == 0 and not is_system_dir(folder):
             os.chown(folder, user.pw_uid, user.pw_gid)
     return path
+
+
+def become(user: str) -> list[str]:
+    """The command prefix that runs what follows as `user` (with that user's HOME and USER) when podvisor is
+    root; nothing otherwise. setpriv execs: the command keeps its pid, its output and its exit code."""
+    if os.geteuid() != 0 or user == "root":
+        return []
+    entry = pwd.getpwnam(user)
+    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--",
+            "env", f"HOME={entry.pw_dir}", f"USER={user}", f"LOGNAME={user}"]
+

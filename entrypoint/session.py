@@ -37,9 +37,14 @@ def render(environ: dict[str, str], tail: str = "") -> str:
 
 
 def write(path: Path, user: str, environ: dict[str, str], tail: str = "") -> None:
-    """Write the file 0600, owned by `user`, atomically: it holds the user's tokens (never the control
-    credentials: `environ` comes from `PodContext.environment_for`)."""
-    write_atomically(path, render(environ, tail), mode=0o600, owner=user)
+    """Write the file atomically, readable by `user` and root only: it holds the user's tokens (never the
+    control credentials: `environ` comes from `PodContext.environment_for`). As root, root's (0640, the login
+    user's group): root's shells source it, so the login user may read it but never change it."""
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        write_atomically(path, render(environ, tail), mode=0o640, owner="root", group=pwd.getpwnam(user).pw_gid)
+    else:
+        write_atomically(path, render(environ, tail), mode=0o600)
 
 
 def source_line(path: Path) -> str:
@@ -47,13 +52,21 @@ def source_line(path: Path) -> str:
 
 
 def prepend_once(bashrc: Path, line: str) -> None:
-    """Put `line` first in `bashrc`, replacing an earlier podvisor line (the state dir may have moved)."""
-    old = bashrc.read_text().splitlines() if bashrc.exists() else []
+    """Put `line` first in `bashrc`, replacing an earlier podvisor line (the state dir may have moved). The file
+    is the home's owner's, and so is what replaces it: a link planted there is neither read nor written through
+    by root (it is left as it is)."""
+    try:
+        fd = os.open(bashrc, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        old: list[str] = []
+    except OSError:  # a link (ELOOP) or something else that is no plain file of its owner's
+        return
+    else:
+        with os.fdopen(fd) as fh:
+            old = fh.read().splitlines()
     kept = [existing for existing in old if not existing.endswith(MARK)]
-    bashrc.write_text("\n".join([line, *kept]) + "\n")
-    if os.geteuid() == 0 and bashrc.parent.exists():
-        owner = bashrc.parent.stat()
-        os.chown(bashrc, owner.st_uid, owner.st_gid)
+    owner = pwd.getpwuid(bashrc.parent.stat().st_uid).pw_name if os.geteuid() == 0 else None
+    write_atomically(bashrc, "\n".join([line, *kept]) + "\n", owner=owner)
 
 
 def command_script(env_file: Path, program: Path) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,6 +39,8 @@ UP = frozenset({SupervisorState.STARTING, SupervisorState.RUNNING, SupervisorSta
 SETTLED = frozenset({SupervisorState.RUNNING, SupervisorState.FATAL, SupervisorState.EXITED})
 """Done starting, one way or the other."""
 
+
+SYSTEM_SESSION_ENV = Path("/etc/podvisor/session.env")
 
 SUPERVISOR_USER = "podvisor"
 """The user of supervisord's control socket; its password is the credentials file's."""
@@ -70,8 +73,10 @@ class StateDir:
 
     @property
     def session_env_file(self) -> Path:
-        """The environment a login session gets (sourced by the login shell and `podvisor` from any shell)."""
-        return self.root / "session.env"
+        """The environment a login session gets (sourced by the login shell and `podvisor` from any shell). As
+        root it is root's own, under /etc: root's shells source it too, and a file on the volume (the login
+        user's) would run whatever that user wrote into it as root at root's next login."""
+        return SYSTEM_SESSION_ENV if os.geteuid() == 0 else self.root / "session.env"
 
     def heartbeat_file(self, name: str) -> Path:
         """A file service `name` touches on activity (API requests); the idle autostop reads its mtime."""

@@ -83,17 +83,28 @@ def credentials(ctx: PodContext) -> tuple[str, str]:
     return SUPERVISOR_USER, path.read_text().strip()
 
 
-def program_command(ctx: PodContext, owners: tuple[str, ...], command: str) -> str:
+def program_command(ctx: PodContext, owners: tuple[str, ...], command: str, user: str | None = None) -> str:
     """How supervisord runs the `command` of the `owners`' sections:
-    - with SIGTERM when supervisord dies (setpriv sets it after supervisord's setuid, and it lasts through the
-      execs), instead of living on as an orphan that holds its port;
-    - without the control credentials it has no use for (`PodContext.environment_for`): supervisord can
-      add variables to a program's environment, never take them away, so `env -u` does (it names, never shows)."""
+    - without the control credentials it has no use for (`PodContext.environment_for`): supervisord can add
+      variables to a program's environment, never take them away, so `env -u` does (it names, never shows);
+    - as `user`, switched by setpriv only after that, as root: supervisord's own `user=` switches first, and the
+      login user could read the whole environment of its own process before `env -u` ran (`/proc/<pid>/environ`);
+    - with SIGTERM when supervisord dies (setpriv sets it after the switch, and it lasts through the execs),
+      instead of living on as an orphan that holds its port."""
     hidden = sorted(set(os.environ) - set(ctx.environment_for(*owners)))
+    setpriv = shutil.which("setpriv")
+    switch: list[str] = []
+    if user and user != getpass.getuser():
+        if not setpriv:  # util-linux, in every Debian and Ubuntu base
+            raise RuntimeError(f"setpriv (util-linux) is missing: it runs programs as {user} once their "
+                               "environment is cleaned; install util-linux")
+        account = pwd.getpwnam(user)
+        switch = [f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups"]
+    if setpriv:
+        command = shlex.join([setpriv, *switch, "--pdeathsig", "TERM", "--"]) + " " + command
     if hidden:
         command = shlex.join(["env", *[arg for name in hidden for arg in ("-u", name)], "--"]) + " " + command
-    setpriv = shutil.which("setpriv")
-    return f"{setpriv} --pdeathsig TERM -- {command}" if setpriv else command
+    return command
 
 
 def _value(text: str) -> str:
@@ -191,7 +202,7 @@ def _program(ctx: PodContext, svc: Service, stop_wait: int) -> list[str]:
     env = {"PODVISOR_SERVICE": svc.name, **svc.environment(ctx)}
     lines = [
         f"[program:{svc.name}]",
-        f"command={_value(program_command(ctx, (svc.name, *svc.credentials_of), svc.command(ctx)))}",
+        f"command={_value(program_command(ctx, (svc.name, *svc.credentials_of), svc.command(ctx), svc.user(ctx)))}",
         f"priority={svc.priority}",
         "autostart=true",
         f"autorestart={svc.restart}",
@@ -209,9 +220,6 @@ def _program(ctx: PodContext, svc: Service, stop_wait: int) -> list[str]:
         "stdout_events_enabled=true",
         f"environment={_environment(env)}",
     ]
-    user = svc.user(ctx)
-    if user and user != getpass.getuser():
-        lines.append(f"user={user}")
     directory = svc.directory(ctx)
     if directory:
         lines.append(f"directory={_value(directory)}")

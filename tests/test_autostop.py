@@ -146,23 +146,47 @@ def test_inference_heartbeat_keeps_the_pod(tmp_path, api, stack_factory):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the login user needs root")
-def test_ssh_session_keeps_the_pod(open_tmp, api, stack_factory):
+def test_an_ssh_session_keeps_the_pod_while_used_and_scanners_and_idle_sessions_do_not(open_tmp, api, stack_factory):
+    """A logged-in session whose program works keeps the pod; 20 connections that never log in (an internet
+    scanner holding the port) do not, and neither does the session once idle for AUTOSTOP_SSH_IDLE_MINUTES."""
+    import socket
+
     key, pub = make_key(open_tmp, "k")
-    port = free_port()
+    port, gate = free_port(), open_tmp / "gate"
     env = _env(open_tmp, api, actions="vast", SSH_ENABLED="true", SSH_PORT=str(port), PUBLIC_KEY=pub,
-               SSH_USER="pvtest", PODVISOR_BIND_HOST="127.0.0.1")
+               SSH_USER="pvtest", PODVISOR_BIND_HOST="127.0.0.1", AUTOSTOP_SSH_IDLE_MINUTES="0.1")
     stack = stack_factory(env)
     stack.wait_state("sshd", "RUNNING")
-    result = {}
-    import threading
-    session = threading.Thread(target=lambda: result.update(r=ssh(port, "pvtest", key, "sleep 8")))
-    session.start()
-    time.sleep(0.5)
-    _keeps_alive(open_tmp, api, stack, 6)
-    assert "ssh session" in _decision(open_tmp)["message"]
-    session.join()
-    assert result["r"].returncode == 0
-    wait_for(lambda: api.requests, 20, 0.2)
+    opts = ["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+    session = subprocess.Popen(["ssh", *opts, "-i", str(key), "-p", str(port), "pvtest@127.0.0.1",
+                                f"while [ ! -e {gate} ]; do :; done; sleep 600"])
+    scanners: list[socket.socket] = []
+    try:
+        wait_for(lambda: "1 ssh session(s) in use: pvtest@notty" in _decision(open_tmp).get("message", ""), 30, 0.2,
+                 lambda: json.dumps(_decision(open_tmp)))
+        for _ in range(20):  # sshd's MaxStartups (10 unauthenticated) drops some at random, as it would a scanner's
+            scanners.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        held = [s for s in scanners if s.recv(64).startswith(b"SSH-")]
+        assert len(held) >= 10, "connections held open at the banner, never logging in"
+        opened = time.time()  # every connection is established: the next evaluation sees them all
+        wait_for(lambda: _decision(open_tmp).get("evaluated_epoch", 0) > opened, 30, 0.2)
+        assert "1 ssh session(s) in use" in _decision(open_tmp)["message"], "20 connections, one session"
+        assert api.requests == []
+        gate.touch()  # the program is done; the session stays open, idle
+        wait_for(lambda: api.requests, 60, 0.2, lambda: json.dumps(_decision(open_tmp)))
+        assert session.poll() is None, "stopped while the session is still open"
+        for sock in held:  # and the scanners' connections too
+            sock.settimeout(0)
+            with pytest.raises(BlockingIOError):
+                sock.recv(1)
+        ssh_signal = next(s for s in _decision(open_tmp)["signals"] if s["name"] == "sshd")
+        assert "1 ssh session(s) open but idle over 0.1 min: pvtest@notty" in ssh_signal["reason"], ssh_signal
+    finally:
+        gate.touch()
+        session.kill()
+        for sock in scanners:
+            sock.close()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the login user needs root")
@@ -172,7 +196,7 @@ def test_busy_jupyter_kernel_keeps_the_pod_and_polling_does_not(open_tmp, api, s
     token, port = "jtok-0123456789", free_port()
     env = _env(open_tmp, api, actions="vast", JUPYTER_ENABLED="true", JUPYTER_PORT=str(port), JUPYTER_TOKEN=token,
                JUPYTER_ROOT_DIR=str(open_tmp / "nb"), SSH_USER="pvtest", PODVISOR_BIND_HOST="127.0.0.1",
-               AUTOSTOP_GRACE_SECONDS="0")
+               AUTOSTOP_GRACE_SECONDS="0", AUTOSTOP_JUPYTER_IDLE_MINUTES="0.05")
     stack = stack_factory(env)
     base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"token {token}"}
     wait_for(lambda: stack.state("jupyter") == "RUNNING" and stack.status()["services"]["jupyter"]["ready"], 90, 0.5)
@@ -184,8 +208,16 @@ def test_busy_jupyter_kernel_keeps_the_pod_and_polling_does_not(open_tmp, api, s
     wait_for(lambda: "kernel(s) busy" in _decision(open_tmp).get("message", ""), 20, 0.2)
     _keeps_alive(open_tmp, api, stack, 6)
     ws.close()
-    # Once the kernel is idle, the watchdog's own polling of /api/status and /api/kernels keeps nothing alive.
-    wait_for(lambda: api.requests, 30, 0.2, lambda: json.dumps(_decision(open_tmp)))
+    # Once the kernel is idle, neither the watchdog's own polling nor a browser tab left open (JupyterLab polls
+    # the API as long as it is open, which resets the server's own last_activity) keeps the pod.
+    def tab_open() -> list:
+        requests.get(f"{base}/api/kernels", headers=auth, timeout=10)
+        requests.get(f"{base}/api/sessions", headers=auth, timeout=10)
+        return api.requests
+
+    wait_for(tab_open, 60, 0.2, lambda: json.dumps(_decision(open_tmp)))
+    jupyter = next(s for s in _decision(open_tmp)["signals"] if s["name"] == "jupyter")
+    assert "open tabs do not count" in jupyter["reason"], jupyter
 
 
 def test_pending_upload_holds_the_stop_until_drained(tmp_path, api, stack_factory):
@@ -222,7 +254,8 @@ def test_jupyter_behind_a_password_hash_does_not_keep_the_pod_busy_forever(open_
                                INFERENCE_ENABLED="false"))
     assert stack.proc.wait(120) == 0, stack.output[-3000:]
     signals = {s["name"]: s for s in _decision(open_tmp)["signals"]}
-    assert signals["jupyter"]["failed"] is False and "last active" in signals["jupyter"]["reason"]
+    assert signals["jupyter"]["failed"] is False, signals["jupyter"]
+    assert signals["jupyter"]["reason"] == "jupyter: no kernel or terminal activity"
 
 
 def test_a_token_with_a_newline_is_an_error_that_names_it(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import psutil
 
 from conftest import base_env, wait_for
+from entrypoint.state_dir import StateDir
 
 TOKEN = "ghp_SecretGitToken0123456789"
 
@@ -148,7 +149,8 @@ def test_requirements_go_to_the_users_venv_that_the_job_and_kernels_use(open_tmp
         assert kernel["argv"][:3] == [str(venv / "bin" / "python"), "-m", "ipykernel_launcher"]
         assert subprocess.run([kernel["argv"][0], "-c", "import ipykernel, podvisor_demo_pkg"]).returncode == 0
         shell = subprocess.run(["setpriv", "--reuid=pvtest", "--regid=pvtest", "--init-groups", "bash", "-c",
-                                f". {tmp_path / 'state' / 'session.env'}; command -v python; command -v podvisor"],
+                                f". {StateDir(tmp_path / 'state').session_env_file}; command -v python; "
+                                "command -v podvisor"],
                                capture_output=True, text=True)
         assert shell.stdout.split()[0] == str(venv / "bin" / "python"), "login shells use the venv"
         assert shell.stdout.split()[1].endswith("/podvisor"), "and still find podvisor"
@@ -163,17 +165,23 @@ def test_requirements_go_to_the_users_venv_that_the_job_and_kernels_use(open_tmp
     assert stack.state("uploader") == "RUNNING"
 
 
-def test_hooks_run_in_order_and_a_failing_one_does_not_stop_the_boot(tmp_path, stack_factory):
+def test_hooks_run_in_order_and_a_failing_one_does_not_stop_the_boot(open_tmp, stack_factory):
+    tmp_path, workspace = open_tmp, open_tmp / "workspace"  # the workspace is the login user's; its parent root's
+    workspace.mkdir()
     trail, seen = tmp_path / "trail", tmp_path / "seen"
+    for shared in (trail, seen):  # on_start.sh, on the workspace, runs as the login user
+        shared.touch(mode=0o666)
+        shared.chmod(0o666)
     pre, post = tmp_path / "pre.sh", tmp_path / "post.sh"
     look = f"echo ${{GIT_TOKEN:-unset}} ${{VAST_API_KEY:-unset}} ${{RUNPOD_API_KEY:-unset}} ${{HF_TOKEN:-unset}} >> {seen}"
     pre.write_text(f"echo pre >> {trail}\n{look}\necho from-pre\nexit 3\n")
     post.write_text(f"echo post >> {trail}\n{look}\n")
-    (tmp_path / "on_start.sh").write_text(f"echo on_start >> {trail}\n")
+    (workspace / "on_start.sh").write_text(f"echo on_start >> {trail}\n")
     # The user's own token reaches hooks and sessions; control credentials only when passed through by name.
     secrets = dict(GIT_TOKEN=TOKEN, VAST_API_KEY="vast-CANARY-0123456789", RUNPOD_API_KEY="rpa_CANARY0123456789",
                    HF_TOKEN="hf_CANARY0123456789", SESSION_ENV_PASSTHROUGH="runpod_api_key")
-    stack = _boot(stack_factory, _env(tmp_path, PRE_START_SCRIPT=str(pre), POST_START_SCRIPT=str(post), **secrets))
+    stack = _boot(stack_factory, _env(tmp_path, PRE_START_SCRIPT=str(pre), POST_START_SCRIPT=str(post),
+                                      PODVISOR_WORKSPACE=str(workspace), **secrets))
     wait_for(lambda: trail.exists() and "post" in trail.read_text(), 30, 0.2, lambda: stack.output[-2000:])
     assert trail.read_text().split() == ["pre", "on_start", "post"]
     assert "[hook:pre_start] from-pre" in stack.output
@@ -182,9 +190,49 @@ def test_hooks_run_in_order_and_a_failing_one_does_not_stop_the_boot(tmp_path, s
     listener = next(p for p in psutil.Process(stack.proc.pid).children(recursive=True)
                     if "entrypoint.events" in p.cmdline())
     wait_for(lambda: not listener.children(), 30, 0.2, lambda: f"post-start reaped: {listener.children()}")
-    session = (tmp_path / "state" / "session.env").read_text()
+    session = StateDir(tmp_path / "state").session_env_file.read_text()
     assert "HF_TOKEN=hf_CANARY" in session and "RUNPOD_API_KEY=rpa_CANARY" in session
     assert TOKEN not in session and "vast-CANARY" not in session
+
+
+def test_a_hook_the_login_user_could_change_never_runs_as_root(open_tmp, stack_factory):
+    """The login user owns the workspace, so an on_start.sh planted there (or a PRE_START_SCRIPT on the volume)
+    is theirs to write: it runs as that user, without the control credentials, and status says so. A script
+    that is root's alone on its whole path still runs as root."""
+    import os
+    import pwd
+
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("a login user other than the one running needs root")
+    workspace, baked = open_tmp / "workspace", open_tmp / "image"
+    workspace.mkdir()
+    baked.mkdir(mode=0o755)
+    seen = open_tmp / "seen"
+    seen.touch(mode=0o666)
+    seen.chmod(0o666)
+    look = f"echo $(id -u) ${{RUNPOD_API_KEY:-unset}} ${{HF_TOKEN:-unset}} $HOME >> {seen}\n"
+    (baked / "root.sh").write_text(look)
+    stack = stack_factory(_env(workspace, SSH_USER="pvhook", PRE_START_SCRIPT=str(baked / "root.sh"),
+                               RUNPOD_API_KEY="rpa_CANARY0123456789", HF_TOKEN="hf_CANARY0123456789"))
+    stack.wait_state("uploader", "RUNNING")
+    user = pwd.getpwnam("pvhook")
+    assert workspace.stat().st_uid == user.pw_uid
+    wait_for(lambda: stack.status()["bootstrap"]["state"] == "done", 120, 0.3, lambda: stack.output[-3000:])
+    assert seen.read_text().splitlines() == ["0 unset hf_CANARY0123456789 /root"], "root's own script: as root"
+    stack.stop()
+    # The login user plants a hook on the volume; the next boot runs it, as that user.
+    planted = workspace / "on_start.sh"
+    planted.write_text(look)
+    os.chown(planted, user.pw_uid, user.pw_gid)
+    seen.write_text("")
+    stack = stack_factory(stack.env)
+    wait_for(lambda: "bootstrap: done in" in stack.output, 120, 0.3, lambda: stack.output[-3000:])
+    assert seen.read_text().splitlines() == ["0 unset hf_CANARY0123456789 /root",
+                                             f"{user.pw_uid} unset hf_CANARY0123456789 {user.pw_dir}"]
+    assert f"hook on_start: {planted} runs as pvhook, not root: {planted} belongs to pvhook" in stack.output
+    summary = stack.status()["bootstrap"]["summary"]
+    assert f"on_start {planted} ran as pvhook, not root: {planted} belongs to pvhook" in summary, summary
 
 
 def test_a_strict_hook_that_fails_fails_the_job_not_the_pod(tmp_path, stack_factory):

@@ -118,7 +118,8 @@ def test_no_module_of_ours_imports_itself_back_at_import_time():
     assert not {"entrypoint.registry", "entrypoint.catalog"} & anywhere, "the schema knows no service, even lazily"
 
 
-LEAVES = ("entrypoint.state_dir", "entrypoint.files", "entrypoint.steps", "entrypoint.redact", "entrypoint.workspace")
+LEAVES = ("entrypoint.state_dir", "entrypoint.files", "entrypoint.steps", "entrypoint.redact", "entrypoint.workspace",
+          "entrypoint.trust")
 """The shared facts every module may ask (the state dir's layout and records, supervisor states, atomic
 writes, checkpoint steps, redaction): they import nothing of ours, so asking them never loads anything else."""
 

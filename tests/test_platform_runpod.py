@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -91,6 +92,87 @@ def test_the_login_user_gets_its_own_tokens_and_can_read_no_control_credential_a
         "HF_TOKEN=") == 1, "Jupyter (and so its kernels) keeps the user's own token"
     # The services that use them still have them: the stop at the end of this module goes through RunPod's API
     # with RUNPOD_API_KEY.
+
+
+CANARY_SCAN = r"""
+import hashlib, json, os, sys
+wanted, stop = set(sys.argv[1].split(",")), sys.argv[2]
+hits, passes, seen = {}, 0, set()
+while not os.path.exists(stop):
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        for what in ("environ", "cmdline"):
+            try:
+                with open(f"/proc/{pid}/{what}", "rb") as fh:
+                    entries = fh.read().split(b"\0")
+            except OSError:
+                continue
+            seen.add(pid)
+            for entry in entries:
+                if hashlib.sha256(entry.partition(b"=")[2] if what == "environ" else entry).hexdigest() in wanted:
+                    hits[f"/proc/*/{what}"] = hits.get(f"/proc/*/{what}", 0) + 1
+    passes += 1
+print(json.dumps({"hits": hits, "passes": passes, "processes": len(seen)}))
+"""
+
+
+def test_no_process_of_the_login_user_holds_a_control_secret_while_jupyter_and_kernels_restart(pod):
+    """The login user scans every process environment and command line it can read, in a loop, while Jupyter
+    is started 100 times (each start goes through the same spawn as a restart after the user kills it) and
+    kernels come and go: a program is switched to the login user only after its environment was cleaned, so
+    no process of that user holds a control secret even for the first millisecond of its life."""
+    import hashlib
+
+    import requests
+
+    from entrypoint.state_dir import StateDir
+
+    wanted = ",".join(hashlib.sha256(c.encode()).hexdigest() for c in (RUNPOD_KEY, GIT_TOKEN))
+    stop = f"/tmp/canary-stop-{secrets.token_hex(4)}"
+    opts = ["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+    scan = subprocess.Popen(["ssh", *opts, "-i", str(pod.key), "-p", str(pod.ports["ssh"]), "runner@127.0.0.1",
+                             f"python3 - {wanted} {stop}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    scan.stdin.write(CANARY_SCAN)
+    scan.stdin.close()
+    supervisor = StateDir(pod.root / "state").supervisor()
+    token = (pod.root / "state" / "services" / "jupyter" / "token").read_text().strip()
+    base = f"http://127.0.0.1:{pod.ports['jupyter']}/api"
+
+    def answers() -> bool:
+        try:
+            return requests.get(f"{base}/status", headers={"Authorization": f"token {token}"}, timeout=5).ok
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(lambda: ssh(pod.ports["ssh"], "runner", pod.key, "pgrep -u runner -f 'python3 -'").stdout, 30)
+        starts = 0
+        for cycle in range(100):
+            supervisor.supervisor.stopProcess("jupyter", True)
+            supervisor.supervisor.startProcess("jupyter", False)
+            starts += 1
+            if cycle % 25 == 24:  # the user's kernels, started by this Jupyter, then gone
+                wait_for(answers, 60, 0.2)
+                kernel = requests.post(f"{base}/kernels", headers={"Authorization": f"token {token}"}, json={},
+                                       timeout=30).json()
+                requests.delete(f"{base}/kernels/{kernel['id']}", headers={"Authorization": f"token {token}"},
+                                timeout=30)
+        # The user's own kill, answered by supervisord's restart.
+        pid = supervisor.supervisor.getProcessInfo("jupyter")["pid"]
+        assert ssh(pod.ports["ssh"], "runner", pod.key, f"kill -9 {pid}").returncode == 0
+        wait_for(lambda: supervisor.supervisor.getProcessInfo("jupyter")["pid"] not in (0, pid), 30)
+        starts += 1
+    finally:
+        Path(stop).touch()
+        scan.wait(60)
+        Path(stop).unlink(missing_ok=True)
+    report = json.loads(scan.stdout.read() or "{}")
+    assert report["hits"] == {}, f"control secrets read by the login user in {starts} starts: {report}"
+    assert report["passes"] > starts and report["processes"] > 3, report  # it did look, all along
+    wait_for(lambda: supervisor.supervisor.getProcessInfo("jupyter")["statename"] == "RUNNING", 60)
 
 
 def test_status_from_a_shell_without_the_pods_environment_shows_the_running_stack(pod):

@@ -38,10 +38,12 @@ def test_key_login_sees_container_env_and_everything_else_is_refused(open_tmp, s
     verbose = ssh(port, USER, wrong, "true", extra=("-v", "-o", "LogLevel=DEBUG1"))
     offered = [l for l in verbose.stderr.splitlines() if "Authentications that can continue" in l]
     assert offered and all(l.rstrip().endswith("publickey") for l in offered)
-    env_file = open_tmp / "state" / "session.env"
-    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    # Readable by the login user, changed by root alone: root's shells source it too.
+    env_file = Path("/etc/podvisor/session.env")
+    assert oct(env_file.stat().st_mode & 0o777) == "0o640"
     import pwd
-    assert env_file.stat().st_uid == pwd.getpwnam(USER).pw_uid
+    assert (env_file.stat().st_uid, env_file.stat().st_gid) == (0, pwd.getpwnam(USER).pw_gid)
+    assert ssh(port, USER, key, f"echo x >> {env_file} || echo refused").stdout.strip().endswith("refused")
     sudo = ssh(port, USER, key, "sudo -n true && echo sudo-ok")
     assert "sudo-ok" in sudo.stdout
     assert stack.stop() == 0

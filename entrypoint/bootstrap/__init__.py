@@ -49,7 +49,9 @@ def describe(state: dict, now: float | None = None) -> str:
         return f"{step}, {now - state.get('step_started', state.get('started', now)):.0f} s"
     if state.get("state") in ("done", "failed"):
         took = f"{state['state']} in {state.get('finished', now) - state.get('started', now):.0f} s"
-        return f"{took}: {state['reason']}" if state.get("reason") else took
+        said = [state["reason"]] if state.get("reason") else []
+        said += state.get("notes", [])  # a hook that ran as the login user, not root
+        return f"{took}: {'; '.join(said)}" if said else took
     return "not started yet"
 
 
@@ -71,10 +73,12 @@ def run(ctx: PodContext) -> None:
     try:
         before_services(ctx)
     except HookFailed as exc:
-        write_state(ctx, state="failed", started=started, finished=time.time(), reason=str(exc))
+        write_state(ctx, state="failed", started=started, finished=time.time(), reason=str(exc),
+                    notes=ctx.paths.bootstrap_state().get("notes", []))
         log.error("bootstrap FAILED: %s. The job will not start; SSH and the other services stay up.", exc)
         return
-    write_state(ctx, state="done", started=started, finished=time.time())
+    write_state(ctx, state="done", started=started, finished=time.time(),
+                notes=ctx.paths.bootstrap_state().get("notes", []))
     log.info("bootstrap: done in %.1f s", time.time() - started)
 
 
@@ -93,7 +97,7 @@ def before_services(ctx: PodContext) -> None:
     if settings.datasets:  # the job must not start without its data: a failed fetch fails the bootstrap
         steps.append(("datasets", lambda: log.info("bootstrap: %s", prefetch.prefetch(ctx, settings))))
     for name, path in pre_start_hooks(ctx, settings):
-        steps.append((name, lambda path=path, name=name: hooks.run_hook(path(), name, ctx.environment_for())))
+        steps.append((name, lambda path=path, name=name: hook(ctx, path(), name)))
     for name, step in steps:
         strict = ("the job needs its data" if name == "datasets" else
                   "HOOKS_STRICT=true" if settings.hooks_strict and name not in ("repo", "requirements") else "")
@@ -119,9 +123,17 @@ def pre_start_hooks(ctx: PodContext, settings: BootstrapSettings) -> list[tuple[
     if on_start.exists():
         found.append(("on_start", lambda: on_start))
     if settings.provisioning_script:
-        target = ctx.paths.bootstrap_dir / "provisioning.sh"
-        found.append(("provisioning", lambda: hooks.fetch_script(settings.provisioning_script, target)))
+        found.append(("provisioning", lambda: hooks.fetch_script(settings.provisioning_script)))
     return found
+
+
+def hook(ctx: PodContext, path: Path, name: str) -> None:
+    """One hook, in the user's environment; a hook the login user could change runs as that user, and
+    bootstrap.json keeps that note for `podvisor status`."""
+    note = hooks.run_hook(path, name, ctx.environment_for(), login_user.name(ctx))
+    if note:
+        state = ctx.paths.bootstrap_state()
+        write_state(ctx, **{**state, "notes": [*state.get("notes", []), note]})
 
 
 def run_step(ctx: PodContext, name: str, step, strict: str = "") -> None:

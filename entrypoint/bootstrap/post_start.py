@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-from entrypoint.bootstrap import hooks, manifest, repo, run_step, settings_of, wait_done
+from entrypoint.bootstrap import hook, manifest, repo, run_step, settings_of, wait_done
 from entrypoint.context import PodContext, current
 from entrypoint.registry import keep_files
 from entrypoint.status import collect, waiting
@@ -56,8 +56,7 @@ def main() -> None:
     run_step(ctx, "announce", lambda: announce(ctx))
     if settings and settings.post_start_script:
         wait_done(ctx, "post_start")
-        run_step(ctx, "post_start", lambda: hooks.run_hook(settings.post_start_script, "post_start",
-                                                                 ctx.environment_for()))
+        run_step(ctx, "post_start", lambda: hook(ctx, settings.post_start_script, "post_start"))
 
 
 if __name__ == "__main__":

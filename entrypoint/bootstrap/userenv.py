@@ -17,7 +17,10 @@ import sys
 from pathlib import Path
 
 from entrypoint.bootstrap.hooks import run_prefixed
+from entrypoint.login_user import become
+from entrypoint.trust import unsafe_for_root
 from entrypoint.bootstrap.settings import BootstrapSettings
+from entrypoint.files import write_atomically
 
 KERNEL_NAME = "workspace-venv"
 
@@ -57,18 +60,14 @@ def shell_lines(settings: BootstrapSettings | None) -> str:
             f"[ -x {venv}/bin/python ] && export VIRTUAL_ENV={venv} PATH={venv}/bin:\"$PATH\"\n")
 
 
-def _as(user: str) -> list[str]:
-    """Run as the login user when podvisor is root (the venv and pip's cache are theirs)."""
-    if os.geteuid() != 0:
-        return []
-    entry = pwd.getpwnam(user)
-    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--",
-            "env", f"HOME={entry.pw_dir}", f"USER={user}"]
-
-
 def _python(settings: BootstrapSettings, user: str) -> tuple[str, list[str]]:
     """(the interpreter requirements go to, the prefix that runs commands as its owner); makes the venv."""
     if settings.requirements_target == "system":
+        # pip runs setup code as root here: the file must be root's alone, or the login user has a way to root.
+        reason = unsafe_for_root(settings.repo_dir / "requirements.txt") if os.geteuid() == 0 and user != "root" else None
+        if reason:
+            raise RuntimeError(f"REQUIREMENTS_TARGET=system installs as root, and {reason}: not installed; "
+                               "use REQUIREMENTS_TARGET=venv (the login user's venv), or bake the packages into the image")
         return system_python(), []
     venv = settings.user_venv
     if not (venv / "bin" / "python").exists():
@@ -77,10 +76,10 @@ def _python(settings: BootstrapSettings, user: str) -> tuple[str, list[str]]:
             entry = pwd.getpwnam(user)
             venv.mkdir(exist_ok=True)
             os.chown(venv, entry.pw_uid, entry.pw_gid)
-        code = run_prefixed([*_as(user), system_python(), "-m", "venv", "--system-site-packages", str(venv)], "venv")
+        code = run_prefixed([*become(user), system_python(), "-m", "venv", "--system-site-packages", str(venv)], "venv")
         if code != 0:
             raise RuntimeError(f"could not create the venv {venv} (exit {code}); see the [venv] lines above")
-    return str(venv / "bin" / "python"), _as(user)
+    return str(venv / "bin" / "python"), become(user)
 
 
 def install_requirements(requirements: Path, stamp: Path, settings: BootstrapSettings, user: str) -> str:
@@ -112,7 +111,4 @@ def kernel(settings: BootstrapSettings, user: str, runas: list[str]) -> None:
     spec = {"argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": f"Python ({settings.user_venv})", "language": "python"}
     run_prefixed([*runas, "mkdir", "-p", str(folder)], "venv")  # as the user: no root-owned folders in their home
-    (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
-    if os.geteuid() == 0:
-        entry = pwd.getpwnam(user)
-        os.chown(folder / "kernel.json", entry.pw_uid, entry.pw_gid)
+    write_atomically(folder / "kernel.json", json.dumps(spec, indent=1), owner=user)  # no link followed

@@ -146,21 +146,31 @@ def ready(ctx: PodContext) -> Readiness:
 
 
 def activity(ctx: PodContext) -> tuple[float | None, str]:
-    """Jupyter's own clock: /api/status last_activity covers kernels, terminals and browser API calls. The
-    autostop's polling passes no_track_activity, so it does not reset that clock itself."""
+    """A person at work in Jupyter: a kernel running code, or kernel and terminal activity (code run, output,
+    typing in a terminal) within AUTOSTOP_JUPYTER_IDLE_MINUTES; then the idle clock runs from the last of it.
+    A browser tab left open is not work: JupyterLab polls the API for as long as a tab is open, so the server's
+    own last_activity (which those polls reset) is left out, as Jupyter's own kernel culling does."""
     settings, secret = _settings(ctx), token(ctx)
     base = f"http://{local_host(ctx.core.podvisor_bind_host)}:{settings.jupyter_port}{settings.jupyter_base_url}"
     headers = {"Authorization": f"token {secret}"} if secret else {}
-    params = {"no_track_activity": "1"}
-    status = requests.get(f"{base}api/status", headers=headers, params=params, timeout=5)
-    status.raise_for_status()
-    kernels = requests.get(f"{base}api/kernels", headers=headers, params=params, timeout=5)
-    kernels.raise_for_status()
-    busy = [k for k in kernels.json() if k.get("execution_state") == "busy"]
+    params = {"no_track_activity": "1"}  # the autostop's own polls reset no clock
+    found = {}
+    for kind in ("kernels", "terminals"):
+        answer = requests.get(f"{base}api/{kind}", headers=headers, params=params, timeout=5)
+        answer.raise_for_status()
+        found[kind] = answer.json()
+    now = time.time()
+    busy = [k for k in found["kernels"] if k.get("execution_state") == "busy"]
     if busy:
-        return time.time(), f"{len(busy)} jupyter kernel(s) busy"
-    last = datetime.fromisoformat(status.json()["last_activity"].replace("Z", "+00:00")).timestamp()
-    return last, f"jupyter last active {time.time() - last:.0f} s ago"
+        return now, f"{len(busy)} jupyter kernel(s) busy"
+    stamps = [datetime.fromisoformat(item["last_activity"].replace("Z", "+00:00")).timestamp()
+              for kind in found.values() for item in kind if item.get("last_activity")]
+    if not stamps:
+        return None, "jupyter: no kernel or terminal activity"
+    last = max(stamps)
+    if now - last < settings.autostop_jupyter_idle_minutes * 60:
+        return now, f"jupyter in use: kernel or terminal activity {now - last:.0f} s ago"
+    return last, f"jupyter last active {now - last:.0f} s ago (kernels and terminals; open tabs do not count)"
 
 
 SERVICE = Service(

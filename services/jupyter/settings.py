@@ -28,6 +28,11 @@ class JupyterSettings(Section):
     jupyter_root_dir: AbsPath = Field(**under(""), validation_alias=AliasChoices("jupyter_root_dir", "jupyter_dir"),
                                       description="Folder Jupyter opens on.")
     jupyter_base_url: str = Field("/", description="URL prefix, for running behind a proxy path.")
+    autostop_jupyter_idle_minutes: float = Field(
+        60, gt=0, le=10080,
+        description="Jupyter keeps the pod from the idle autostop while a kernel runs code, or kernels or terminals "
+                    "were active within these minutes; a browser tab left open is not activity.",
+    )
 
     @field_validator("jupyter_base_url")
     @classmethod

@@ -14,13 +14,13 @@ import subprocess
 import time
 from pathlib import Path
 
-import psutil
 
 from entrypoint import login_user
 from entrypoint.context import PodContext
 from entrypoint.probes import local_host, tcp_banner
 from entrypoint.registry import Readiness, Service, discover
 from services.sshd.keys import advise, sort_keys
+from services.sshd.sessions import SessionClock, describe
 from services.sshd.settings import SshSettings
 
 log = logging.getLogger("podvisor")
@@ -234,12 +234,15 @@ def ready(ctx: PodContext) -> Readiness:
     return answering
 
 
+CLOCK = SessionClock()
+"""The autostop asks `activity` once per poll, in one long-lived process: session CPU totals carry over."""
+
+
 def activity(ctx: PodContext) -> tuple[float | None, str]:
-    """Open SSH sessions are a user at work, whether or not they type."""
-    port = _settings(ctx).ssh_port
-    sessions = [c for c in psutil.net_connections(kind="tcp")
-                if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port]
-    return (time.time(), f"{len(sessions)} ssh session(s)") if sessions else (None, "no ssh session")
+    """Authenticated SSH sessions in use (sessions.py says what counts); an open TCP connection does not."""
+    now = time.time()
+    sessions = CLOCK.sessions(str(_dir(ctx) / "sshd_config"), now)
+    return describe(sessions, _settings(ctx).autostop_ssh_idle_minutes * 60, now)
 
 
 SERVICE = Service(

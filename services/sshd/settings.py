@@ -43,6 +43,12 @@ class SshSettings(Section):
                           "Vast, whose Connect dialog shows `ssh root@HOST -p PORT`; off elsewhere.",
     )
 
+    autostop_ssh_idle_minutes: float = Field(
+        60, gt=0, le=10080,
+        description="An open SSH session keeps the pod from the idle autostop only while its user typed or a program "
+                    "it started used CPU within these minutes; a session left open and idle stops counting.",
+    )
+
     def keys(self) -> list[tuple[str, str]]:
         """(source and position, key line) for every key given, in order, blank lines and comments skipped."""
         sources = [("PUBLIC_KEY", self.public_key), ("SSH_PUBLIC_KEY", self.ssh_public_key),
