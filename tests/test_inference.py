@@ -18,13 +18,16 @@ TOKEN = "inference-token-0123456789"
 
 
 class Net(torch.nn.Module):
-    def __init__(self, seed: int, heavy: int = 0) -> None:
+    def __init__(self, seed: int, heavy: int = 0, refuse_inf: bool = False) -> None:
         super().__init__()
+        self.refuse_inf = refuse_inf
         torch.manual_seed(seed)
         self.linear = torch.nn.Linear(4, 3)
         self.heavy = heavy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.refuse_inf and bool(torch.isinf(x).any()):  # the model's own failure on well-formed input
+            raise RuntimeError("the model cannot take infinite values")
         y = self.linear(x)
         for _ in range(self.heavy):  # a slower model, so concurrent requests queue up behind a batch
             y = y + torch.sin(torch.randn(64, 256) @ torch.randn(256, 256)).mean() * 0
@@ -35,9 +38,9 @@ def assert_close(got, expected):
     torch.testing.assert_close(torch.tensor(got), torch.as_tensor(expected), atol=1e-5, rtol=1e-5)
 
 
-def save_model(path, seed, heavy=0):
+def save_model(path, seed, heavy=0, refuse_inf=False):
     """Save atomically (temp name, then rename), as a training loop should."""
-    model = torch.jit.script(Net(seed, heavy).eval())
+    model = torch.jit.script(Net(seed, heavy, refuse_inf).eval())
     tmp = path.with_name(path.name + ".tmp")
     model.save(str(tmp))
     os.replace(tmp, path)
@@ -156,7 +159,7 @@ def test_hot_reload_under_traffic_never_fails_a_request_and_a_broken_file_keeps_
 
 def test_auth_bad_input_and_model_errors(tmp_path, api):
     port, stack = api
-    save_model(tmp_path / "models" / "model_step_1.pt", seed=5)
+    save_model(tmp_path / "models" / "model_step_1.pt", seed=5, refuse_inf=True)
     wait_for(lambda: _get(port, "/readyz").status_code == 200, 30, 0.2)
     assert _get(port, "/healthz", auth=False).status_code == 200
     for path in ("/readyz", "/model", "/metrics"):
@@ -180,12 +183,81 @@ def test_auth_bad_input_and_model_errors(tmp_path, api):
     nan = requests.post(f"http://127.0.0.1:{port}/infer", headers={**AUTH, "Content-Type": "application/json"},
                         data=b'{"inputs": {"x": [[NaN, 1.0, 2.0, 3.0]]}}', timeout=10)
     assert nan.status_code == 200 and None in nan.json()["outputs"][0], "NaN out is null: valid JSON, not a 500"
-    failing = _infer(port, [[1.0, 2.0, 3.0]])  # 3 features for a 4-feature model: the model raises
-    assert failing.status_code == 500
-    assert set(failing.json()) == {"error", "request_id"} and "Traceback" not in failing.text
-    wait_for(lambda: failing.json()["request_id"] in stack.output, 10, 0.2)
-    assert "Traceback" in stack.output
+    # Well-formed input the model itself fails on: a 500, its traceback logged once however often it comes.
+    failing = [_infer(port, [[1e39, 1.0, 2.0, 3.0]]) for _ in range(3)]  # inf once cast to float32
+    assert [f.status_code for f in failing] == [500] * 3
+    assert set(failing[0].json()) == {"error", "request_id"} and "Traceback" not in failing[0].text
+    wait_for(lambda: failing[-1].json()["request_id"] in stack.output, 10, 0.2)
+    assert stack.output.count("Traceback (most recent call last)") == 1, stack.output[-3000:]
+    assert stack.output.count("the model cannot take infinite values (its traceback is logged above, once)") == 2
     assert TOKEN not in stack.output
+
+
+def test_every_malformed_input_is_a_4xx_with_a_one_line_reason_and_no_traceback(tmp_path, api):
+    """Inputs the model's signature does not take (names, dtypes, ranks, sizes) are the client's mistake: a 4xx
+    saying what is wrong, checked before the model runs on them (a refused signature is remembered), never a
+    500 with a traceback in the log."""
+    port, stack = api
+    save_model(tmp_path / "models" / "model_step_1.pt", seed=5)
+    wait_for(lambda: _get(port, "/readyz").status_code == 200, 30, 0.2)
+    row = [1.0, 2.0, 3.0, 4.0]
+    cases = [
+        ({"inputs": {"x": [[1.0, 2.0, 3.0]]}}, "x float32 [*, 3]"),  # 3 features for a 4-feature model
+        ({"inputs": {"x": []}}, "no rows"),
+        ({"inputs": {"x": [[]]}}, "x float32 [*, 0]"),
+        ({"inputs": {"x": [row], "mask": [row]}}, "x float32 [*, 4], mask float32 [*, 4]"),  # an extra input
+        ({"inputs": {"x": {"data": [[1, 2, 3, 4]], "dtype": "int64"}}}, "x int64 [*, 4]"),
+        ({"inputs": {"x": {"data": [row], "dtype": "float16"}}}, "x float16 [*, 4]"),
+        ({"inputs": {"x": {"data": [[True, False, True, True]], "dtype": "bool"}}}, "x bool [*, 4]"),
+        ({"inputs": {"x": {"data": [[1, 2, 3, 4]], "dtype": "uint8"}}}, "x uint8 [*, 4]"),
+        ({"inputs": {"x": {"data": row * 4, "shape": 16}}}, "shape 16 is not a list of sizes"),
+    ]
+    for attempt in range(2):  # the second time, a refused signature is answered without the model
+        for body, problem in cases:
+            answer = requests.post(f"http://127.0.0.1:{port}/infer", headers=AUTH, json=body, timeout=10)
+            assert 400 <= answer.status_code < 500 and problem in answer.json()["error"], (body, answer.text)
+            assert "\n" not in answer.json()["error"], answer.text
+    assert "Traceback" not in stack.output, stack.output[-3000:]
+    assert stack.output.count("the model does not take inputs x float32 [*, 3]") == 1, "logged once, not per request"
+    assert _infer(port, [row]).status_code == 200, "good input still served"
+
+
+def test_silent_and_slow_clients_hold_no_connection(tmp_path, stack_factory):
+    """Connections that send nothing, or a header byte now and then, are closed once the request head is
+    over INFERENCE_HEADER_TIMEOUT_SECONDS late; an idle keep-alive connection after INFERENCE_KEEP_ALIVE_SECONDS."""
+    import socket
+
+    port = free_port()
+    (tmp_path / "models").mkdir()
+    stack = stack_factory(_env(tmp_path, port, INFERENCE_HEADER_TIMEOUT_SECONDS="1", INFERENCE_KEEP_ALIVE_SECONDS="1"))
+    wait_for(lambda: _get(port, "/healthz", auth=False), 60, 0.2, lambda: stack.output[-2000:])
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(200)]
+    slow = socket.create_connection(("127.0.0.1", port), timeout=30)
+    slow.sendall(b"GET /healthz HTTP/1.1\r\n")
+    kept = socket.create_connection(("127.0.0.1", port), timeout=30)
+    kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert kept.recv(4096).startswith(b"HTTP/1.1 200")
+
+    def closed_by_server(sock: socket.socket) -> bool:
+        while True:  # the server's close reads as the end of the stream (after any answer it sent)
+            try:
+                if not sock.recv(4096):
+                    return True
+            except ConnectionResetError:
+                return True
+
+    for sock in [*silent, kept]:
+        assert closed_by_server(sock)
+    dripped = 0
+    try:
+        while True:  # a header byte every 0.2 s: never complete, so closed at the deadline all the same
+            slow.sendall(b"X")
+            dripped += 1
+            time.sleep(0.2)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert dripped < 100, "a dripping head was held for 20 s"
+    assert _get(port, "/healthz", auth=False).status_code == 200
 
 
 @pytest.mark.parametrize("open_api", [False, True])

@@ -19,7 +19,7 @@ from pydantic_core import from_json
 from pydantic_core import to_json as json_bytes
 
 from services.inference.batching import Batcher
-from services.inference.model import Loaded, ModelHolder
+from services.inference.model import Loaded, ModelHolder, last_line
 from services.inference.settings import InferenceSettings
 
 log = logging.getLogger("inference")
@@ -60,10 +60,16 @@ def parse_inputs(body: Any, model_dtype: str) -> tuple[dict[str, Any], int, tupl
             tensor = torch.tensor(data, dtype=getattr(torch, dtype))
         except (TypeError, ValueError, RuntimeError) as exc:
             raise ValueError(f"input {name!r}: not a rectangular nested list of numbers ({exc})") from None
-        if shape is not None and list(tensor.shape) != list(shape):
-            raise ValueError(f"input {name!r}: data has shape {list(tensor.shape)} but shape says {list(shape)}")
+        if shape is not None and (not isinstance(shape, list) or
+                                  not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+            raise ValueError(f"input {name!r}: shape {json_bytes(shape).decode()[:40]} is not a list of sizes; "
+                             "expected e.g. [2, 16]")
+        if shape is not None and list(tensor.shape) != shape:
+            raise ValueError(f"input {name!r}: data has shape {list(tensor.shape)} but shape says {shape}")
         if tensor.dim() == 0:
             raise ValueError(f"input {name!r}: a scalar; expected a batch (first dimension = rows)")
+        if tensor.shape[0] == 0:
+            raise ValueError(f"input {name!r}: no rows; expected a batch of at least one")
         if rows is not None and tensor.shape[0] != rows:
             raise ValueError(f"input {name!r}: {tensor.shape[0]} rows, other inputs have {rows}")
         rows = tensor.shape[0]
@@ -102,6 +108,7 @@ def create_app(settings: InferenceSettings, token: str | None, heartbeat: Path |
     holder.on_load = lambda loaded: (metrics.load.observe(loaded.load_seconds), _freeze_heap())
     stop = threading.Event()
     state: dict[str, Any] = {"beat": 0.0}
+    failures: set[tuple[str, str]] = set()
 
     def run_model(batch: dict[str, Any]) -> Any:
         loaded: Loaded | None = holder.current
@@ -164,15 +171,17 @@ def create_app(settings: InferenceSettings, token: str | None, heartbeat: Path |
                 return _invalid(metrics, str(exc))
             batcher.arriving -= 1
             queued = True
+            refused = loaded.refusals.get(signature)
+            if refused:
+                return _invalid(metrics, refused)
             try:
                 outputs = await batcher.submit(inputs, signature, rows)
-            except Exception:
-                request_id = uuid.uuid4().hex[:12]
-                log.exception("model failed on request %s", request_id)
-                metrics.errors.inc()
-                metrics.requests.labels("/infer", "500").inc()
-                return JSONResponse({"error": "the model raised an exception", "request_id": request_id},
-                                    status_code=500)
+            except Exception as exc:
+                refused = await batcher.on_model_thread(loaded.refusal, signature)
+                if refused:
+                    return _invalid(metrics, refused)
+                return _model_failed(metrics, exc, failures)
+            loaded.accepted.add(signature)
             latency = time.perf_counter() - started
             metrics.latency.observe(latency)
             metrics.requests.labels("/infer", "200").inc()
@@ -222,6 +231,25 @@ def create_app(settings: InferenceSettings, token: str | None, heartbeat: Path |
 
     return app
 
+
+
+FAILURE_KINDS_KEPT = 256
+
+
+def _model_failed(metrics: Metrics, exc: Exception, seen: set[tuple[str, str]]) -> JSONResponse:
+    """A 500 for a well-formed request the model failed on: its traceback in the log once per kind of failure
+    (a client repeating it does not flood the log), after that one line naming the request."""
+    request_id = uuid.uuid4().hex[:12]
+    kind = (type(exc).__name__, last_line(exc))
+    if kind in seen:
+        log.error("model failed on request %s: %s: %s (its traceback is logged above, once)", request_id, *kind)
+    else:
+        if len(seen) < FAILURE_KINDS_KEPT:
+            seen.add(kind)
+        log.error("model failed on request %s", request_id, exc_info=exc)
+    metrics.errors.inc()
+    metrics.requests.labels("/infer", "500").inc()
+    return JSONResponse({"error": "the model raised an exception", "request_id": request_id}, status_code=500)
 
 
 def _invalid(metrics: Metrics, problem: str, status: int = 422) -> JSONResponse:

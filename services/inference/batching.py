@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-Signature = tuple
-"""Requests batch together only when their inputs match in names, dtypes and per-row shapes."""
+from services.inference.model import Signature
+
 
 
 @dataclass
@@ -37,7 +37,12 @@ class Batcher:
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._loop())
 
+    async def on_model_thread(self, work: Callable[..., Any], *args: Any) -> Any:
+        """`work` on the thread the batches run on: the model is never called from two threads at once."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, work, *args)
+
     async def submit(self, inputs: dict[str, Any], signature: Signature, rows: int) -> Any:
+        """Requests batch together only when their inputs match in names, dtypes and per-row shapes."""
         job = Job(inputs, rows, signature)
         await self.queue.put(job)
         return await job.future

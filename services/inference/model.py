@@ -7,7 +7,7 @@ import importlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,9 +17,28 @@ from entrypoint.steps import step_of
 log = logging.getLogger("inference")
 
 
+Signature = tuple[tuple[str, str, tuple[int, ...]], ...]
+"""A request's inputs as the model sees them: (name, dtype, shape after the batch dimension) each."""
+REFUSALS_KEPT = 256
+"""Input signatures remembered as refused, per model: enough for every client mistake, bounded for a fuzzer."""
+
+
+def describe(signature: Signature) -> str:
+    """`x float32 [*, 3]`: a signature in words, the batch dimension as *."""
+    return ", ".join(f"{name} {dtype.removeprefix('torch.')} [{', '.join(['*', *map(str, shape)])}]"
+                     for name, dtype, shape in signature)
+
+
+def last_line(exc: BaseException) -> str:
+    """The line that says what went wrong: TorchScript puts its own traceback first and the error last."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    return lines[-1].removeprefix("RuntimeError: ")[:300]
+
+
 @dataclass(frozen=True)
 class Loaded:
-    """One loaded model: swapped in whole, so a request sees either the old one or the new one."""
+    """One loaded model: swapped in whole, so a request sees either the old one or the new one, and what it
+    learned of its inputs goes with it."""
 
     path: Path
     mtime_ns: int
@@ -28,10 +47,36 @@ class Loaded:
     call: Callable[[dict[str, Any]], Any]
     loaded_at: float
     load_seconds: float
+    accepted: set[Signature] = field(default_factory=set, compare=False)
+    """Signatures it has answered: a failure on one of these is the model's, not the input's."""
+    refusals: dict[Signature, str] = field(default_factory=dict, compare=False)
+    """Signatures it cannot take, and why: answered 422 at once, the model never asked again."""
 
     @property
     def version(self) -> str:
         return self.path.name
+
+    def refusal(self, signature: Signature) -> str | None:
+        """After the model raised on a batch of `signature`: whether it refuses any input of that signature
+        (names, dtypes, ranks, sizes), asked once with a row of zeros. The model's signature is whatever it
+        accepts (TorchScript keeps no shapes, a handler no types), so the model itself is the judge; the
+        verdict is kept, and a refused signature never reaches the model again. None: the input was
+        well-formed, and the failure is the model's (a 500)."""
+        import torch
+
+        if signature in self.accepted:
+            return None
+        example = {name: torch.zeros((1, *shape), dtype=getattr(torch, dtype.removeprefix("torch.")),
+                                     device=self.device) for name, dtype, shape in signature}
+        try:
+            self.call(example)
+        except Exception as exc:
+            if len(self.refusals) < REFUSALS_KEPT:
+                self.refusals[signature] = f"the model does not take inputs {describe(signature)}: {last_line(exc)}"
+                log.warning("inference: %s", self.refusals[signature])
+            return f"the model does not take inputs {describe(signature)}: {last_line(exc)}"
+        self.accepted.add(signature)
+        return None
 
 
 def newest(settings: InferenceSettings) -> Path | None:

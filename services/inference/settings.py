@@ -42,6 +42,11 @@ class InferenceSettings(Section):
         2, ge=0, le=1000, description="Longest wait for more requests already arriving, to fill a batch."
     )
     inference_max_body_mb: float = Field(16, gt=0, le=4096, description="Largest request body accepted.")
+    inference_keep_alive_seconds: float = Field(
+        5, gt=0, le=3600, description="An idle keep-alive connection is closed after this long.")
+    inference_header_timeout_seconds: float = Field(
+        10, gt=0, le=3600, description="A request's head (its line and headers) must arrive within this long, or "
+                                       "the connection is closed: slow or silent clients hold nothing.")
     inference_reload_seconds: float = Field(5, gt=0, le=3600, description="How often to look for a newer model.")
 
     def warmup_shapes(self) -> dict[str, list[int]]:
