@@ -41,6 +41,14 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 AbsPath = Annotated[Path, BeforeValidator(_not_empty), AfterValidator(_absolute_path)]
 """A path that must not depend on the working directory supervisord happens to start programs in."""
 
+def _unset_when_empty(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+OptAbsPath = Annotated[AbsPath | None, BeforeValidator(_unset_when_empty)]
+"""An absolute path, or nothing when unset or empty."""
+
+
 def _own_folder(value: Path) -> Path:
     if is_system_dir(value):
         raise ValueError(f"'{value}' is a system folder, which podvisor would hand to the login user; expected a "

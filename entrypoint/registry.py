@@ -171,6 +171,9 @@ def _discover(extra: tuple[Path, ...]) -> tuple[list[Service], dict[str, str]]:
             module = importlib.import_module(f"services.{info.name}")
             _add(found, getattr(module, "SERVICE", None), module.__name__)
     for folder in extra:
+        if not folder.is_dir():
+            broken[str(folder)] = ("PODVISOR_EXTRA_SERVICES names it, but there is no such folder; expected a folder "
+                                   "of service folders, each with an __init__.py")
         for pkg in sorted(folder.glob("*/__init__.py")) if folder.is_dir() else []:
             try:
                 _add(found, getattr(_load_extra(pkg), "SERVICE", None), str(pkg.parent))

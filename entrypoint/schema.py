@@ -164,8 +164,9 @@ def parse(sections: list[tuple[str, type[Section]]], advisories: Mapping[str, Ca
         known |= {n for f, info in cls.model_fields.items() for n in env_names(f, info)}
         overrides, notes = _service_links(name, cls, environ)
         shadowed, shadow_notes = _empty_shadows(name, cls, environ)
-        overrides = {**shadowed, **overrides}
-        config.problems += notes + shadow_notes + _alias_clashes(name, cls, environ)
+        spelled, case_notes = _case_clashes(name, cls, environ)
+        overrides = {**shadowed, **spelled, **overrides}
+        config.problems += notes + shadow_notes + case_notes + _alias_clashes(name, cls, environ)
         try:
             instance = cls(**overrides)
         except ValidationError as exc:
@@ -239,6 +240,25 @@ def _empty_shadows(section: str, cls: type[Section], environ: Mapping[str, str])
     return overrides, notes
 
 
+def _case_clashes(section: str, cls: type[Section], environ: Mapping[str, str]) -> tuple[dict, list[Problem]]:
+    """A variable set in two spellings with different values (`ssh_port` beside `SSH_PORT`): names are read
+    whatever their case, and which one won depended on the order the environment lists them. The documented
+    spelling is used (an init value wins over the environment), and a warning names the other."""
+    overrides, notes = {}, []
+    for fname, info in cls.model_fields.items():
+        for name in env_names(fname, info):
+            if name not in environ:
+                continue
+            other = next((k for k, v in environ.items() if k != name and k.upper() == name and v != environ[name]),
+                         None)
+            if other is not None:
+                overrides[fname] = environ[name]
+                notes.append(Problem(section, other, (
+                    f"is {name} in other letters, set to another value; {name} is used. Expected one spelling "
+                    "only"), disables=False, warning=True))
+    return overrides, notes
+
+
 def _alias_clashes(section: str, cls: type[Section], environ: Mapping[str, str]) -> list[Problem]:
     """Two names of one variable set to different values: only the first counts, which would surprise."""
     notes = []
@@ -253,6 +273,13 @@ def _alias_clashes(section: str, cls: type[Section], environ: Mapping[str, str])
     return notes
 
 
+OTHER_IMAGES = {"CLOUD_PROVIDER": "PODVISOR_PROVIDER", "START_INFERENCE_API": "INFERENCE_ENABLED",
+                "START_JUPYTER": "JUPYTER_ENABLED", "ENABLE_JUPYTER": "JUPYTER_ENABLED", "START_SSH": "SSH_ENABLED",
+                "ENABLE_SSH": "SSH_ENABLED", "JUPYTER_LAB_PASSWORD": "JUPYTER_PASSWORD"}
+"""Names other images and templates read for what a podvisor variable does: set here, they would do nothing
+without a word (no spelling is close enough for the look-alike check to catch them)."""
+
+
 def _lookalikes(known: set[str], environ: Mapping[str, str]) -> list[Problem]:
     """Variables that look like ours but are not (UPLOAD_DESTINATION, JUPYTER_TOKN): they would silently do
     nothing, so each gets a warning naming the closest real variable."""
@@ -260,6 +287,10 @@ def _lookalikes(known: set[str], environ: Mapping[str, str]) -> list[Problem]:
     for variable in sorted(environ):
         upper = variable.upper()
         if upper in known or upper in INTERNAL or FOREIGN.match(upper):
+            continue
+        if OTHER_IMAGES.get(upper) in known:
+            notes.append(Problem("podvisor", variable, f"is not a podvisor variable and is ignored (other images "
+                                 f"read it); set {OTHER_IMAGES[upper]} instead", disables=False, warning=True))
             continue
         close = difflib.get_close_matches(upper, known, n=1, cutoff=0.85)
         if close:
@@ -314,6 +345,9 @@ def _problems(section: str, cls: type[Section], exc: ValidationError, environ: M
 
 
 def _env_get(environ: Mapping[str, str], name: str) -> str | None:
+    """The variable as documented, else in any other letters (names are read whatever their case)."""
+    if name in environ:
+        return environ[name]
     lowered = {k.lower(): v for k, v in environ.items()}
     return lowered.get(name.lower())
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from conftest import base_env, free_port, make_key, ssh, wait_for
+from conftest import base_env, free_port, make_key, wait_for
 from fakeapi import FakeApi
 from s3server import S3Server
 

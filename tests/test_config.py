@@ -73,6 +73,12 @@ MALFORMED = [
     ("AUTOSTOP_IDLE_MINUTES", "inf", "a finite number"),
     ("SSH_PORT", "9" * 100_000, "(100000 characters)"),
     ("REPO_DIR", "r" * 5000, "(5000 characters)"),
+    ("JUPYTER_BASE_URL", "/ü/", "characters a URL path cannot carry"),  # every page answered 404
+    ("INFERENCE_MODEL_DIR", "models", "absolute path"),  # was resolved from supervisord's working directory
+    ("INFERENCE_MODEL_PATH", "model.pt", "absolute path"),
+    ("AUTOSTOP_HEARTBEAT_FILE", "alive", "absolute path"),
+    ("JOB_WORKDIR", "src", "absolute path"),
+    ("PRE_START_SCRIPT", "setup.sh", "absolute path"),
 ]
 
 CLASHES = [  # errors that take more than one variable
@@ -89,6 +95,10 @@ WARNINGS = [  # accepted, with a warning: `config --check` exits 1
     ({"INFERENCE_PORT": "tcp://10.96.0.10:8000"}, "INFERENCE_PORT", "Kubernetes service link"),
     ({"HF_TOKEN": "hf_one_0123456789", "HUGGING_FACE_HUB_TOKEN": "hf_two_0123456789"}, "HUGGING_FACE_HUB_TOKEN",
      "another name for HF_TOKEN"),
+    ({"CLOUD_PROVIDER": "runpod"}, "CLOUD_PROVIDER", "set PODVISOR_PROVIDER instead"),
+    ({"START_INFERENCE_API": "false"}, "START_INFERENCE_API", "set INFERENCE_ENABLED instead"),
+    ({"SSH_PORT": "2222", "ssh_port": "2200"}, "ssh_port", "SSH_PORT in other letters, set to another value; "
+                                                           "SSH_PORT is used"),
 ]
 
 
@@ -247,3 +257,56 @@ def test_a_normal_user_whose_workspace_is_not_theirs_keeps_state_in_their_own_fo
     (tmp_path / "mine").mkdir()
     monkeypatch.setenv("PODVISOR_WORKSPACE", str(tmp_path / "mine"))
     assert default_state_dir() == tmp_path / "mine" / ".podvisor"
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("JUPYTER_TOKEN", "t" * 100_000, "100000 characters long; expected at most 1024"),
+    ("JUPYTER_PASSWORD", "sha1:nothex", "starts like a password hash (sha1:) but is not a whole one"),
+    ("JUPYTER_PASSWORD", "argon2:$argon2id$v=19$m=10240", "starts like a password hash (argon2:)"),
+])
+def test_a_jupyter_credential_no_login_could_use_is_an_error_that_never_echoes_it(tmp_path, variable, value,
+                                                                                  expected):
+    result = _check(tmp_path, **{variable: value})
+    assert result.returncode == 2, result.stdout
+    line = next(line for line in result.stdout.splitlines() if line.startswith(f"{variable}: "))
+    assert expected in line and "expected" in line, line
+    assert value[-12:] not in result.stdout + result.stderr, "the credential is never echoed"
+
+
+def test_the_documented_spelling_wins_over_another_case(tmp_path, monkeypatch):
+    """`ssh_port` and `SSH_PORT` both set: the documented one is used, whatever order the environment has."""
+    from entrypoint.catalog import load
+    from services.sshd.settings import SshSettings
+
+    for order in (("ssh_port", "SSH_PORT"), ("SSH_PORT", "ssh_port")):
+        env = {**base_env(tmp_path / "state"), **{name: "2200" if name == "ssh_port" else "2222" for name in order}}
+        monkeypatch.setattr(os, "environ", env)
+        section = next(s for s in load().sections.values() if isinstance(s, SshSettings))
+        assert section.ssh_port == 2222, order
+
+
+def test_a_missing_extra_services_folder_is_reported(tmp_path, monkeypatch):
+    from entrypoint.registry import broken_extras
+
+    monkeypatch.setenv("PODVISOR_EXTRA_SERVICES", str(tmp_path / "nowhere"))
+    assert "no such folder" in broken_extras()[str(tmp_path / "nowhere")]
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"AUTOSTOP_ACTION": "runpod"}, "runpod needs RUNPOD_POD_ID and RUNPOD_API_KEY"),
+    ({"AUTOSTOP_ACTION": "runpod", "RUNPOD_POD_ID": "abc123"}, "runpod needs RUNPOD_POD_ID and RUNPOD_API_KEY"),
+    ({"AUTOSTOP_ACTION": "vast,command"}, "vast needs CONTAINER_ID and CONTAINER_API_KEY (or VAST_API_KEY); "
+                                          "command needs AUTOSTOP_COMMAND"),
+])
+def test_an_autostop_whose_every_action_lacks_what_it_needs_is_an_error(tmp_path, monkeypatch, env, expected):
+    """The stop could never work: said at boot (the service is left down with the reason), not at the stop."""
+    import services.autostop
+    from entrypoint.context import current
+
+    monkeypatch.setattr(os, "environ", {**base_env(tmp_path / "state"), **env})
+    with pytest.raises(RuntimeError, match="no stop action can work") as refused:
+        services.autostop.prepare(current())
+    assert expected in str(refused.value)
+    monkeypatch.setattr(os, "environ", {**base_env(tmp_path / "state"), **env, "AUTOSTOP_ACTION":
+                                        env["AUTOSTOP_ACTION"] + ",exit"})
+    services.autostop.prepare(current())  # the exit after it can work: a warning, not an error

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+from pathlib import Path
+
 import pytest
 import requests
 
@@ -39,6 +41,12 @@ def test_token_is_required(open_tmp, stack_factory, variable):
     assert proc.username() == "pvtest"
     assert TOKEN not in " ".join(proc.cmdline()), "the token must not show in ps"
     assert TOKEN not in stack.output
+    # Jupyter's runtime files that hold the token are the login user's alone (its browser-open file was 0644).
+    import pwd
+    runtime = Path(pwd.getpwnam("pvtest").pw_dir) / ".local" / "share" / "jupyter" / "runtime"
+    written = {f.name: f.stat().st_mode & 0o777 for f in runtime.glob(f"jpserver-{proc.pid}*")}
+    assert f"jpserver-{proc.pid}.json" in written, written
+    assert written == {f"jpserver-{proc.pid}.json": 0o600, f"jpserver-{proc.pid}-open.html": 0o600}, written
     assert stack.stop() == 0
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from entrypoint.fields import AbsPath, ControlSecret, CsvList
+from entrypoint.fields import AbsPath, ControlSecret, CsvList, OptAbsPath
 from entrypoint.schema import Section
 from entrypoint.workspace import under
 
@@ -29,12 +29,12 @@ class BootstrapSettings(Section):
         **under(".venv"), description="The user's virtualenv, on the volume; it sees the image's packages "
                                               "(torch) too.",
     )
-    pre_start_script: Path | None = Field(None, description="Script run before the services start.")
+    pre_start_script: OptAbsPath = Field(None, description="Script run before the services start.")
     provisioning_script: str = Field(
         "", description="Vast's name: a script run like PRE_START_SCRIPT, after it; an absolute path or an "
                         "http(s) URL, downloaded first.",
     )
-    post_start_script: Path | None = Field(None, description="Script run once every service is up.")
+    post_start_script: OptAbsPath = Field(None, description="Script run once every service is up.")
     hooks_strict: bool = Field(False, description="A failing hook stops the boot instead of being reported.")
     datasets: CsvList = Field(
         default_factory=list,

@@ -34,6 +34,22 @@ def stop_pod(ctx: PodContext) -> None:
     Actions(ctx, settings, alive_for=time.sleep).run(actions)
 
 
+def prepare(ctx: PodContext) -> None:
+    """Each stop action in AUTOSTOP_ACTION that lacks what it needs is said at boot; when none can work, the
+    autostop is an error (it could never stop the idle pod it watches), with what to set."""
+    from services.autostop.actions import Actions
+
+    settings = ctx.settings(AutostopSettings)
+    actions = settings.actions(ctx.cloud.provider)
+    lacking = {name: why for name in actions if (why := Actions(ctx, settings, time.sleep).missing(name))}
+    if actions and all(name in lacking for name in actions):
+        raise RuntimeError("AUTOSTOP_ACTION: no stop action can work (" + "; ".join(
+            f"{name} {why}" for name, why in lacking.items()) + "), so an idle pod would never be stopped; set "
+            "what it needs, or AUTOSTOP_ACTION=exit (the container exits) or none (a dry run)")
+    for name, why in lacking.items():
+        logging.getLogger("podvisor").warning("autostop: stop action %s %s; the next action is used", name, why)
+
+
 SERVICE = Service(
     name="autostop",
     settings=AutostopSettings,
@@ -41,6 +57,7 @@ SERVICE = Service(
     command=python_module("services.autostop"),
     priority=40,
     stop_wait=2,
+    prepare=prepare,
     status=status,
     stop_pod=stop_pod,
 )

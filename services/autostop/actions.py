@@ -67,12 +67,26 @@ class Actions:
                 log.error("stop action %s failed: %s; trying the next one", name, exc)
         raise ActionFailed("; ".join(failures) or "no stop action configured")
 
+    def missing(self, name: str) -> str | None:
+        """What action `name` lacks to work at all (the pod's id, a key, a command), or None: asked at boot too,
+        so an action that could never work is said then, not once the pod is due to stop."""
+        s = self.settings
+        if name == "runpod" and not (self.ctx.cloud.pod_id("runpod") and
+                                     (_secret(s.autostop_runpod_api_key) or _secret(s.runpod_api_key))):
+            return "needs RUNPOD_POD_ID and RUNPOD_API_KEY (or AUTOSTOP_RUNPOD_API_KEY)"
+        if name == "vast" and not (self.ctx.cloud.pod_id("vast") and
+                                   (_secret(s.vast_api_key) or _secret(s.container_api_key))):
+            return "needs CONTAINER_ID and CONTAINER_API_KEY (or VAST_API_KEY)"
+        if name == "command" and not s.autostop_command:
+            return "needs AUTOSTOP_COMMAND, which is empty"
+        return None
+
     # -- RunPod ---------------------------------------------------------------------------------------------
     def runpod(self) -> None:
+        if (lack := self.missing("runpod")):
+            raise ActionFailed(lack)
         s, pod = self.settings, self.ctx.cloud.pod_id("runpod")
         key = _secret(s.autostop_runpod_api_key) or _secret(s.runpod_api_key)
-        if not pod or not key:
-            raise ActionFailed("needs RUNPOD_POD_ID and RUNPOD_API_KEY (or AUTOSTOP_RUNPOD_API_KEY)")
         verb = "terminate" if s.autostop_terminate else "stop"
         attempts: list[tuple[str, Callable[[], None]]] = []
         if shutil.which("runpodctl"):
@@ -94,11 +108,11 @@ class Actions:
 
     # -- Vast.ai --------------------------------------------------------------------------------------------
     def vast(self) -> None:
+        if (lack := self.missing("vast")):
+            raise ActionFailed(lack)
         s = self.settings
         instance = self.ctx.cloud.pod_id("vast")
         key = _secret(s.vast_api_key) or _secret(s.container_api_key)
-        if not instance or not key:
-            raise ActionFailed("needs CONTAINER_ID and CONTAINER_API_KEY (or VAST_API_KEY)")
         url = f"{s.vast_api_url.rstrip('/')}/instances/{instance}/"
         if s.autostop_terminate:
             call = lambda: http("DELETE", url, key)  # noqa: E731
@@ -130,8 +144,8 @@ class Actions:
         self.ctx.paths.supervisor().supervisor.shutdown()
 
     def command(self) -> None:
-        if not self.settings.autostop_command:
-            raise ActionFailed("AUTOSTOP_COMMAND is empty")
+        if (lack := self.missing("command")):
+            raise ActionFailed(lack)
         result = subprocess.run(self.settings.autostop_command, shell=True, timeout=300)
         if result.returncode != 0:
             raise ActionFailed(f"AUTOSTOP_COMMAND exited {result.returncode}")

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from entrypoint.fields import ControlSecret, CsvList
+from entrypoint.fields import ControlSecret, CsvList, OptAbsPath
 from entrypoint.schema import Section
 
 ACTIONS = ("auto", "runpod", "vast", "exit", "command", "none")
@@ -30,7 +29,7 @@ class AutostopSettings(Section):
     autostop_gpu_memory_counts: bool = Field(False, description="Count GPU memory merely held as activity.")
     autostop_cpu_percent: float = Field(60, ge=0, le=100, description="This container's CPU (its cgroup) above this share of the CPUs it may use is activity "
                                      "(0: off); other tenants of a shared host never count.")
-    autostop_heartbeat_file: Path | None = Field(None, description="A file your code touches to say it is alive.")
+    autostop_heartbeat_file: OptAbsPath = Field(None, description="A file your code touches to say it is alive.")
     autostop_busy_processes: str = Field(
         "", description="Regex over process command lines that count as activity (e.g. train.py|torchrun)."
     )

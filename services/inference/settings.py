@@ -1,13 +1,12 @@
 """INFERENCE_* variables."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from typing import Literal
 
 from pydantic import Field
 
-from entrypoint.fields import CsvList, Port, matching, Secret
+from entrypoint.fields import AbsPath, CsvList, OptAbsPath, Port, Secret, matching
 from entrypoint.schema import Section
 from entrypoint.workspace import under
 
@@ -16,8 +15,8 @@ class InferenceSettings(Section):
 
     inference_enabled: bool = Field(True, description="Run the inference API.")
     inference_port: Port = Field(8000, description="Port the API listens on.")
-    inference_model_path: Path | None = Field(None, description="Serve this model file (else the newest in the dir).")
-    inference_model_dir: Path = Field(**under("models"), description="Folder searched for the newest model.")
+    inference_model_path: OptAbsPath = Field(None, description="Serve this model file (else the newest in the dir).")
+    inference_model_dir: AbsPath = Field(**under("models"), description="Folder searched for the newest model.")
     inference_model_glob: CsvList = Field(default_factory=lambda: ["*.pt", "*.pth", "*.ts", "*.pt2"],
                                           description="Model file patterns in INFERENCE_MODEL_DIR.")
     inference_handler: matching(r"[\w.]+:\w+", "package.module:factory", allow_empty=True) = Field(

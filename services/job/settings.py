@@ -1,12 +1,11 @@
 """JOB_* variables, and the W&B ones a training job reads."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 
-from entrypoint.fields import matching, Secret
+from entrypoint.fields import OptAbsPath, Secret, matching
 from entrypoint.schema import Section
 
 
@@ -14,13 +13,13 @@ class JobSettings(Section):
     """Training job: run JOB_COMMAND as the login user, resume it, and stop the pod when it is done."""
 
     job_command: str = Field("", description="The training command (runs when set), e.g. python train.py --lr 3e-4.")
-    job_workdir: Path | None = Field(None, description="Where the job runs (default: REPO_DIR, else the workspace).")
+    job_workdir: OptAbsPath = Field(None, description="Where the job runs (default: REPO_DIR, else the workspace).")
     job_restart: Literal["never", "on-failure"] = Field("on-failure", description="Restart policy after a failure.")
     job_max_restarts: int = Field(3, ge=0, le=1000, description="Restarts after failures before the job is failed.")
     job_resume_args: str = Field(
         "", description="Appended when resuming, {checkpoint} replaced by the path, e.g. --resume {checkpoint}."
     )
-    job_checkpoint_dir: Path | None = Field(
+    job_checkpoint_dir: OptAbsPath = Field(
         None, description="Where the job writes checkpoints (default: the first UPLOAD_WATCH_DIRS)."
     )
     job_nproc: matching(r"auto|[1-9]\d{0,2}", "auto or a number from 1") = Field("1", description="Processes per node: 1, a number, or auto (one per GPU, via torchrun).")

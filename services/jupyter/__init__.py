@@ -87,7 +87,28 @@ def _config(ctx: PodContext) -> str:
     hashed = login_hash(settings)
     if hashed:
         lines.append(f"c.PasswordIdentityProvider.hashed_password = {hashed!r}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + PRIVATE_OPEN_FILE
+
+
+PRIVATE_OPEN_FILE = """
+# jpserver-<pid>-open.html holds the token, and Jupyter writes it with the umask (0644); its switch to skip the
+# file (no_browser_open_file) is not configurable. It is written 0600 instead.
+import os as _os
+from jupyter_server.serverapp import ServerApp as _ServerApp
+
+_write_open_file = _ServerApp.write_browser_open_file
+
+
+def _write_private_open_file(self):
+    mask = _os.umask(0o077)
+    try:
+        _write_open_file(self)
+    finally:
+        _os.umask(mask)
+
+
+_ServerApp.write_browser_open_file = _write_private_open_file
+"""
 
 
 def login_hash(settings: JupyterSettings) -> str | None:

@@ -1,14 +1,20 @@
 """JUPYTER_* variables (RunPod's JUPYTER_PASSWORD included)."""
 from __future__ import annotations
 
+import re
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 
 from entrypoint.fields import AbsPath, Port, Secret
 from entrypoint.schema import Section
 from entrypoint.workspace import under
 
 HASH_PREFIXES = ("argon2:", "sha1:", "sha256:", "sha512:")
+WELL_FORMED_HASH = re.compile(r"sha1:[^:]+:[0-9a-f]{40}|sha256:[^:]+:[0-9a-f]{64}|sha512:[^:]+:[0-9a-f]{128}|"
+                              r"argon2:\$argon2(id|i|d)\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+")
+"""What jupyter_server's passwd() makes: algorithm:salt:hexdigest, or argon2's own encoding."""
+TOKEN_MAX = 1024
+URL_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
 
 
 class JupyterSettings(Section):
@@ -39,7 +45,24 @@ class JupyterSettings(Section):
     def _slashes(cls, value: str) -> str:
         if not value.startswith("/") or " " in value:
             raise ValueError(f"{value!r} is not a URL path; expected a path starting with /, such as /lab-proxy/")
+        if not URL_PATH.fullmatch(value):  # '/ü/' started, and every page answered 404
+            raise ValueError(f"{value!r} holds characters a URL path cannot carry as they are; expected letters "
+                             "a-z, A-Z, digits and - . _ ~ / only, such as /lab-proxy/")
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("jupyter_token", "jupyter_password")
+    @classmethod
+    def _usable(cls, value: SecretStr | None) -> SecretStr | None:
+        """A credential Jupyter could never accept is an error now, not a login that fails forever."""
+        secret = value.get_secret_value() if value else ""
+        if len(secret) > TOKEN_MAX:  # a 100 KB token passes Tornado's 64 KB limit on a request's head
+            raise ValueError(f"is {len(secret)} characters long; expected at most {TOKEN_MAX} (Jupyter refuses "
+                             "every request that carries a credential this long, so no one could log in)")
+        if secret.startswith(HASH_PREFIXES) and not WELL_FORMED_HASH.fullmatch(secret):
+            raise ValueError(f"starts like a password hash ({secret.split(':')[0]}:) but is not a whole one, so "
+                             "every login would be refused; expected the full output of `python -c \"from "
+                             "jupyter_server.auth import passwd; print(passwd())\"` (or a plain-text password)")
+        return value
 
     def token(self) -> str | None:
         """The token to require: JUPYTER_TOKEN, else a plain-text JUPYTER_PASSWORD."""
