@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from entrypoint.provider_http import problem, session
 from host.keys import ApiKey
 
 TIMEOUT = (10, 60)
@@ -27,9 +28,7 @@ class Refused(ApiError):
 class Client:
     def __init__(self, provider: str, key: ApiKey, hint: str) -> None:
         self.provider, self.key, self.hint = provider, key, hint
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {key.value}"
-        self.session.headers["User-Agent"] = "podvisor-cloud"
+        self.session = session(key.value)
 
     def call(self, method: str, url: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
         where = f"{method} {urlsplit(url).path}"
@@ -44,11 +43,8 @@ class Client:
                           f"on {where}): {self.hint}", response.status_code)
         if response.status_code >= 300:
             raise ApiError(f"{self.provider} answered HTTP {response.status_code} on {where}: "
-                           f"{self._scrub(response.text)[:300]}")
+                           f"{problem(response, self.key.value)}")
         try:
             return response.json() if response.content else None
         except ValueError:
             raise ApiError(f"{self.provider} answered {where} with something that is not JSON") from None
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self.key.value, "***") if self.key.value else text

@@ -74,8 +74,8 @@ def cmd_gpus(args: argparse.Namespace, settings: HostSettings) -> int:
     except Refused as exc:
         if provider.name != "runpod":
             raise
-        print(f"RunPod's GPU listing (GraphQL) refused this key (HTTP {exc.status}); some keys are refused there "
-              "while REST accepts them: launch anyway with --gpu-type-id ID (e.g. 'NVIDIA GeForce RTX 4090')",
+        print(f"RunPod's GPU catalog refused this key (HTTP {exc.status}): launch anyway with --gpu-type-id ID "
+              "(e.g. 'NVIDIA GeForce RTX 4090')",
               file=sys.stderr)
         return 1
     rows = [asdict(g) for g in gpus]
@@ -135,7 +135,7 @@ def _resolve_gpu(args: argparse.Namespace, provider: Provider) -> tuple[str, boo
     try:
         listed = provider.gpus(0, None, args.cloud, args.count)
     except Refused:
-        raise Usage("RunPod refused the GPU listing (GraphQL) for this key, so --gpu cannot be resolved: pass the "
+        raise Usage("RunPod refused the GPU catalog for this key, so --gpu cannot be resolved: pass the "
                     "exact type with --gpu-type-id (e.g. 'NVIDIA GeForce RTX 4090')") from None
     match = [g for g in listed if args.gpu.lower() in (g.id.lower(), g.name.lower())] or \
             [g for g in listed if args.gpu.lower() in g.name.lower()]
@@ -286,7 +286,7 @@ def cmd_doctor(args: argparse.Namespace, settings: HostSettings) -> int:
     line(True, f"known_hosts: {hosts} ({count} pinned key(s); new pods are pinned on first contact)")
     if provider is not None:
         ours = _repo_template(provider, None)
-        image = ours.get("imageName") or f"{ours.get('image')}:{ours.get('tag') or 'latest'}"
+        image = f"{ours['image']}:{ours['tag']}" if ours.get("tag") else ours["image"]  # Vast splits the tag off
         theirs = [t for t in provider.templates(ours["name"]) if t.name == ours["name"]]
         same = bool(theirs) and theirs[0].image == image
         line(same, f"template {ours['name']!r}: the repo's image {image}, the provider's "

@@ -1,6 +1,12 @@
-"""RunPod: GPU types through GraphQL (the only listing with prices and stock), everything else through the REST
-API (rest.runpod.io/v1: pods, templates). Both take the key as `Authorization: Bearer`. The official `runpod`
-package is its serverless worker SDK and pulls in aiohttp, boto3, fastapi and paramiko, so plain requests it is."""
+"""RunPod through its REST API v2 (api.runpod.io/v2; v1 is retired): the GPU catalog with prices and
+availability, templates, pods and their one lifecycle route (`POST /pods/{id}/action`). The key goes as
+`Authorization: Bearer`. The official `runpod` package is its serverless worker SDK and pulls in aiohttp, boto3,
+fastapi and paramiko, so plain requests it is (through the shared provider HTTP layer).
+
+Every request body here is one of v2's published schemas (`CreatePodRequest`, `CreateTemplateRequest`,
+`UpdateTemplateRequest`, `PodActionRequest`), which refuse unknown fields by name; the tests' stand-in checks
+each against a transcription of them.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -13,9 +19,9 @@ from host.settings import HostSettings
 PORTS = ["22/tcp", "8888/http", "8000/http"]
 HINT = ("check the key at https://www.runpod.io/console/user/settings (pods need read/write); "
         "`podvisor cloud doctor` says where it was found")
-TEMPLATE_FIELDS = ("name", "imageName", "containerDiskInGb", "volumeInGb", "volumeMountPath", "ports", "env",
-                   "dockerEntrypoint", "dockerStartCmd", "readme", "isPublic")
-"""What PATCH /templates/{id} takes; create also takes category and isServerless."""
+TEMPLATE_FIELDS = ("name", "image", "args", "disk", "mounts", "ports", "env", "registry", "category", "public",
+                   "serverless", "startSsh", "startJupyter", "allowedCudaVersions")
+"""What CreateTemplateRequest and UpdateTemplateRequest take: anything else in the repo's template is refused."""
 
 
 class RunPod:
@@ -24,81 +30,84 @@ class RunPod:
 
     def __init__(self, key: ApiKey, settings: HostSettings) -> None:
         self.client = Client("RunPod", key, HINT)
-        self.rest = settings.runpod_rest_url.rstrip("/")
-        self.graphql = settings.runpod_graphql_url
+        self.api = settings.runpod_api_url.rstrip("/")
 
     def gpus(self, min_vram: float, max_price: float | None, cloud: str | None, count: int) -> list[Gpu]:
-        where = "" if cloud is None else f", secureCloud: {'true' if cloud == 'secure' else 'false'}"
-        query = ("query GpuTypes { gpuTypes { id displayName memoryInGb secureCloud communityCloud "
-                 f"lowestPrice(input: {{gpuCount: {count}{where}}}) {{ uninterruptablePrice stockStatus }} }} }}")
-        answer = self.client.call("POST", self.graphql, {"query": query})
-        if answer.get("errors"):
-            raise RuntimeError("RunPod GraphQL: " + "; ".join(e.get("message", "?") for e in answer["errors"])[:300])
+        """The catalog with pod availability and the lowest price for `count` GPUs in `cloud` (both clouds when
+        None: each offered cloud is a row of its own, so the price shown is the one the launch gets)."""
+        params = {"include": "AVAILABILITY", "product": "POD", "count": str(count)}
+        if cloud:
+            params["cloud"] = cloud.upper()
+        answer = self.client.call("GET", f"{self.api}/catalog/gpus", params=params) or {}
         out = []
-        for item in answer["data"]["gpuTypes"]:
-            price = (item.get("lowestPrice") or {}).get("uninterruptablePrice")
-            clouds = [c for c in ("secure", "community") if item.get(f"{c}Cloud")]
-            if not price or (cloud and cloud not in clouds) or (item.get("memoryInGb") or 0) < min_vram:
-                continue
-            if max_price is not None and price > max_price:
-                continue
-            out.append(Gpu(item["id"], item.get("displayName") or item["id"], item.get("memoryInGb") or 0,
-                           round(float(price), 3), cloud or "/".join(clouds),
-                           (item.get("lowestPrice") or {}).get("stockStatus") or "unknown"))
+        for item in answer.get("gpus", []):
+            for tier in [cloud] if cloud else ["secure", "community"]:
+                price = (item.get("price") or {}).get(tier)
+                if not item.get(tier) or not price or (item.get("memory") or 0) < min_vram:
+                    continue
+                if max_price is not None and price > max_price:
+                    continue
+                out.append(Gpu(item["id"], item.get("name") or item["id"], item.get("memory") or 0,
+                               round(float(price), 3), tier, (item.get("availability") or "unknown").lower()))
         return sorted(out, key=lambda g: g.price_per_hour)
 
     def templates(self, name: str | None) -> list[Template]:
-        found = [Template(t["id"], t.get("name", ""), t.get("imageName", ""))
-                 for t in self.client.call("GET", f"{self.rest}/templates") or []]
+        """Your own templates (RunPod's public ones are a separate catalog, never matched by name here)."""
+        listed = (self.client.call("GET", f"{self.api}/templates") or {}).get("templates", [])
+        found = [Template(t["id"], t.get("name", ""), t.get("image", "")) for t in listed]
         return [t for t in found if name is None or name.lower() in t.name.lower()]
 
     def push_template(self, spec: dict) -> tuple[str, Template]:
+        body = {k: v for k, v in spec.items() if k in TEMPLATE_FIELDS}
         same = [t for t in self.templates(spec["name"]) if t.name == spec["name"]]
         if same:
-            body = {k: v for k, v in spec.items() if k in TEMPLATE_FIELDS}
-            made = self.client.call("PATCH", f"{self.rest}/templates/{same[0].id}", body)
+            made = self.client.call("PATCH", f"{self.api}/templates/{same[0].id}", body)
             action = "updated"
         else:
-            made = self.client.call("POST", f"{self.rest}/templates", spec)
+            made = self.client.call("POST", f"{self.api}/templates", body)
             action = "created"
-        return action, Template(made["id"], made.get("name", spec["name"]), made.get("imageName", spec["imageName"]))
+        return action, Template(made["id"], made.get("name", spec["name"]), made.get("image", spec["image"]))
 
     def launch(self, request: LaunchRequest) -> Pod:
-        body: dict[str, Any] = {"name": request.name, "gpuTypeIds": [request.gpu], "gpuCount": request.count}
+        """A pod on `request.gpu`, in the cloud asked for (v2's default is SECURE). SSH: RunPod injects the
+        account's registered keys as PUBLIC_KEY (startSsh), and 22/tcp is exposed for the direct address."""
+        body: dict[str, Any] = {"name": request.name, "gpu": {"id": request.gpu, "count": request.count},
+                                "startSsh": True}
         if request.template is not None:
             body["templateId"] = request.template.id
         else:
-            body.update(imageName=request.image, ports=PORTS, volumeMountPath="/workspace")
+            body.update(image=request.image, ports=PORTS)
         if request.cloud:
-            body["cloudType"] = request.cloud.upper()
+            body["cloud"] = request.cloud.upper()
         if request.env:
             body["env"] = request.env
         if request.volume_gb is not None:
-            body["volumeInGb"] = request.volume_gb
-        return self._pod(self.client.call("POST", f"{self.rest}/pods", body))
+            body["mounts"] = {"persistent": {"size": request.volume_gb, "path": "/workspace"}}
+        return self._pod(self.client.call("POST", f"{self.api}/pods", body))
 
     def pods(self) -> list[Pod]:
-        return [self._pod(p) for p in self.client.call("GET", f"{self.rest}/pods") or []]
+        return [self._pod(p) for p in (self.client.call("GET", f"{self.api}/pods") or {}).get("pods", [])]
 
     def pod(self, pod_id: str) -> Pod:
-        return self._pod(self.client.call("GET", f"{self.rest}/pods/{pod_id}"))
+        return self._pod(self.client.call("GET", f"{self.api}/pods/{pod_id}"))
 
     def stop(self, pod_id: str) -> None:
-        self.client.call("POST", f"{self.rest}/pods/{pod_id}/stop")
+        self.client.call("POST", f"{self.api}/pods/{pod_id}/action", {"action": "stop"})
 
     def terminate(self, pod_id: str) -> None:
-        self.client.call("DELETE", f"{self.rest}/pods/{pod_id}")
+        self.client.call("DELETE", f"{self.api}/pods/{pod_id}")
 
     def check_key(self) -> str:
-        return f"GET /pods accepted it ({len(self.client.call('GET', f'{self.rest}/pods') or [])} pod(s))"
+        listed = (self.client.call("GET", f"{self.api}/pods") or {}).get("pods", [])
+        return f"GET /v2/pods accepted it ({len(listed)} pod(s))"
 
     @staticmethod
     def _pod(raw: dict) -> Pod:
-        ssh_port = (raw.get("portMappings") or {}).get("22")
+        """v2's Pod: the direct SSH address (a public IP and the port mapped to 22) once the pod has one."""
+        direct = (raw.get("ssh") or {}).get("direct") or {}
         pod_id = raw["id"]
-        gpu = (raw.get("gpu") or {}).get("displayName") or (raw.get("machine") or {}).get("gpuTypeId") or ""
         urls = {"jupyter": f"https://{pod_id}-8888.proxy.runpod.net/lab", "api": f"https://{pod_id}-8000.proxy.runpod.net/"}
-        price = raw.get("costPerHr")
-        return Pod(pod_id, raw.get("name") or "", raw.get("desiredStatus") or "UNKNOWN", gpu,
-                   float(price) if price not in (None, "") else None, raw.get("publicIp") or None,
-                   int(ssh_port) if ssh_port else None, urls)
+        price = raw.get("cost")
+        return Pod(pod_id, raw.get("name") or "", raw.get("status") or "UNKNOWN", (raw.get("gpu") or {}).get("id", ""),
+                   float(price) if price not in (None, "") else None, direct.get("host") or None,
+                   int(direct["port"]) if direct.get("port") else None, urls)

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from entrypoint.provider_urls import RUNPOD_API_URL, VAST_API_URL
+
 Provider = Literal["runpod", "vast"]
 
 
@@ -17,9 +19,8 @@ class HostSettings(BaseSettings):
     podvisor_cloud: Provider | None = Field(None, description="The provider when --provider is not given.")
     runpod_api_key: SecretStr | None = None
     vast_api_key: SecretStr | None = None
-    runpod_rest_url: str = "https://rest.runpod.io/v1"
-    runpod_graphql_url: str = "https://api.runpod.io/graphql"
-    vast_api_url: str = "https://console.vast.ai/api/v0"
+    runpod_api_url: str = RUNPOD_API_URL
+    vast_api_url: str = VAST_API_URL
     xdg_config_home: Path = Field(default_factory=lambda: Path.home() / ".config")
 
     @property

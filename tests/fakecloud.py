@@ -1,6 +1,6 @@
 """RunPod's and Vast.ai's control APIs as loopback stand-ins with state: GPU listings, templates, and pods that
 come up a few polls after they are created, at an SSH address the test chooses (a real sshd on loopback, or a
-closed port). Shapes follow the documented APIs: RunPod GraphQL `gpuTypes` and REST v1 `/pods`, `/templates`;
+closed port). Shapes follow the documented APIs: RunPod REST v2 (checked against its published schemas);
 Vast `/bundles/`, `/asks/{id}/`, `/instances/`, `/template/`. Every request is recorded by FakeApi."""
 from __future__ import annotations
 
@@ -10,68 +10,138 @@ import subprocess
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from contract import runpod_problems, runpod_query_problems
 from fakeapi import FakeApi
 
 KEY = "rpa_FAKEKEY0123456789abcdef"
+PORTS = ["22/tcp", "8888/http", "8000/http"]
 
 
 class FakeRunPod(FakeApi):
+    """RunPod's REST API v2: every request body and query is checked against the published schemas (contract.py)
+    and refused with v2's RFC 9457 problem when they would refuse it; every answer is checked the same way."""
+
+    GPUS = [  # GpuType, as GET /v2/catalog/gpus?include=AVAILABILITY&product=POD answers
+        {"id": "NVIDIA GeForce RTX 4090", "name": "RTX 4090", "pool": "ADA_24", "manufacturer": "NVIDIA",
+         "memory": 24, "secure": True, "community": True, "price": {"secure": 0.69, "community": 0.34},
+         "maxCount": {"secure": 8, "community": 8}, "availability": "HIGH"},
+        {"id": "NVIDIA A100 80GB PCIe", "name": "A100 PCIe", "pool": "AMPERE_80", "manufacturer": "NVIDIA",
+         "memory": 80, "secure": True, "community": False, "price": {"secure": 1.64, "community": 0},
+         "maxCount": {"secure": 8, "community": 0}, "availability": "LOW"},
+        {"id": "NVIDIA GeForce RTX 3090", "name": "RTX 3090", "pool": "AMPERE_24", "manufacturer": "NVIDIA",
+         "memory": 24, "secure": False, "community": True, "price": {"secure": 0, "community": 0.22},
+         "maxCount": {"secure": 0, "community": 4}, "availability": "MEDIUM"},
+        {"id": "NVIDIA H100 80GB HBM3", "name": "H100 SXM", "pool": "HOPPER_141", "manufacturer": "NVIDIA",
+         "memory": 80, "secure": True, "community": False, "price": {"secure": 0, "community": 0},
+         "maxCount": {"secure": 0, "community": 0}, "availability": "NONE"},
+    ]
+
     def __init__(self, key: str = KEY, ssh_port: int = 0, ssh_host: str = "127.0.0.1", polls_before_up: int = 1) -> None:
         self.key, self.ssh_host, self.ssh_port, self.polls_before_up = key, ssh_host, ssh_port, polls_before_up
-        self.graphql_status = 200
+        self.catalog_status = 200
         self.pods: dict[str, dict] = {}
         self.templates: dict[str, dict] = {}
+        self.refused: list[str] = []
+        """Why the stand-in refused a request as v2 would: a test that expects none asserts this is empty."""
         super().__init__(answer=self.route)
-        self.env = {"RUNPOD_REST_URL": f"{self.url}/v1", "RUNPOD_GRAPHQL_URL": f"{self.url}/graphql",
-                    "RUNPOD_API_KEY": key}
+        self.env = {"RUNPOD_API_URL": f"{self.url}/v2", "RUNPOD_API_KEY": key}
+
+    @staticmethod
+    def problem(status: int, title: str, detail: str, errors: list[str] | None = None) -> tuple[int, dict]:
+        body = {"title": title, "status": status, "detail": detail, **({"errors": errors} if errors else {})}
+        assert not runpod_problems("ErrorResponse", body)
+        return status, body
+
+    def refuse(self, schema: str, value: Any) -> tuple[int, dict] | None:
+        problems = runpod_problems(schema, value)
+        if problems:
+            self.refused += problems
+            return self.problem(400, "Bad Request", f"the body is not a valid {schema}", problems)
+        return None
+
+    def checked(self, schema: str, value: Any) -> Any:
+        assert not runpod_problems(schema, value), (schema, runpod_problems(schema, value))
+        return value
 
     def route(self, request: dict) -> tuple[int, Any]:
         if request["headers"].get("Authorization") != f"Bearer {self.key}":
-            return 401, {"error": "invalid api key"}
-        method, path, body = request["method"], urlsplit(request["path"]).path, request["body"]
-        if path == "/graphql":
-            return self.graphql_status, {"data": {"gpuTypes": [
-                {"id": "NVIDIA GeForce RTX 4090", "displayName": "RTX 4090", "memoryInGb": 24, "secureCloud": True,
-                 "communityCloud": True, "lowestPrice": {"uninterruptablePrice": 0.69, "stockStatus": "High"}},
-                {"id": "NVIDIA A100 80GB PCIe", "displayName": "A100 PCIe", "memoryInGb": 80, "secureCloud": True,
-                 "communityCloud": False, "lowestPrice": {"uninterruptablePrice": 1.64, "stockStatus": "Low"}},
-                {"id": "NVIDIA GeForce RTX 3090", "displayName": "RTX 3090", "memoryInGb": 24, "secureCloud": False,
-                 "communityCloud": True, "lowestPrice": {"uninterruptablePrice": 0.22, "stockStatus": "Medium"}},
-                {"id": "NVIDIA H100 80GB HBM3", "displayName": "H100 SXM", "memoryInGb": 80, "secureCloud": True,
-                 "communityCloud": False, "lowestPrice": {"uninterruptablePrice": None, "stockStatus": None}},
-            ]}}
-        if path == "/v1/templates":
+            return self.problem(401, "Unauthorized", "invalid API key")
+        method, url, body = request["method"], urlsplit(request["path"]), request["body"]
+        path, query = url.path, parse_qs(url.query)
+        if path == "/v2/catalog/gpus" and method == "GET":
+            problems = runpod_query_problems(["CatalogIncludeParam", "GpuProductFilter", "GpuCountFilter",
+                                              "GpuCloudFilter"], query)
+            if problems:
+                self.refused += problems
+                return self.problem(400, "Bad Request", "invalid query", problems)
+            if self.catalog_status != 200:
+                return self.problem(self.catalog_status, "Forbidden", "this key may not read the catalog")
+            cloud = (query.get("cloud") or [""])[0].lower()
+            gpus = [g for g in self.GPUS if not cloud or g[cloud]]
+            return 200, self.checked("ListGpuTypesResponse", {"gpus": gpus})
+        if path == "/v2/templates":
             if method == "POST":
-                made = {**body, "id": f"tpl{len(self.templates) + 1}"}
+                if refused := self.refuse("CreateTemplateRequest", body):
+                    return refused
+                made = self.template({**body, "id": f"tpl{len(self.templates) + 1}"})
                 self.templates[made["id"]] = made
-                return 200, made
-            return 200, list(self.templates.values())
-        if m := re.fullmatch(r"/v1/templates/(\w+)", path):
+                return 201, self.checked("Template", made)
+            return 200, self.checked("ListTemplatesResponse", {"templates": list(self.templates.values())})
+        if m := re.fullmatch(r"/v2/templates/(\w+)", path):
+            if refused := self.refuse("UpdateTemplateRequest", body):
+                return refused
             self.templates[m[1]].update(body)
-            return 200, self.templates[m[1]]
-        if path == "/v1/pods":
+            return 200, self.checked("Template", self.templates[m[1]])
+        if path == "/v2/pods":
             if method == "POST":
-                pod = {"id": f"pod{len(self.pods) + 1}x7k2", "name": body["name"], "desiredStatus": "RUNNING",
-                       "costPerHr": 0.69, "gpu": {"displayName": "RTX 4090"}, "publicIp": None,
-                       "portMappings": None, "polls": 0}
+                if refused := self.refuse("CreatePodRequest", body):
+                    return refused
+                pod = self.pod({"id": f"pod{len(self.pods) + 1}x7k2", "name": body["name"], "status": "RUNNING",
+                                "image": body.get("image", ""), "gpu": body["gpu"],
+                                "cloud": body.get("cloud", "SECURE"), "polls": 0})
                 self.pods[pod["id"]] = pod
-                return 201, self.view(pod)
-            return 200, [self.view(p) for p in self.pods.values()]
-        if m := re.fullmatch(r"/v1/pods/(\w+)(/stop)?", path):
+                return 201, self.checked("Pod", self.view(pod))
+            return 200, self.checked("ListPodsResponse", {"pods": [self.view(p) for p in self.pods.values()]})
+        if m := re.fullmatch(r"/v2/pods/(\w+)(/action)?", path):
             pod = self.pods.get(m[1])
             if pod is None:
-                return 404, {"error": "pod not found"}
+                return self.problem(404, "Not Found", "The requested Pod does not exist.")
             if method == "DELETE":
                 del self.pods[m[1]]
                 return 204, None
             if m[2]:
-                pod["desiredStatus"] = "EXITED"
-                return 200, self.view(pod)
+                if refused := self.refuse("PodActionRequest", body):
+                    return refused
+                if body["action"] not in pod["actions"]:
+                    return self.problem(409, "Conflict", f"action {body['action']} is not valid for a "
+                                                         f"{pod['status']} pod")
+                if body["action"] == "terminate":
+                    del self.pods[m[1]]
+                    return 204, None
+                pod.update(status="EXITED", actions=["start", "terminate"], ssh={"proxy": None, "direct": None})
+                return 200, self.checked("Pod", self.view(pod))
             pod["polls"] += 1
-            if pod["polls"] > self.polls_before_up and pod["desiredStatus"] == "RUNNING":
-                pod.update(publicIp=self.ssh_host, portMappings={"22": self.ssh_port, "8888": 8888})
-            return 200, self.view(pod)
-        return 404, {"error": f"no route {method} {path}"}
+            if pod["polls"] > self.polls_before_up and pod["status"] == "RUNNING":
+                pod["ssh"]["direct"] = {"host": self.ssh_host, "port": self.ssh_port, "username": "root",
+                                        "command": f"ssh root@{self.ssh_host} -p {self.ssh_port}"}
+            return 200, self.checked("Pod", self.view(pod))
+        return self.problem(404, "Not Found", f"no route {method} {path}")
+
+    @staticmethod
+    def template(fields: dict) -> dict:
+        """A Template with every field v2 returns, the request's values over the defaults."""
+        return {"args": "", "disk": 20, "mounts": {}, "ports": [], "env": {}, "registry": None, "serverless": False,
+                "public": False, "category": "NVIDIA", "startSsh": False, "startJupyter": False,
+                "allowedCudaVersions": [], **fields}
+
+    @staticmethod
+    def pod(fields: dict) -> dict:
+        """A Pod with every field v2 returns; no SSH address until a few polls after it is created."""
+        return {"actions": ["stop", "restart", "terminate"], "args": "", "disk": 50, "mounts": {}, "ports": PORTS,
+                "env": {}, "registry": None, "dataCenterId": "US-KS-2", "cudaVersion": "12.8",
+                "ssh": {"proxy": None, "direct": None}, "template": None, "cost": 0.69, "locked": False,
+                "runtime": None, "createdAt": "2026-12-02T10:00:00Z", "startedAt": None,
+                "globalNetworking": {"enabled": False}, **fields}
 
     @staticmethod
     def view(pod: dict) -> dict:

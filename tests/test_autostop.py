@@ -67,31 +67,45 @@ def test_idle_pod_is_stopped_after_the_idle_time_and_not_before_the_grace(tmp_pa
     assert gpu and gpu[0]["reason"].startswith("no GPU")
 
 
-def test_http_500_is_retried_then_the_next_action_runs(tmp_path, stack_factory):
-    failing = FakeApi(status=500)
+def test_an_outage_is_retried_then_the_next_action_runs(tmp_path, stack_factory):
+    failing = FakeApi(status=503)
     try:
         stack = stack_factory(_env(tmp_path, failing))
         assert stack.proc.wait(60) == 0, "the `exit` action after vast failed"
-        assert [r["method"] for r in failing.requests] == ["PUT", "PUT", "PUT"]
+        assert [r["method"] for r in failing.requests] == ["PUT"] * 4
         assert "vast stop" not in stack.output or "HTTP 500" in stack.output
     finally:
         failing.close()
 
 
-def test_runpod_graphql_request_is_exact(tmp_path, stack_factory):
-    api = FakeApi(body={"data": {"podStop": {"id": "pod123", "desiredStatus": "EXITED"}}})
+def test_runpod_stop_is_v2s_action_then_graphql_when_v2_is_down(tmp_path, stack_factory):
+    """RunPod REST v2's lifecycle route first (its body checked against the published PodActionRequest); an
+    outage there (503, retried) falls back to GraphQL's podStop."""
+    from contract import runpod_problems
+
+    def answer(request: dict) -> tuple[int, dict]:
+        if request["path"].startswith("/v2/"):
+            return 503, {"title": "Service Unavailable", "status": 503, "detail": "try again later"}
+        return 200, {"data": {"podStop": {"id": "pod123", "desiredStatus": "EXITED"}}}
+
+    api = FakeApi(answer=answer)
     user_key, pod_key = "rp-user-key-abcdef0123456789", "rp-pod-key-abcdef0123456789"
     try:
         env = _env(tmp_path, api, actions="runpod,exit", RUNPOD_POD_ID="pod123", RUNPOD_API_KEY=pod_key,
                    AUTOSTOP_RUNPOD_API_KEY=user_key, RUNPOD_GRAPHQL_URL=f"{api.url}/graphql",
-                   RUNPOD_REST_URL=f"{api.url}/v1", PODVISOR_PROVIDER="runpod")
+                   RUNPOD_API_URL=f"{api.url}/v2", PODVISOR_PROVIDER="runpod")
         env["PATH"] = env["PATH"].replace("/usr/local/bin:", "")  # no runpodctl here
         stack = stack_factory(env)
         assert stack.proc.wait(60) == 0
-        first = api.requests[0]
-        assert (first["method"], first["path"]) == ("POST", "/graphql")
-        assert first["body"] == {"query": 'mutation { podStop(input: {podId: "pod123"}) { id desiredStatus } }'}
-        assert first["headers"]["Authorization"] == f"Bearer {user_key}", "the user's key overrides the pod's"
+        v2 = [r for r in api.requests if r["path"].startswith("/v2/")]
+        assert [(r["method"], r["path"]) for r in v2] == [("POST", "/v2/pods/pod123/action")] * 4, "retried on 503"
+        assert v2[0]["body"] == {"action": "stop"} and runpod_problems("PodActionRequest", v2[0]["body"]) == []
+        graphql = api.requests[len(v2)]
+        assert (graphql["method"], graphql["path"]) == ("POST", "/graphql")
+        assert graphql["body"] == {"query": 'mutation { podStop(input: {podId: "pod123"}) { id desiredStatus } }'}
+        assert all(r["headers"]["Authorization"] == f"Bearer {user_key}" for r in api.requests), \
+            "the user's key overrides the pod's"
+        assert "HTTP 503 Service Unavailable: try again later" in stack.output
         assert user_key not in stack.output and pod_key not in stack.output
     finally:
         api.close()

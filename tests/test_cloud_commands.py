@@ -22,8 +22,7 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 @pytest.fixture
 def laptop(monkeypatch, tmp_path):
     """A shell with no provider variables of the developer's, and its own config dir."""
-    for name in ("RUNPOD_API_KEY", "VAST_API_KEY", "PODVISOR_CLOUD", "RUNPOD_REST_URL", "RUNPOD_GRAPHQL_URL",
-                 "VAST_API_URL"):
+    for name in ("RUNPOD_API_KEY", "VAST_API_KEY", "PODVISOR_CLOUD", "RUNPOD_API_URL", "VAST_API_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     return monkeypatch
@@ -62,24 +61,29 @@ def assert_key_only_in_the_header(api) -> None:
         assert KEY not in json.dumps(request["body"])
 
 
-def test_runpod_gpus_ranked_by_price_from_graphql(runpod, capsys):
+def test_runpod_gpus_ranked_by_price_from_the_v2_catalog(runpod, capsys):
     code, out, _ = cloud(capsys, "gpus", "--provider", "runpod", "--min-vram", "24", "--max-price", "1", "--json")
     assert code == 0
-    assert [g["name"] for g in json.loads(out)] == ["RTX 3090", "RTX 4090"]  # A100 over the price, H100 out of stock
+    rows = [(g["name"], g["cloud"], g["price_per_hour"]) for g in json.loads(out)]
+    # Each cloud a row of its own, at its own price: the cloud shown is the one `launch --cloud` asks for.
+    assert rows == [("RTX 3090", "community", 0.22), ("RTX 4090", "community", 0.34), ("RTX 4090", "secure", 0.69)]
     sent = runpod.requests[0]
-    assert (sent["method"], sent["path"]) == ("POST", "/graphql")
-    assert "gpuTypes" in sent["body"]["query"] and "gpuCount: 1" in sent["body"]["query"]
+    assert (sent["method"], urlsplit(sent["path"]).path) == ("GET", "/v2/catalog/gpus")
+    assert parse_qs(urlsplit(sent["path"]).query) == {"include": ["AVAILABILITY"], "product": ["POD"], "count": ["1"]}
     assert_key_only_in_the_header(runpod)
+    assert runpod.refused == []
 
 
 def test_runpod_gpus_secure_cloud_asks_for_secure_prices(runpod, capsys):
     code, out, _ = cloud(capsys, "gpus", "--provider", "runpod", "--cloud", "secure", "--count", "2")
     assert code == 0 and "RTX 3090" not in out and "A100 PCIe" in out
-    assert "gpuCount: 2, secureCloud: true" in runpod.requests[0]["body"]["query"]
+    query = parse_qs(urlsplit(runpod.requests[0]["path"]).query)
+    assert query["cloud"] == ["SECURE"] and query["count"] == ["2"]
+    assert runpod.refused == []
 
 
-def test_a_key_refused_by_graphql_is_one_line_and_launch_goes_on_with_the_type_id(runpod, capsys):
-    runpod.graphql_status = 403
+def test_a_key_refused_by_the_catalog_is_one_line_and_launch_goes_on_with_the_type_id(runpod, capsys):
+    runpod.catalog_status = 403
     code, out, err = cloud(capsys, "gpus", "--provider", "runpod")
     assert code == 1 and out == ""
     assert len(err.strip().splitlines()) == 1 and "HTTP 403" in err and "--gpu-type-id" in err
@@ -89,7 +93,7 @@ def test_a_key_refused_by_graphql_is_one_line_and_launch_goes_on_with_the_type_i
                          "--image", "ghcr.io/podvisor/podvisor:0.1.0")
     assert code == 0, err
     assert "not checked against RunPod's listing" in err
-    assert runpod.requests[-1]["body"]["gpuTypeIds"] == ["NVIDIA GeForce RTX 4090"]
+    assert runpod.requests[-1]["body"]["gpu"] == {"id": "NVIDIA GeForce RTX 4090", "count": 1}
 
 
 def test_runpod_launch_sends_our_ports_and_only_the_env_asked_for(runpod, capsys):
@@ -98,32 +102,50 @@ def test_runpod_launch_sends_our_ports_and_only_the_env_asked_for(runpod, capsys
                            "--volume-gb", "50", "--cloud", "community", "--json")
     assert code == 0, err
     sent = runpod.requests[-1]
-    assert (sent["method"], sent["path"]) == ("POST", "/v1/pods")
-    assert sent["body"] == {"name": "podvisor", "gpuTypeIds": ["NVIDIA GeForce RTX 4090"], "gpuCount": 1,
-                            "imageName": "ghcr.io/podvisor/podvisor:0.1.0", "ports": ["22/tcp", "8888/http", "8000/http"],
-                            "volumeMountPath": "/workspace", "cloudType": "COMMUNITY",
-                            "env": {"HF_TOKEN": "hf_abc", "X": "a=b"}, "volumeInGb": 50}
+    assert (sent["method"], sent["path"]) == ("POST", "/v2/pods")
+    assert sent["body"] == {"name": "podvisor", "gpu": {"id": "NVIDIA GeForce RTX 4090", "count": 1},
+                            "startSsh": True, "image": "ghcr.io/podvisor/podvisor:0.1.0",
+                            "ports": ["22/tcp", "8888/http", "8000/http"], "cloud": "COMMUNITY",
+                            "env": {"HF_TOKEN": "hf_abc", "X": "a=b"},
+                            "mounts": {"persistent": {"size": 50, "path": "/workspace"}}}
     assert json.loads(out)["id"] == "pod1x7k2"
     assert_key_only_in_the_header(runpod)
+    assert runpod.refused == []
+
+
+def test_the_runpod_stand_in_refuses_what_v2_refuses_and_the_error_is_one_line(runpod, capsys):
+    """The contract check is live: a v1-shaped body (and an unknown field) is refused by name, as v2 does, and the
+    CLI shows the problem object's title and detail in one line."""
+    import requests
+
+    sent = requests.post(f"{runpod.url}/v2/pods", headers={"Authorization": f"Bearer {KEY}"}, timeout=10,
+                         json={"name": "x", "imageName": "img:1", "gpuTypeIds": ["NVIDIA GeForce RTX 4090"]})
+    assert sent.status_code == 400 and sent.json()["title"] == "Bad Request"
+    assert any("'imageName'" in e and "'gpuTypeIds'" in e for e in sent.json()["errors"]), sent.json()
+    code, _, err = cloud(capsys, "stop", "--provider", "runpod", "nosuchpod")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "HTTP 404 on GET /v2/pods/nosuchpod" in err or "HTTP 404 on POST /v2/pods/nosuchpod/action" in err
+    assert "Not Found: The requested Pod does not exist." in err
 
 
 def test_template_push_creates_then_updates_runpods_template_from_the_repo(runpod, capsys):
     ours = json.loads((DEPLOY / "runpod" / "template.json").read_text())
     assert cloud(capsys, "template", "push", "--provider", "runpod")[0] == 0
     created = runpod.requests[-1]
-    assert (created["method"], created["path"], created["body"]) == ("POST", "/v1/templates", ours)
+    assert (created["method"], created["path"], created["body"]) == ("POST", "/v2/templates", ours)
     code, out, _ = cloud(capsys, "template", "push", "--provider", "runpod")
     assert code == 0 and "updated" in out
     updated = runpod.requests[-1]
-    assert (updated["method"], updated["path"]) == ("PATCH", "/v1/templates/tpl1")
-    assert updated["body"]["imageName"] == ours["imageName"] and "isServerless" not in updated["body"]
+    assert (updated["method"], updated["path"]) == ("PATCH", "/v2/templates/tpl1")
+    assert updated["body"]["image"] == ours["image"] and updated["body"]["startSsh"] is True
     code, out, _ = cloud(capsys, "templates", "--provider", "runpod", "--name", "podv", "--json")
-    assert code == 0 and json.loads(out) == [{"id": "tpl1", "name": "podvisor", "image": ours["imageName"]}]
-    assert (runpod.requests[-1]["method"], runpod.requests[-1]["path"]) == ("GET", "/v1/templates")
+    assert code == 0 and json.loads(out) == [{"id": "tpl1", "name": "podvisor", "image": ours["image"]}]
+    assert (runpod.requests[-1]["method"], runpod.requests[-1]["path"]) == ("GET", "/v2/templates")
     # Launch from it by name: the template's id is sent, not its image or ports.
     assert cloud(capsys, "launch", "--provider", "runpod", "--gpu", "RTX 3090", "--template", "podvisor")[0] == 0
     body = runpod.requests[-1]["body"]
-    assert body["templateId"] == "tpl1" and "imageName" not in body and "env" not in body
+    assert body["templateId"] == "tpl1" and "image" not in body and "env" not in body
+    assert runpod.refused == []
 
 
 def test_vast_template_push_and_launch_rent_the_cheapest_matching_offer(vast, capsys):
@@ -160,7 +182,8 @@ def test_list_stop_and_terminate_send_the_documented_calls(runpod, vast, capsys)
     code, out, _ = cloud(capsys, "list", "--provider", "runpod", "--json")
     assert code == 0 and [p["id"] for p in json.loads(out)] == ["pod1x7k2"]
     assert cloud(capsys, "stop", "--provider", "runpod", "pod1x7k2")[0] == 0
-    assert runpod.requests[-1]["method"] == "POST" and runpod.requests[-1]["path"] == "/v1/pods/pod1x7k2/stop"
+    assert (runpod.requests[-1]["method"], runpod.requests[-1]["path"], runpod.requests[-1]["body"]) == (
+        "POST", "/v2/pods/pod1x7k2/action", {"action": "stop"})
     # Stopped, the pod cannot say whether uploads are pending: terminate refuses without --force.
     code, _, err = cloud(capsys, "terminate", "--provider", "runpod", "pod1x7k2", "--yes")
     assert code == 1 and "cannot be asked whether uploads are pending" in err
@@ -168,7 +191,8 @@ def test_list_stop_and_terminate_send_the_documented_calls(runpod, vast, capsys)
     code, _, err = cloud(capsys, "terminate", "--provider", "runpod", "pod1x7k2", "--force")
     assert code == 2 and "--yes" in err  # no terminal to ask on
     assert cloud(capsys, "terminate", "--provider", "runpod", "pod1x7k2", "--force", "--yes")[0] == 0
-    assert (runpod.requests[-1]["method"], runpod.requests[-1]["path"]) == ("DELETE", "/v1/pods/pod1x7k2")
+    assert (runpod.requests[-1]["method"], runpod.requests[-1]["path"]) == ("DELETE", "/v2/pods/pod1x7k2")
+    assert runpod.refused == []
 
     cloud(capsys, "launch", "--provider", "vast", "--gpu", "RTX 4090", "--image", "img:1")
     assert cloud(capsys, "stop", "--provider", "vast", "4242")[0] == 0
@@ -183,7 +207,7 @@ def test_a_refused_key_is_one_line_that_says_where_it_came_from(runpod, laptop, 
     code, out, err = cloud(capsys, "list", "--provider", "runpod")
     assert code == 1 and out == ""
     assert len(err.strip().splitlines()) == 1
-    assert "refused the API key from RUNPOD_API_KEY (HTTP 401 on GET /v1/pods)" in err
+    assert "refused the API key from RUNPOD_API_KEY (HTTP 401 on GET /v2/pods)" in err
     assert "rpa_wrong_key_0000" not in err
 
 
@@ -212,7 +236,7 @@ def test_the_key_comes_from_the_flag_then_the_environment_then_the_keyring(runpo
         keyring.set_password("runpod", "api_key", KEY)
         code, out, _ = cloud(capsys, "doctor", "--provider", "runpod")
         assert "runpod API key found in the OS keyring (service 'runpod')" in out
-        assert "GET /pods accepted it" in out
+        assert "GET /v2/pods accepted it" in out
         laptop.setenv("RUNPOD_API_KEY", "rpa_from_env_wrong")
         assert "refused the API key from RUNPOD_API_KEY" in cloud(capsys, "list", "--provider", "runpod")[2]
         code, _, _ = cloud(capsys, "list", "--provider", "runpod", "--api-key", KEY)

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from conftest import PODVISOR, make_key, ssh, wait_for
-from fakeapi import FakeApi
 from fakecloud import FakeRunPod, run_cloud
 from platforms import PUBLIC_IP, Heartbeat, idle_quickly, local_paths, pod_dir, runpod_template_env
 
@@ -29,7 +28,11 @@ SSH_PUBLIC_PORT = "40022"
 
 @pytest.fixture(scope="module")
 def pod():
-    api = FakeApi(body={"data": {"podStop": {"id": POD_ID, "desiredStatus": "EXITED"}}})
+    api = FakeRunPod(key=RUNPOD_KEY)  # RunPod's REST v2, each request checked against its published schema
+    api.pods[POD_ID] = FakeRunPod.pod({"id": POD_ID, "name": "podvisor", "status": "RUNNING",
+                                       "image": "ghcr.io/podvisor/podvisor:0.1.0",
+                                       "gpu": {"id": "NVIDIA GeForce RTX 4090", "count": 1}, "cloud": "SECURE",
+                                       "polls": 0})
     with pod_dir() as pod:
         beat = Heartbeat(pod.root / "heartbeat")
         runpod = {  # what RunPod injects into every pod
@@ -37,7 +40,7 @@ def pod():
             "PUBLIC_KEY": pod.public_key, "RUNPOD_API_KEY": RUNPOD_KEY, "RUNPOD_GPU_COUNT": "1",
             "RUNPOD_CPU_COUNT": "16", "RUNPOD_POD_HOSTNAME": f"{POD_ID}-64410f2b",
         }
-        test = idle_quickly(pod, "RUNPOD_GRAPHQL_URL", f"{api.url}/graphql")
+        test = idle_quickly(pod, "RUNPOD_API_URL", f"{api.url}/v2")
         secrets = {"GIT_TOKEN": GIT_TOKEN, "HF_TOKEN": HF_TOKEN}  # as a user sets them in the pod's env
         pod.boot({**local_paths(pod), **runpod_template_env(), **runpod, **test, **secrets,
                   "UPLOAD_WATCH_DIRS": str(pod.root / "workspace" / "checkpoints")})
@@ -253,8 +256,9 @@ def test_cloud_launch_waits_for_ssh_and_the_stack_then_ssh_pins_the_host_key_onc
         # Terminate asks the pod first: nothing is pending here, so it goes, and the pinned key goes with it.
         gone = run_cloud(api, open_tmp, "terminate", "--provider", "runpod", "pod1x7k2", "--yes", "-i", str(pod.key))
         assert gone.returncode == 0, gone.stderr
-        assert [(r["method"], r["path"]) for r in api.requests[-2:]] == [("GET", "/v1/pods/pod1x7k2"),
-                                                                        ("DELETE", "/v1/pods/pod1x7k2")]
+        assert [(r["method"], r["path"]) for r in api.requests[-2:]] == [("GET", "/v2/pods/pod1x7k2"),
+                                                                        ("DELETE", "/v2/pods/pod1x7k2")]
+        assert api.refused == []
         assert f"[127.0.0.1]:{pod.ports['ssh']}" not in known_hosts.read_text()
         assert all(r["headers"]["Authorization"] == f"Bearer {api.key}" and api.key not in r["path"]
                    for r in api.requests)
@@ -268,7 +272,7 @@ def test_zz_idle_pod_is_stopped_through_runpods_api_then_exits_cleanly_on_runpod
     pod.extra["beat"].stop()
     wait_for(lambda: api.requests, 60, 0.3, lambda: pod.stack.output[-3000:])
     sent = api.requests[0]
-    assert (sent["method"], sent["path"]) == ("POST", "/graphql")
-    assert f'podStop(input: {{podId: "{POD_ID}"}})' in sent["body"]["query"]
+    assert (sent["method"], sent["path"], sent["body"]) == ("POST", f"/v2/pods/{POD_ID}/action", {"action": "stop"})
     assert sent["headers"]["Authorization"] == f"Bearer {RUNPOD_KEY}"
+    assert api.refused == [] and api.pods[POD_ID]["status"] == "EXITED", "RunPod v2 took the stop as sent"
     assert pod.stack.stop() == 0  # RunPod stops the container with SIGTERM

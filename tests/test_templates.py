@@ -3,7 +3,7 @@ variables the schema knows, and passes `podvisor config --check` as shipped (no 
 
 Shapes, from the platforms' documentation: Vast's template API takes `env` as one string of docker flags
 (`-e VAR=val -p 8000:8000`, at most 1024 characters), `runtype` ssh/jupyter/args and `recommended_disk_space`
-in GB; RunPod's REST API (POST /v1/templates) takes `ports` as a list of "port/tcp|http" and `env` as an object.
+in GB; RunPod's REST API v2 (POST /v2/templates) takes its published CreateTemplateRequest, checked here.
 """
 from __future__ import annotations
 
@@ -25,13 +25,16 @@ SERVED = {22, 8888, 8000}
 
 
 def _runpod(path: Path) -> dict[str, str]:
+    """RunPod REST v2's CreateTemplateRequest (published schema, tests/contracts/), plus what podvisor needs of it:
+    its ports, the volume at /workspace, and startSsh, without which RunPod injects no PUBLIC_KEY."""
+    from contract import runpod_problems
+
     template = json.loads(path.read_text())
-    assert isinstance(template["ports"], list)
+    assert runpod_problems("CreateTemplateRequest", template) == []
     assert set(template["ports"]) == {"22/tcp", "8888/http", "8000/http"}
-    assert template["volumeMountPath"] == "/workspace" and template["isServerless"] is False
-    assert isinstance(template["containerDiskInGb"], int) and isinstance(template["volumeInGb"], int)
-    assert isinstance(template["env"], dict) and all(isinstance(v, str) for v in template["env"].values())
-    assert not template["imageName"].endswith(":latest")
+    assert template["mounts"]["persistent"]["path"] == "/workspace" and template["serverless"] is False
+    assert template["startSsh"] is True and template["startJupyter"] is False, "podvisor runs Jupyter, with a token"
+    assert not template["image"].endswith(":latest")
     return template["env"]
 
 

@@ -8,18 +8,16 @@ import logging
 import os
 import shutil
 import subprocess
-import time
 from typing import Callable
 from urllib.parse import urlsplit
 
 import requests
 
 from entrypoint.context import PodContext
+from entrypoint.provider_http import problem, session
 from services.autostop.settings import AutostopSettings
 
 log = logging.getLogger("autostop")
-HTTP_ATTEMPTS = 3
-HTTP_BACKOFF_SECONDS = 0.5
 
 
 class ActionFailed(RuntimeError):
@@ -27,22 +25,18 @@ class ActionFailed(RuntimeError):
 
 
 def http(method: str, url: str, key: str, json: dict | None = None) -> dict:
-    """One API call with retries; raises ActionFailed naming the status, never the key."""
-    last = ""
-    for attempt in range(HTTP_ATTEMPTS):
-        try:
-            response = requests.request(method, url, json=json, timeout=15,
-                                        headers={"Authorization": f"Bearer {key}"})
-            if response.status_code < 400:
-                body = response.json() if response.content else {}
-                if isinstance(body, dict) and body.get("errors"):
-                    raise ActionFailed(f"{method} {urlsplit(url).path}: API errors {str(body['errors'])[:200]}")
-                return body if isinstance(body, dict) else {"result": body}
-            last = f"HTTP {response.status_code}"
-        except requests.RequestException as exc:
-            last = type(exc).__name__
-        time.sleep(HTTP_BACKOFF_SECONDS * 2 ** attempt)
-    raise ActionFailed(f"{method} {urlsplit(url).path} failed after {HTTP_ATTEMPTS} attempts: {last}")
+    """One API call (the provider-wide HTTP layer retries outages; a stop may be asked again, so its POST is
+    retried too); raises ActionFailed naming the status and the provider's reason, never the key."""
+    try:
+        response = session(key, also_retry=frozenset({"POST"})).request(method, url, json=json, timeout=15)
+    except requests.RequestException as exc:
+        raise ActionFailed(f"{method} {urlsplit(url).path}: {type(exc).__name__}") from None
+    if response.status_code >= 400:
+        raise ActionFailed(f"{method} {urlsplit(url).path}: HTTP {response.status_code} {problem(response, key)}")
+    body = response.json() if response.content else {}
+    if isinstance(body, dict) and body.get("errors"):  # GraphQL answers 200 with its errors
+        raise ActionFailed(f"{method} {urlsplit(url).path}: API errors {str(body['errors'])[:200]}")
+    return body if isinstance(body, dict) else {"result": body}
 
 
 def _secret(value) -> str:
@@ -88,15 +82,15 @@ class Actions:
         s, pod = self.settings, self.ctx.cloud.pod_id("runpod")
         key = _secret(s.autostop_runpod_api_key) or _secret(s.runpod_api_key)
         verb = "terminate" if s.autostop_terminate else "stop"
-        attempts: list[tuple[str, Callable[[], None]]] = []
-        if shutil.which("runpodctl"):
-            attempts.append(("runpodctl", lambda: self._runpodctl(pod, key)))
+        # REST v2's one lifecycle route first; GraphQL (retiring in 2027) and runpodctl only when it fails.
+        attempts: list[tuple[str, Callable[[], object]]] = [
+            ("rest v2", lambda: http("POST", f"{s.runpod_api_url.rstrip('/')}/pods/{pod}/action", key,
+                                     {"action": verb}))]
         mutation = (f'mutation {{ podTerminate(input: {{podId: "{pod}"}}) }}' if s.autostop_terminate else
                     f'mutation {{ podStop(input: {{podId: "{pod}"}}) {{ id desiredStatus }} }}')
         attempts.append(("graphql", lambda: http("POST", s.runpod_graphql_url, key, {"query": mutation})))
-        rest = f"{s.runpod_rest_url.rstrip('/')}/pods/{pod}"
-        attempts.append(("rest", lambda: http("DELETE", rest, key) if s.autostop_terminate
-                         else http("POST", f"{rest}/stop", key)))
+        if shutil.which("runpodctl"):
+            attempts.append(("runpodctl", lambda: self._runpodctl(pod, key)))
         self._first_that_works(f"runpod {verb}", attempts)
 
     def _runpodctl(self, pod: str, key: str) -> None:

@@ -6,6 +6,7 @@ import re
 from pydantic import Field, field_validator
 
 from entrypoint.fields import ControlSecret, CsvList, OptAbsPath
+from entrypoint.provider_urls import RUNPOD_API_URL, RUNPOD_GRAPHQL_URL, VAST_API_URL
 from entrypoint.schema import Section
 
 ACTIONS = ("auto", "runpod", "vast", "exit", "command", "none")
@@ -45,11 +46,11 @@ class AutostopSettings(Section):
         None, description="Your RunPod API key; overrides the pod-scoped RUNPOD_API_KEY RunPod injects."
     )
     runpod_api_key: ControlSecret = Field(None, description="Pod-scoped RunPod key (injected by RunPod).")
-    runpod_graphql_url: str = Field("https://api.runpod.io/graphql", description="RunPod GraphQL endpoint.")
-    runpod_rest_url: str = Field("https://rest.runpod.io/v1", description="RunPod REST API base URL.")
+    runpod_api_url: str = Field(RUNPOD_API_URL, description="RunPod REST API v2 base URL.")
+    runpod_graphql_url: str = Field(RUNPOD_GRAPHQL_URL, description="RunPod GraphQL endpoint (a fallback).")
     vast_api_key: ControlSecret = Field(None, description="Your Vast.ai API key; overrides CONTAINER_API_KEY.")
     container_api_key: ControlSecret = Field(None, description="Instance-scoped Vast.ai key (injected by Vast).")
-    vast_api_url: str = Field("https://console.vast.ai/api/v0", description="Vast.ai API base URL.")
+    vast_api_url: str = Field(VAST_API_URL, description="Vast.ai API base URL.")
 
     @field_validator("autostop_action")
     @classmethod
@@ -69,7 +70,7 @@ class AutostopSettings(Section):
             raise ValueError(f"{value!r} is not a regular expression ({exc}); expected e.g. train.py|torchrun")
         return value
 
-    @field_validator("runpod_graphql_url", "runpod_rest_url", "vast_api_url")
+    @field_validator("runpod_api_url", "runpod_graphql_url", "vast_api_url")
     @classmethod
     def _url(cls, value: str) -> str:
         """A base URL, its query dropped: an `?api_key=` copied from a provider's docs would put the key in
