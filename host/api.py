@@ -29,12 +29,16 @@ class Client:
     def __init__(self, provider: str, key: ApiKey, hint: str) -> None:
         self.provider, self.key, self.hint = provider, key, hint
         self.session = session(key.value)
+        self.once = session(key.value, attempts=1)
 
-    def call(self, method: str, url: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
+    def call(self, method: str, url: str, body: Any = None, params: dict[str, str] | None = None,
+             retry: bool = True) -> Any:
+        """One call; `retry=False` for one that creates something under an idempotent verb (Vast rents with a
+        PUT): sent once, whatever answers."""
         where = f"{method} {urlsplit(url).path}"
         try:
-            response = self.session.request(method, url, json=body, params=params, timeout=TIMEOUT,
-                                            allow_redirects=False)
+            response = (self.session if retry else self.once).request(method, url, json=body, params=params,
+                                                                      timeout=TIMEOUT, allow_redirects=False)
         except requests.RequestException as exc:
             raise ApiError(f"{self.provider} API unreachable at {urlsplit(url).netloc} ({type(exc).__name__}); "
                            "check the network or the API URL") from None

@@ -40,8 +40,9 @@ class Pod:
 
     @property
     def gone(self) -> bool:
-        """Stopped, deleted or failed: waiting on it will not bring it up."""
-        return self.status.upper() in ("TERMINATED", "ERROR", "EXITED", "STOPPED", "OFFLINE")
+        """Stopped, deleted or failed: waiting on it will not bring it up (UNKNOWN is Vast's word for an instance
+        whose host lost contact)."""
+        return self.status.upper() in ("TERMINATED", "ERROR", "EXITED", "STOPPED", "OFFLINE", "UNKNOWN")
 
     def as_json(self) -> dict:
         return asdict(self)

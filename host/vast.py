@@ -1,6 +1,11 @@
 """Vast.ai through its REST API (console.vast.ai/api/v0), the key as `Authorization: Bearer`. A launch rents the
 cheapest verified on-demand offer that matches, with a direct port for SSH. The `vastai` package is a CLI that
-prints tables; its SDK wraps the same calls, so plain requests keep the requests and their bodies in view."""
+prints tables; its SDK wraps the same calls, so plain requests keep the requests and their bodies in view.
+
+Units and spellings as the official client (vast-ai/vast-cli, vast.py) sends them: `gpu_ram` in MB of 1000 (a
+GB is ×1000, not ×1024, or `--min-vram 80` drops every H100), GPU names with spaces (`RTX_4090` as its CLI
+writes it means `RTX 4090`), and `allocated_storage` in GB, so `dph_total` and `--max-price` include the disk.
+"""
 from __future__ import annotations
 
 import json
@@ -15,6 +20,11 @@ PORT_FLAGS = {"-p 22:22": "1", "-p 8888:8888": "1", "-p 8000:8000": "1"}
 HINT = "check the key at https://cloud.vast.ai/manage-keys/; `podvisor cloud doctor` says where it was found"
 TEMPLATE_FIELDS = ("name", "image", "tag", "desc", "readme", "runtype", "args_str", "onstart", "env", "use_ssh",
                    "ssh_direct", "jup_direct", "recommended_disk_space", "private")
+MB_PER_GB = 1000
+"""Vast's gpu_ram unit, as its own client multiplies (offers_mult in vast.py)."""
+DISK_GB = 100
+"""The disk priced into offers and rented when no --volume-gb says otherwise: our template's
+recommended_disk_space."""
 
 
 class Vast:
@@ -26,14 +36,16 @@ class Vast:
         self.base = settings.vast_api_url.rstrip("/")
 
     def offers(self, gpu: str | None, min_vram: float, max_price: float | None, cloud: str | None,
-               count: int) -> list[dict]:
+               count: int, disk_gb: int = DISK_GB) -> list[dict]:
+        """Offers with room for `disk_gb`, priced with it (`allocated_storage`), cheapest first."""
         query: dict[str, Any] = {"verified": {"eq": True}, "rentable": {"eq": True}, "num_gpus": {"eq": count},
                                  "direct_port_count": {"gte": 1}, "type": "on-demand",
+                                 "disk_space": {"gte": disk_gb}, "allocated_storage": disk_gb,
                                  "order": [["dph_total", "asc"]], "limit": 64}
         if gpu:
-            query["gpu_name"] = {"eq": gpu}
+            query["gpu_name"] = {"eq": gpu.replace("_", " ")}
         if min_vram:
-            query["gpu_ram"] = {"gte": min_vram * 1024}
+            query["gpu_ram"] = {"gte": min_vram * MB_PER_GB}
         if max_price is not None:
             query["dph_total"] = {"lte": max_price}
         if cloud == "secure":
@@ -41,14 +53,17 @@ class Vast:
         return (self.client.call("POST", f"{self.base}/bundles/", query) or {}).get("offers", [])
 
     def gpus(self, min_vram: float, max_price: float | None, cloud: str | None, count: int) -> list[Gpu]:
-        return sorted((Gpu(str(o["id"]), o.get("gpu_name", ""), round((o.get("gpu_ram") or 0) / 1024, 1),
+        return sorted((Gpu(str(o["id"]), o.get("gpu_name", ""), round((o.get("gpu_ram") or 0) / MB_PER_GB, 1),
                            round(float(o.get("dph_total") or 0), 3), "datacenter" if o.get("datacenter") else "community",
                            f"{o.get('geolocation') or '?'}, reliability {o.get('reliability2') or o.get('reliability') or '?'}")
                        for o in self.offers(None, min_vram, max_price, cloud, count)),
                       key=lambda g: g.price_per_hour)
 
     def templates(self, name: str | None) -> list[Template]:
-        filters = json.dumps({"name": {"eq": name}} if name else {})
+        """Your own templates: the search covers everyone's public ones too, so a stranger's template of the same
+        name would be updated by `template push` (refused) or make `--template NAME` ambiguous."""
+        me = (self.client.call("GET", f"{self.base}/users/current/") or {}).get("id")
+        filters = json.dumps({"creator_id": {"eq": me}, **({"name": {"eq": name}} if name else {})})
         rows = (self.client.call("GET", f"{self.base}/template/",
                                  params={"select_cols": '["*"]', "select_filters": filters}) or {}).get("templates", [])
         return [Template(t["hash_id"], t.get("name", ""), f"{t.get('image', '')}:{t.get('tag') or 'latest'}")
@@ -68,10 +83,11 @@ class Vast:
                                 f"{spec['image']}:{spec.get('tag') or 'latest'}")
 
     def launch(self, request: LaunchRequest) -> Pod:
+        disk = request.volume_gb if request.volume_gb is not None else DISK_GB
         if request.gpu and request.gpu.isdigit():
             offer = int(request.gpu)  # an offer id from `cloud gpus`
         else:
-            found = self.offers(request.gpu, 0, request.max_price, request.cloud, request.count)
+            found = self.offers(request.gpu, 0, request.max_price, request.cloud, request.count, disk)
             if not found:
                 raise ApiError(f"Vast.ai has no verified on-demand offer of {request.count} x {request.gpu}"
                                + (f" under ${request.max_price}/h" if request.max_price else "")
@@ -84,9 +100,16 @@ class Vast:
                 body["env"] = request.env
         else:
             body.update(image=request.image, env={**PORT_FLAGS, **request.env})
-        if request.volume_gb is not None:
-            body["disk"] = request.volume_gb
-        made = self.client.call("PUT", f"{self.base}/asks/{offer}/", body)
+        body["disk"] = disk
+        before = {pod.id for pod in self.pods()}
+        try:  # never repeated: a rent whose answer was lost may have rented, and a second would bill twice
+            made = self.client.call("PUT", f"{self.base}/asks/{offer}/", body, retry=False)
+        except ApiError as exc:
+            rented = [pod for pod in self.pods() if pod.id not in before and pod.name == request.name]
+            if len(rented) == 1:
+                return rented[0]
+            raise ApiError(f"{exc}; no new instance labelled {request.name!r} is listed, so none was rented "
+                           "(`podvisor cloud list --provider vast` to be sure)") from None
         if not (made or {}).get("success"):
             raise ApiError(f"Vast.ai did not rent offer {offer}: {(made or {}).get('msg') or made}")
         return self.pod(str(made["new_contract"]))
@@ -95,7 +118,11 @@ class Vast:
         return [self._pod(i) for i in (self.client.call("GET", f"{self.base}/instances/") or {}).get("instances", [])]
 
     def pod(self, pod_id: str) -> Pod:
-        return self._pod(self.client.call("GET", f"{self.base}/instances/{pod_id}/")["instances"])
+        found = (self.client.call("GET", f"{self.base}/instances/{pod_id}/") or {}).get("instances")
+        if not found:  # Vast answers 200 with `instances: null` for an id that is not (or no longer) yours
+            raise ApiError(f"Vast.ai has no instance {pod_id} (destroyed, or not yours); "
+                           "`podvisor cloud list --provider vast` lists yours")
+        return self._pod(found)
 
     def stop(self, pod_id: str) -> None:
         self.client.call("PUT", f"{self.base}/instances/{pod_id}/", {"state": "stopped"})

@@ -4,6 +4,7 @@ closed port). Shapes follow the documented APIs: RunPod REST v2 (checked against
 Vast `/bundles/`, `/asks/{id}/`, `/instances/`, `/template/`. Every request is recorded by FakeApi."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -149,12 +150,52 @@ class FakeRunPod(FakeApi):
 
 
 class FakeVast(FakeApi):
+    """Vast's API v0 as its official client (vast-ai/vast-cli) speaks it: the offer search filters on the query's
+    fields in Vast's units (gpu_ram in MB of 1000) and prices the allocated storage into dph_total; the template
+    search covers everyone's public templates unless the query names a creator; an unknown instance id answers
+    200 with `instances: null`."""
+
+    ME = 7
+    OFFERS = [  # base $/h of the machine, and $/GB/month of its disk (Vast's storage_cost)
+        {"id": 9001, "gpu_name": "RTX 4090", "num_gpus": 1, "gpu_ram": 24564, "dph_base": 0.38, "storage_cost": 0.15,
+         "disk_space": 500, "geolocation": "Norway, NO", "reliability2": 0.998, "datacenter": False},
+        {"id": 9002, "gpu_name": "RTX 4090", "num_gpus": 1, "gpu_ram": 24564, "dph_base": 0.32, "storage_cost": 0.20,
+         "disk_space": 200, "geolocation": "Texas, US", "reliability2": 0.991, "datacenter": True},
+        {"id": 9003, "gpu_name": "A100 SXM4", "num_gpus": 1, "gpu_ram": 81920, "dph_base": 1.05, "storage_cost": 0.30,
+         "disk_space": 1000, "geolocation": "Quebec, CA", "reliability2": 0.999, "datacenter": True},
+        {"id": 9004, "gpu_name": "H100 SXM", "num_gpus": 1, "gpu_ram": 81559, "dph_base": 1.90, "storage_cost": 0.30,
+         "disk_space": 1000, "geolocation": "Oregon, US", "reliability2": 0.999, "datacenter": True},
+        {"id": 9005, "gpu_name": "RTX 4090", "num_gpus": 1, "gpu_ram": 24564, "dph_base": 0.25, "storage_cost": 0.10,
+         "disk_space": 40, "geolocation": "Ohio, US", "reliability2": 0.995, "datacenter": False},
+    ]
+
     def __init__(self, key: str = KEY, ssh_port: int = 0, ssh_host: str = "127.0.0.1", polls_before_up: int = 1) -> None:
         self.key, self.ssh_host, self.ssh_port, self.polls_before_up = key, ssh_host, ssh_port, polls_before_up
         self.instances: dict[str, dict] = {}
-        self.templates: dict[str, dict] = {}
+        self.templates: dict[str, dict] = {  # a stranger's public template that happens to share our name
+            "hstranger": {"id": 1, "hash_id": "hstranger", "name": "podvisor", "image": "someone/else", "tag": "1",
+                          "creator_id": 4040, "private": False}}
+        self.comes_up_as = "running"
+        """The status a loading instance turns into (Vast says `unknown` when the host lost contact)."""
+        self.rent_fails_with: int | None = None
+        """A status the next rent answers although it rented (a gateway timing out after the work was done)."""
         super().__init__(answer=self.route)
         self.env = {"VAST_API_URL": f"{self.url}/api/v0", "VAST_API_KEY": key}
+
+    @staticmethod
+    def matches(value: Any, condition: Any) -> bool:
+        ops = {"eq": lambda a, b: a == b, "gte": lambda a, b: a >= b, "lte": lambda a, b: a <= b,
+               "gt": lambda a, b: a > b, "lt": lambda a, b: a < b}
+        return all(ops[op](value, want) for op, want in condition.items() if op in ops)
+
+    def offers(self, query: dict) -> list[dict]:
+        storage = float(query.get("allocated_storage") or 0)
+        priced = [{**{k: v for k, v in o.items() if k not in ("dph_base", "storage_cost")},
+                   "dph_total": round(o["dph_base"] + o["storage_cost"] * storage / (30 * 24), 4)}
+                  for o in self.OFFERS]
+        fields = ("gpu_name", "gpu_ram", "dph_total", "disk_space", "datacenter", "num_gpus")
+        return sorted((o for o in priced if all(self.matches(o[f], query[f]) for f in fields if f in query)),
+                      key=lambda o: o["dph_total"])
 
     def route(self, request: dict) -> tuple[int, Any]:
         if request["headers"].get("Authorization") != f"Bearer {self.key}":
@@ -162,24 +203,21 @@ class FakeVast(FakeApi):
         method, url, body = request["method"], urlsplit(request["path"]), request["body"]
         path = url.path
         if path == "/api/v0/users/current/":
-            return 200, {"id": 7, "credit": 12.5}
+            return 200, {"id": self.ME, "credit": 12.5}
         if path == "/api/v0/bundles/":
-            offers = [{"id": 9001, "gpu_name": "RTX 4090", "num_gpus": 1, "gpu_ram": 24564, "dph_total": 0.41,
-                       "geolocation": "Norway, NO", "reliability2": 0.998, "datacenter": False},
-                      {"id": 9002, "gpu_name": "RTX 4090", "num_gpus": 1, "gpu_ram": 24564, "dph_total": 0.35,
-                       "geolocation": "Texas, US", "reliability2": 0.991, "datacenter": True},
-                      {"id": 9003, "gpu_name": "A100 SXM4", "num_gpus": 1, "gpu_ram": 81920, "dph_total": 1.10,
-                       "geolocation": "Quebec, CA", "reliability2": 0.999, "datacenter": True}]
-            wanted = (body.get("gpu_name") or {}).get("eq")
-            return 200, {"offers": [o for o in offers if wanted in (None, o["gpu_name"])]}
+            return 200, {"offers": self.offers(body)}
         if path == "/api/v0/template/":
             if method == "GET":
-                wanted = (parse_qs(url.query).get("select_filters") or ["{}"])[0]
-                return 200, {"templates": [t for t in self.templates.values() if t["name"] in wanted or wanted == "{}"]}
+                filters = json.loads((parse_qs(url.query).get("select_filters") or ["{}"])[0])
+                return 200, {"templates": [t for t in self.templates.values()
+                                           if all(self.matches(t.get(f), c) for f, c in filters.items())]}
             if method == "POST":
-                made = {**body, "id": len(self.templates) + 1, "hash_id": f"h{len(self.templates) + 1:031d}"}
+                made = {**body, "id": len(self.templates) + 1, "hash_id": f"h{len(self.templates):031d}",
+                        "creator_id": self.ME}
                 self.templates[made["hash_id"]] = made
                 return 200, {"success": True, "template": {"id": made["id"], "hash_id": made["hash_id"]}}
+            if self.templates[body["hash_id"]]["creator_id"] != self.ME:
+                return 403, {"success": False, "error": "forbidden", "msg": "not your template"}
             self.templates[body["hash_id"]].update(body)
             return 200, {"success": True, "template": self.templates[body["hash_id"]]}
         if m := re.fullmatch(r"/api/v0/asks/(\d+)/", path):
@@ -187,13 +225,16 @@ class FakeVast(FakeApi):
                         "gpu_name": "RTX 4090", "num_gpus": 1, "dph_total": 0.35, "public_ipaddr": None,
                         "ports": {}, "offer": int(m[1]), "polls": 0}
             self.instances[str(instance["id"])] = instance
+            if self.rent_fails_with:
+                status, self.rent_fails_with = self.rent_fails_with, None
+                return status, {"success": False, "error": "gateway", "msg": "upstream timed out"}
             return 200, {"success": True, "new_contract": instance["id"]}
         if path == "/api/v0/instances/":
             return 200, {"instances_found": len(self.instances), "instances": [self.view(i) for i in self.instances.values()]}
         if m := re.fullmatch(r"/api/v0/instances/(\d+)/", path):
             instance = self.instances.get(m[1])
             if instance is None:
-                return 404, {"success": False, "msg": "no such instance"}
+                return 200, {"instances": None}
             if method == "DELETE":
                 del self.instances[m[1]]
                 return 200, {"success": True}
@@ -201,10 +242,10 @@ class FakeVast(FakeApi):
                 instance["actual_status"] = body["state"]
                 return 200, {"success": True}
             instance["polls"] += 1
-            if instance["polls"] == 1:
+            if instance["polls"] == 1 and instance["actual_status"] is None:
                 instance["actual_status"] = "loading"
             if instance["polls"] > self.polls_before_up and instance["actual_status"] == "loading":
-                instance.update(actual_status="running", public_ipaddr=f"{self.ssh_host}\n",
+                instance.update(actual_status=self.comes_up_as, public_ipaddr=f"{self.ssh_host}\n",
                                 ports={"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(self.ssh_port)}],
                                        "8888/tcp": [{"HostIp": "0.0.0.0", "HostPort": "41888"}]})
             return 200, {"instances": self.view(instance)}

@@ -148,25 +148,78 @@ def test_template_push_creates_then_updates_runpods_template_from_the_repo(runpo
     assert runpod.refused == []
 
 
-def test_vast_template_push_and_launch_rent_the_cheapest_matching_offer(vast, capsys):
+def _sent(api, method: str, path: str) -> list[dict]:
+    return [r for r in api.requests if r["method"] == method and urlsplit(r["path"]).path == path]
+
+
+def test_vast_template_push_and_launch_rent_the_cheapest_offer_with_room_for_the_disk(vast, capsys):
+    """Our own template only (a stranger's public one of the same name is neither updated nor matched), and the
+    offer search as the official client sends it: the disk in the price (allocated_storage) and in the filter."""
     ours = json.loads((DEPLOY / "vast" / "template.json").read_text())
     code, out, err = cloud(capsys, "template", "push", "--provider", "vast")
     assert code == 0, err
     lookup, created = vast.requests[-2:]
     assert lookup["method"] == "GET" and lookup["path"].startswith("/api/v0/template/?")
-    assert parse_qs(urlsplit(lookup["path"]).query)["select_filters"] == ['{"name": {"eq": "podvisor"}}']
+    assert json.loads(parse_qs(urlsplit(lookup["path"]).query)["select_filters"][0]) == {
+        "creator_id": {"eq": FakeVast.ME}, "name": {"eq": "podvisor"}}
     assert (created["method"], created["path"]) == ("POST", "/api/v0/template/")
     assert created["body"]["env"] == ours["env"] and created["body"]["runtype"] == "args"
+    assert vast.templates["hstranger"]["image"] == "someone/else", "a stranger's template is left alone"
     code, _, err = cloud(capsys, "launch", "--provider", "vast", "--gpu", "RTX 4090", "--template", "podvisor",
                          "--env", "HF_TOKEN=hf_abc", "--volume-gb", "80")
     assert code == 0, err
-    search, rent = vast.requests[-3], vast.requests[-2]
-    assert (search["method"], search["path"]) == ("POST", "/api/v0/bundles/")
+    search, = _sent(vast, "POST", "/api/v0/bundles/")
     assert search["body"]["gpu_name"] == {"eq": "RTX 4090"} and search["body"]["direct_port_count"] == {"gte": 1}
-    assert (rent["method"], rent["path"]) == ("PUT", "/api/v0/asks/9002/")  # the cheapest of the two
+    assert search["body"]["allocated_storage"] == 80 and search["body"]["disk_space"] == {"gte": 80}
+    rent, = [r for r in vast.requests if r["method"] == "PUT"]
+    # 9005 is cheaper but has 40 GB of disk; 9002 is the cheapest with room for 80 GB, its disk priced in.
+    assert rent["path"] == "/api/v0/asks/9002/"
     assert rent["body"] == {"client_id": "me", "label": "podvisor", "runtype": "args",
                             "template_hash_id": "h" + "1".rjust(31, "0"), "env": {"HF_TOKEN": "hf_abc"}, "disk": 80}
     assert_key_only_in_the_header(vast)
+
+
+def test_vast_vram_is_counted_in_vasts_units_and_the_disk_is_in_the_price(vast, capsys):
+    """gpu_ram is MB of 1000 (vast-cli's offers_mult): x1024 dropped every H100 at --min-vram 80 and every 4090 at
+    --min-vram 24. Prices include the default disk, as Vast bills it."""
+    code, out, _ = cloud(capsys, "gpus", "--provider", "vast", "--min-vram", "80", "--json")
+    assert code == 0 and {g["name"] for g in json.loads(out)} == {"A100 SXM4", "H100 SXM"}
+    assert _sent(vast, "POST", "/api/v0/bundles/")[-1]["body"]["gpu_ram"] == {"gte": 80000}
+    code, out, _ = cloud(capsys, "gpus", "--provider", "vast", "--min-vram", "24", "--json")
+    rows = json.loads(out)
+    assert code == 0 and [g["id"] for g in rows if g["name"] == "RTX 4090"] == ["9002", "9001"]
+    assert rows[0]["price_per_hour"] == round(0.32 + 0.20 * 100 / 720, 3), "the 100 GB disk is in the price"
+    assert rows[0]["vram_gb"] == 24.6
+
+
+def test_vast_gpu_names_written_the_cli_way_find_the_offers(vast, capsys):
+    code, _, err = cloud(capsys, "launch", "--provider", "vast", "--gpu", "RTX_4090", "--image", "img:1")
+    assert code == 0, err
+    assert _sent(vast, "POST", "/api/v0/bundles/")[0]["body"]["gpu_name"] == {"eq": "RTX 4090"}
+
+
+def test_a_vast_rent_whose_answer_is_lost_is_found_by_its_label_not_rented_twice(vast, capsys):
+    vast.rent_fails_with = 502  # the gateway timed out after Vast had rented
+    code, out, err = cloud(capsys, "launch", "--provider", "vast", "--gpu", "RTX 4090", "--image", "img:1",
+                           "--name", "exp-7", "--json")
+    assert code == 0, err
+    assert len(_sent(vast, "PUT", "/api/v0/asks/9002/")) == 1, "a rent is never repeated"
+    assert json.loads(out)["id"] == "4242" and len(vast.instances) == 1
+
+
+def test_an_unknown_vast_instance_is_one_line_not_a_traceback(vast, capsys):
+    code, out, err = cloud(capsys, "status", "--provider", "vast", "999")
+    assert code == 1 and out == ""
+    assert err.strip().splitlines() == [err.strip()] and "Vast.ai has no instance 999" in err
+    assert "Traceback" not in err
+
+
+def test_a_vast_instance_whose_host_lost_contact_is_not_waited_on(vast, capsys):
+    vast.comes_up_as = "unknown"
+    code, _, err = cloud(capsys, "launch", "--provider", "vast", "--gpu", "RTX 4090", "--image", "img:1", "--wait",
+                         "--timeout", "600", "--interval", "0.1")
+    assert code == 1 and "is UNKNOWN: it will not come up" in err
+    assert len(_sent(vast, "GET", "/api/v0/instances/4242/")) <= 4, "given up on at once, not after the timeout"
 
 
 def test_vast_launch_from_an_image_publishes_our_ports(vast, capsys):
