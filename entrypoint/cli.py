@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 
 EXIT_INVALID = 2
 EXIT_WARNINGS = 1
+POD_PACKAGES = frozenset({"supervisor", "watchdog", "psutil", "pynvml", "huggingface_hub", "hf_xet", "fastapi",
+                          "uvicorn", "prometheus_client"})
+"""What the `pod` extra installs (by import name): missing on a laptop install, which runs `cloud` only."""
 
 
 def _config_json(config: Config) -> dict:
@@ -179,9 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     from host.cli import add_parser as add_cloud_parser
 
     add_cloud_parser(sub)
-    from entrypoint.registry import discover
+    try:
+        from entrypoint.registry import discover
 
-    for svc in discover():
+        services = discover()
+    except ModuleNotFoundError:  # a laptop install: the services' own commands need the pod's packages
+        services = []
+    for svc in services:
         if svc.cli is not None:
             svc.cli(sub)
     return parser
@@ -204,7 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "remote_command"):
             parser.error("`-- CMD` is for `podvisor cloud ssh POD -- CMD`")
         args.remote_command = rest
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ModuleNotFoundError as exc:  # a laptop install asked for a command of the pod's
+        if (exc.name or "").split(".")[0] not in POD_PACKAGES:
+            raise
+        print(f"podvisor {args.command}: needs the pod's packages ({exc.name} is missing): "
+              "pip install 'podvisor[pod]'", file=sys.stderr)
+        return EXIT_INVALID
 
 
 if __name__ == "__main__":

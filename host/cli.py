@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--count", type=int, default=1, metavar="N")
     p = verb("templates", "cmd_templates", "the provider's templates")
     p.add_argument("--name")
-    p = verb("template", "cmd_template_push", "template push: create or update ours from deploy/<provider>/template.json")
+    p = verb("template", "cmd_template_push", "template push: create or update ours (deploy/<provider>/template.json)")
     p.add_argument("action", choices=("push",))
     p.add_argument("--file", type=Path, help="another template file")
     p = verb("launch", "cmd_launch", "create a pod; with --wait, until SSH and `podvisor status --ready` answer")

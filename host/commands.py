@@ -19,7 +19,8 @@ from host.settings import HostSettings
 from host.ssh import HostKeyChanged, Target
 from host.wait import NotReady, probe, target_of, wait_until_ready
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+"""The providers' templates, shipped in the package (deploy/<provider>/template.json links here)."""
 SSH_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 
 
@@ -91,7 +92,7 @@ def cmd_templates(args: argparse.Namespace, settings: HostSettings) -> int:
 
 
 def _repo_template(provider: Provider, path: Path | None) -> dict:
-    path = path or DEPLOY / provider.template_file
+    path = path or TEMPLATES / provider.template_file
     if not path.is_file():
         raise Usage(f"no template at {path}: pass --file with the provider's template JSON")
     return json.loads(path.read_text())

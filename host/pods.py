@@ -66,7 +66,7 @@ class LaunchRequest:
 class Provider(Protocol):
     name: str
     template_file: str
-    """The repo's own template for this provider, under deploy/."""
+    """Our template for this provider, in the package's templates/ (deploy/<provider>/template.json)."""
 
     def gpus(self, min_vram: float, max_price: float | None, cloud: str | None, count: int) -> list[Gpu]: ...
     def templates(self, name: str | None) -> list[Template]: ...

@@ -26,7 +26,7 @@ TEMPLATE_FIELDS = ("name", "image", "args", "disk", "mounts", "ports", "env", "r
 
 class RunPod:
     name = "runpod"
-    template_file = "runpod/template.json"
+    template_file = "runpod.json"
 
     def __init__(self, key: ApiKey, settings: HostSettings) -> None:
         self.client = Client("RunPod", key, HINT)

@@ -29,7 +29,7 @@ recommended_disk_space."""
 
 class Vast:
     name = "vast"
-    template_file = "vast/template.json"
+    template_file = "vast.json"
 
     def __init__(self, key: ApiKey, settings: HostSettings) -> None:
         self.client = Client("Vast.ai", key, HINT)

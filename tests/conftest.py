@@ -179,7 +179,7 @@ def ssh(port: int, user: str, key: Path, command: str, known_hosts: Path | None 
                           capture_output=True, text=True, timeout=60)
 
 
-REAL_COMPONENT_FIXTURES = {"stack_factory", "s3", "pod", "host", "api", "open_tmp", "hub"}
+REAL_COMPONENT_FIXTURES = {"stack_factory", "s3", "pod", "host", "api", "open_tmp", "hub", "laptop_venv"}
 """Fixtures that start real programs (a stack, an S3 server, a booted platform pod): a test using none of them
 is in the fast layer (`make test-fast`, `-m fast`)."""
 
