@@ -2,6 +2,7 @@
 host, and never into a URL, a log line or an exception; refusals and outages become one line a user can act on."""
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,3 +53,32 @@ class Client:
             return response.json() if response.content else None
         except ValueError:
             raise ApiError(f"{self.provider} answered {where} with something that is not JSON") from None
+
+    def events(self, url: str, params: dict[str, str], quiet: float) -> list[dict]:
+        """A Server-Sent Events stream's `data:` payloads (JSON), read until the stream ends or says nothing for
+        `quiet` seconds: a log stream sends its backlog at once, then waits for new lines."""
+        where = f"GET {urlsplit(url).path}"
+        found: list[dict] = []
+        try:
+            with self.session.get(url, params=params, stream=True, timeout=(TIMEOUT[0], quiet),
+                                  headers={"Accept": "text/event-stream"}) as response:
+                if response.status_code in (401, 403):
+                    raise Refused(f"{self.provider} refused the API key from {self.key.source} (HTTP "
+                                  f"{response.status_code} on {where}): {self.hint}", response.status_code)
+                if response.status_code >= 300:
+                    raise ApiError(f"{self.provider} answered HTTP {response.status_code} on {where}: "
+                                   f"{problem(response, self.key.value)}")
+                for line in response.iter_lines(decode_unicode=True):
+                    if line and line.startswith("data:"):
+                        try:
+                            found.append(json.loads(line[5:].strip()))
+                        except ValueError:
+                            continue
+        except requests.ConnectionError as exc:  # the read timeout of a quiet stream, once it has begun
+            if not found and "timed out" not in str(exc).lower():
+                raise ApiError(f"{self.provider} API unreachable at {urlsplit(url).netloc} "
+                               f"({type(exc).__name__}); check the network or the API URL") from None
+        except requests.Timeout:
+            pass
+        return found
+

@@ -16,7 +16,7 @@ from host.api import ApiError, Refused
 from host.keys import NoKey, find_key
 from host.pods import LaunchRequest, Pod, Provider, Template
 from host.settings import HostSettings
-from host.ssh import HostKeyChanged, Target
+from host.ssh import SSH_FAILED, HostKeyChanged, Target
 from host.wait import NotReady, probe, target_of, wait_until_ready
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -214,8 +214,22 @@ def cmd_ssh(args: argparse.Namespace, settings: HostSettings) -> int:
 
 
 def cmd_logs(args: argparse.Namespace, settings: HostSettings) -> int:
-    pod = provider_of(args, settings).pod(args.pod)
-    return _target(args, settings, pod).session(["podvisor", "logs", "-n", str(args.lines), *args.programs])
+    """The pod's own logs over SSH (`podvisor logs`); when SSH does not answer (no address yet, or the
+    connection fails), the container's log from the provider's API where it has one (RunPod v2)."""
+    provider = provider_of(args, settings)
+    pod = provider.pod(args.pod)
+    target = _ssh_of(args, settings, pod)
+    if target is not None:
+        code = target.session(["podvisor", "logs", "-n", str(args.lines), *args.programs])
+        if code != SSH_FAILED or provider.logs is None:
+            return code
+        print(f"{pod.id}: SSH did not answer; the container log from {provider.name}'s API instead",
+              file=sys.stderr)
+    elif provider.logs is None:
+        _target(args, settings, pod)  # says why there is no SSH address
+    for line in provider.logs(pod.id, args.lines):
+        print(line)
+    return 0
 
 
 def cmd_stop(args: argparse.Namespace, settings: HostSettings) -> int:

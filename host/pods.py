@@ -3,7 +3,7 @@ these, so `list`, `ssh` and the launch wait read the same on RunPod and Vast."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class Pod:
     ssh_host: str | None
     ssh_port: int | None
     urls: dict[str, str] = field(default_factory=dict)
+    unreachable: str | None = None
+    """Why this running pod will never get a direct SSH address (a RunPod community host with no public IP)."""
 
     @property
     def running(self) -> bool:
@@ -77,3 +79,18 @@ class Provider(Protocol):
     def stop(self, pod_id: str) -> None: ...
     def terminate(self, pod_id: str) -> None: ...
     def check_key(self) -> str: ...
+    logs: Callable[[str, int], list[str]] | None
+    """The container's last lines from the provider's API (pod id, lines), for when SSH does not answer; None
+    where the provider has no such call podvisor uses."""
+
+
+def created_despite(error: Exception, provider: Provider, before: set[str], name: str) -> Pod:
+    """After a create whose answer was lost (a gateway that timed out once the work was done): the one new pod
+    named `name` is the one it made. A create is never sent twice, which could rent two; none listed means none
+    was made, and the error stands."""
+    new = [pod for pod in provider.pods() if pod.id not in before and pod.name == name]
+    if len(new) == 1:
+        return new[0]
+    raise RuntimeError(f"{error}; no new pod named {name!r} is listed, so none was made "
+                       f"(`podvisor cloud list --provider {provider.name}` to be sure)") from None
+

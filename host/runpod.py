@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from host.api import Client
+from host.api import ApiError, Client, Refused
 from host.keys import ApiKey
-from host.pods import Gpu, LaunchRequest, Pod, Template
+from host.pods import Gpu, LaunchRequest, Pod, Template, created_despite
 from host.settings import HostSettings
 
 PORTS = ["22/tcp", "8888/http", "8000/http"]
@@ -22,6 +22,10 @@ HINT = ("check the key at https://www.runpod.io/console/user/settings (pods need
 TEMPLATE_FIELDS = ("name", "image", "args", "disk", "mounts", "ports", "env", "registry", "category", "public",
                    "serverless", "startSsh", "startJupyter", "allowedCudaVersions")
 """What CreateTemplateRequest and UpdateTemplateRequest take: anything else in the repo's template is refused."""
+LOG_TAIL_MAX = 5000
+"""v2's most log lines in one stream's backlog (`tail`)."""
+LOG_QUIET_SECONDS = 3.0
+"""The backlog has been sent once the stream says nothing this long; it then only follows new lines."""
 
 
 class RunPod:
@@ -83,7 +87,13 @@ class RunPod:
             body["env"] = request.env
         if request.volume_gb is not None:
             body["mounts"] = {"persistent": {"size": request.volume_gb, "path": "/workspace"}}
-        return self._pod(self.client.call("POST", f"{self.api}/pods", body))
+        before = {pod.id for pod in self.pods()}
+        try:  # a POST, never retried by the HTTP layer
+            return self._pod(self.client.call("POST", f"{self.api}/pods", body))
+        except ApiError as exc:
+            if isinstance(exc, Refused):
+                raise
+            return created_despite(exc, self, before, request.name)
 
     def pods(self) -> list[Pod]:
         return [self._pod(p) for p in (self.client.call("GET", f"{self.api}/pods") or {}).get("pods", [])]
@@ -101,13 +111,31 @@ class RunPod:
         listed = (self.client.call("GET", f"{self.api}/pods") or {}).get("pods", [])
         return f"GET /v2/pods accepted it ({len(listed)} pod(s))"
 
+    def logs(self, pod_id: str, lines: int) -> list[str]:
+        """The container's last `lines` log lines from v2's log stream (Server-Sent Events), for a pod whose
+        SSH does not answer: the backlog, read until the stream goes quiet."""
+        params = {"source": "container", "tail": str(min(max(lines, 0), LOG_TAIL_MAX))}
+        events = self.client.events(f"{self.api}/pods/{pod_id}/logs", params, quiet=LOG_QUIET_SECONDS)
+        return [event.get("line", "") for event in events][-lines:]
+
     @staticmethod
     def _pod(raw: dict) -> Pod:
-        """v2's Pod: the direct SSH address (a public IP and the port mapped to 22) once the pod has one."""
+        """v2's Pod: the direct SSH address (a public IP and the port mapped to 22) once the pod has one, or why
+        a running pod never will (its 22/tcp published with no public address: a community host without a
+        public IP, reachable only through RunPod's proxy, which carries an interactive shell and nothing else)."""
         direct = (raw.get("ssh") or {}).get("direct") or {}
         pod_id = raw["id"]
         urls = {"jupyter": f"https://{pod_id}-8888.proxy.runpod.net/lab", "api": f"https://{pod_id}-8000.proxy.runpod.net/"}
         price = raw.get("cost")
+        ssh_port = [p for p in ((raw.get("runtime") or {}).get("ports") or []) if p.get("private") == 22]
+        unreachable = None
+        if raw.get("status") == "RUNNING" and not direct and ssh_port and not (ssh_port[0].get("public")
+                                                                                and ssh_port[0].get("ip")):
+            proxy = ((raw.get("ssh") or {}).get("proxy") or {}).get("command")
+            unreachable = (f"RunPod gave pod {pod_id} no public address for 22/tcp (a {raw.get('cloud', '').lower()} "
+                           "host without a public IP), so podvisor cannot reach it" +
+                           (f"; RunPod's proxy gives an interactive shell only: {proxy}" if proxy else "") +
+                           f". `podvisor cloud stop {pod_id}`, then launch with --cloud secure")
         return Pod(pod_id, raw.get("name") or "", raw.get("status") or "UNKNOWN", (raw.get("gpu") or {}).get("id", ""),
                    float(price) if price not in (None, "") else None, direct.get("host") or None,
-                   int(direct["port"]) if direct.get("port") else None, urls)
+                   int(direct["port"]) if direct.get("port") else None, urls, unreachable)

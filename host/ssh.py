@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CHANGED = ("REMOTE HOST IDENTIFICATION HAS CHANGED", "Host key verification failed")
+SSH_FAILED = 255
+"""ssh's own exit code when it could not connect or log in (a remote command's codes are the command's)."""
 
 
 class HostKeyChanged(Exception):
@@ -57,8 +59,8 @@ class Target:
         try:
             result = subprocess.run([*self.argv(), command], capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            return subprocess.CompletedProcess([], 255, "", f"no answer within {timeout:.0f} s")
-        if result.returncode == 255 and any(marker in result.stderr for marker in CHANGED):
+            return subprocess.CompletedProcess([], SSH_FAILED, "", f"no answer within {timeout:.0f} s")
+        if result.returncode == SSH_FAILED and any(marker in result.stderr for marker in CHANGED):
             raise self.changed_key()
         return result
 
@@ -79,7 +81,7 @@ class Target:
         thread.start()
         code = proc.wait()
         thread.join(5)
-        if code == 255 and any(marker in line for line in seen for marker in CHANGED):
+        if code == SSH_FAILED and any(marker in line for line in seen for marker in CHANGED):
             raise self.changed_key()
         return code
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from host.api import ApiError, Client
 from host.keys import ApiKey
-from host.pods import Gpu, LaunchRequest, Pod, Template
+from host.pods import Gpu, LaunchRequest, Pod, Template, created_despite
 from host.settings import HostSettings
 
 PORT_FLAGS = {"-p 22:22": "1", "-p 8888:8888": "1", "-p 8000:8000": "1"}
@@ -30,6 +30,7 @@ recommended_disk_space."""
 class Vast:
     name = "vast"
     template_file = "vast.json"
+    logs = None  # Vast's logs come through a request and a later download; `cloud logs` needs SSH there
 
     def __init__(self, key: ApiKey, settings: HostSettings) -> None:
         self.client = Client("Vast.ai", key, HINT)
@@ -102,14 +103,10 @@ class Vast:
             body.update(image=request.image, env={**PORT_FLAGS, **request.env})
         body["disk"] = disk
         before = {pod.id for pod in self.pods()}
-        try:  # never repeated: a rent whose answer was lost may have rented, and a second would bill twice
+        try:  # a rent is a PUT, but not one to repeat: sent once
             made = self.client.call("PUT", f"{self.base}/asks/{offer}/", body, retry=False)
         except ApiError as exc:
-            rented = [pod for pod in self.pods() if pod.id not in before and pod.name == request.name]
-            if len(rented) == 1:
-                return rented[0]
-            raise ApiError(f"{exc}; no new instance labelled {request.name!r} is listed, so none was rented "
-                           "(`podvisor cloud list --provider vast` to be sure)") from None
+            return created_despite(exc, self, before, request.name)
         if not (made or {}).get("success"):
             raise ApiError(f"Vast.ai did not rent offer {offer}: {(made or {}).get('msg') or made}")
         return self.pod(str(made["new_contract"]))

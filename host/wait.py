@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from host.pods import Pod, Provider
-from host.ssh import Target
+from host.ssh import SSH_FAILED, Target
 
 STATUS_COMMAND = "podvisor status --json --ready"
 
@@ -36,7 +36,7 @@ def target_of(pod: Pod, known_hosts: Path, identity: Path | None, user: str = "r
 def probe(target: Target) -> tuple[bool, str, dict]:
     """(ready, what is missing, the pod's status report) from one `podvisor status` over SSH."""
     result = target.run(STATUS_COMMAND, timeout=30)
-    if result.returncode == 255:
+    if result.returncode == SSH_FAILED:
         reason = (result.stderr.strip().splitlines() or ["no answer"])[-1]
         return False, f"SSH {target.address}: {reason}", {}
     try:
@@ -60,6 +60,8 @@ def wait_until_ready(provider: Provider, pod_id: str, target_for: Callable[[Pod]
         target = target_for(pod)
         if pod.gone:
             raise NotReady(f"pod {pod_id} is {pod.status}: it will not come up; `podvisor cloud status {pod_id}`")
+        if pod.running and pod.unreachable:
+            raise NotReady(pod.unreachable)  # said now, not after the whole timeout while it bills
         if not pod.running or target is None:
             state = f"{pod.status.lower()}, " + ("no SSH address yet" if target is None else f"SSH at {target.address}")
         else:

@@ -8,7 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 Answer = Callable[[dict], "tuple[int, Any]"]
-"""A recorded request -> (status, JSON body): a stand-in with state (pods that change as they are created)."""
+"""A recorded request -> (status, JSON body, or bytes sent as an event stream): a stand-in with state (pods that
+change as they are created)."""
 
 
 class FakeApi:
@@ -28,9 +29,10 @@ class FakeApi:
                            "body": json.loads(raw) if raw else None}
                 api.requests.append(request)
                 status, body = api.answer(request)
-                data = json.dumps(body).encode()
+                stream = isinstance(body, bytes)  # a Server-Sent Events stream, sent as it is
+                data = body if stream else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/event-stream" if stream else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -44,6 +44,11 @@ class FakeRunPod(FakeApi):
         self.templates: dict[str, dict] = {}
         self.refused: list[str] = []
         """Why the stand-in refused a request as v2 would: a test that expects none asserts this is empty."""
+        self.public_ip = True
+        """False: pods come up as a community host without a public IP does (22/tcp with no public address)."""
+        self.create_fails_with: int | None = None
+        """A status the next create answers although it created (a gateway timing out after the work)."""
+        self.log_lines = [f"container line {i}" for i in range(1, 6)]
         super().__init__(answer=self.route)
         self.env = {"RUNPOD_API_URL": f"{self.url}/v2", "RUNPOD_API_KEY": key}
 
@@ -101,8 +106,21 @@ class FakeRunPod(FakeApi):
                                 "image": body.get("image", ""), "gpu": body["gpu"],
                                 "cloud": body.get("cloud", "SECURE"), "polls": 0})
                 self.pods[pod["id"]] = pod
+                if self.create_fails_with:
+                    status, self.create_fails_with = self.create_fails_with, None
+                    return self.problem(status, "Gateway Timeout", "upstream timed out")
                 return 201, self.checked("Pod", self.view(pod))
             return 200, self.checked("ListPodsResponse", {"pods": [self.view(p) for p in self.pods.values()]})
+        if m := re.fullmatch(r"/v2/pods/(\w+)/logs", path):
+            problems = runpod_query_problems(["LogSourceParam", "LogTail"], query)
+            if problems or m[1] not in self.pods:
+                self.refused += problems
+                return self.problem(400 if problems else 404, "Bad Request" if problems else "Not Found",
+                                    "; ".join(problems) or "The requested Pod does not exist.")
+            tail = int((query.get("tail") or ["100"])[0])
+            return 200, "".join(f"id: 2026-12-02T10:00:0{i}Z/{i:012d}\ndata: " + json.dumps(
+                {"ts": f"2026-12-02T10:00:0{i}Z", "source": "container", "line": line}) + "\n\n"
+                for i, line in enumerate(self.log_lines[-tail:])).encode()
         if m := re.fullmatch(r"/v2/pods/(\w+)(/action)?", path):
             pod = self.pods.get(m[1])
             if pod is None:
@@ -123,8 +141,14 @@ class FakeRunPod(FakeApi):
                 return 200, self.checked("Pod", self.view(pod))
             pod["polls"] += 1
             if pod["polls"] > self.polls_before_up and pod["status"] == "RUNNING":
-                pod["ssh"]["direct"] = {"host": self.ssh_host, "port": self.ssh_port, "username": "root",
-                                        "command": f"ssh root@{self.ssh_host} -p {self.ssh_port}"}
+                public = self.ssh_port if self.public_ip else None
+                pod["runtime"] = {"uptime": 10, "ports": [{"private": 22, "public": public, "type": "tcp",
+                                                           "ip": self.ssh_host if self.public_ip else None}]}
+                pod["ssh"]["proxy"] = {"host": "ssh.runpod.io", "port": 22, "username": f"{pod['id']}-64411eb2",
+                                       "command": f"ssh {pod['id']}-64411eb2@ssh.runpod.io"}
+                if self.public_ip:
+                    pod["ssh"]["direct"] = {"host": self.ssh_host, "port": self.ssh_port, "username": "root",
+                                            "command": f"ssh root@{self.ssh_host} -p {self.ssh_port}"}
             return 200, self.checked("Pod", self.view(pod))
         return self.problem(404, "Not Found", f"no route {method} {path}")
 

@@ -128,6 +128,39 @@ def test_the_runpod_stand_in_refuses_what_v2_refuses_and_the_error_is_one_line(r
     assert "Not Found: The requested Pod does not exist." in err
 
 
+def test_a_runpod_create_whose_answer_is_lost_is_found_by_name_not_sent_twice(runpod, capsys):
+    runpod.create_fails_with = 504  # the gateway timed out after RunPod had created the pod
+    code, out, err = cloud(capsys, "launch", "--provider", "runpod", "--gpu", "RTX 4090", "--image", "img:1",
+                           "--name", "exp-7", "--json")
+    assert code == 0, err
+    assert len([r for r in runpod.requests if (r["method"], r["path"]) == ("POST", "/v2/pods")]) == 1
+    assert json.loads(out)["id"] == "pod1x7k2" and len(runpod.pods) == 1
+
+
+def test_a_community_pod_without_a_public_ip_is_refused_at_once_not_waited_on(runpod, capsys):
+    """v2 has no field to ask for a public IP: a community host without one publishes 22/tcp with no public
+    address, and only RunPod's proxy (an interactive shell) reaches it. The wait says so once the pod runs."""
+    runpod.public_ip = False
+    code, _, err = cloud(capsys, "launch", "--provider", "runpod", "--gpu", "RTX 3090", "--image", "img:1",
+                         "--cloud", "community", "--wait", "--timeout", "600", "--interval", "0.1")
+    assert code == 1, err
+    assert "RunPod gave pod pod1x7k2 no public address for 22/tcp (a community host" in err
+    assert "ssh pod1x7k2-64411eb2@ssh.runpod.io" in err and "--cloud secure" in err
+    assert len([r for r in runpod.requests if r["path"] == "/v2/pods/pod1x7k2"]) <= 4, "said at once"
+
+
+def test_cloud_logs_fall_back_to_v2_log_streaming_when_ssh_does_not_answer(runpod, capsys):
+    runpod.polls_before_up = 10**6  # no SSH address, ever
+    assert cloud(capsys, "launch", "--provider", "runpod", "--gpu", "RTX 4090", "--image", "img:1")[0] == 0
+    code, out, err = cloud(capsys, "logs", "--provider", "runpod", "pod1x7k2", "-n", "2")
+    assert code == 0, err
+    assert out.splitlines() == ["container line 4", "container line 5"]
+    sent = runpod.requests[-1]
+    assert urlsplit(sent["path"]).path == "/v2/pods/pod1x7k2/logs" and sent["headers"]["Accept"] == "text/event-stream"
+    assert parse_qs(urlsplit(sent["path"]).query) == {"source": ["container"], "tail": ["2"]}
+    assert runpod.refused == []
+
+
 def test_template_push_creates_then_updates_runpods_template_from_the_repo(runpod, capsys):
     ours = json.loads((DEPLOY / "runpod" / "template.json").read_text())
     assert cloud(capsys, "template", "push", "--provider", "runpod")[0] == 0
