@@ -11,7 +11,7 @@ import subprocess
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from contract import runpod_problems, runpod_query_problems
+from contract import runpod_problems, runpod_query_problems, vast_problems
 from fakeapi import FakeApi
 
 KEY = "rpa_FAKEKEY0123456789abcdef"
@@ -199,6 +199,8 @@ class FakeVast(FakeApi):
         self.templates: dict[str, dict] = {  # a stranger's public template that happens to share our name
             "hstranger": {"id": 1, "hash_id": "hstranger", "name": "podvisor", "image": "someone/else", "tag": "1",
                           "creator_id": 4040, "private": False}}
+        self.refused: list[str] = []
+        """Why the stand-in refused a request as Vast's published schema would."""
         self.comes_up_as = "running"
         """The status a loading instance turns into (Vast says `unknown` when the host lost contact)."""
         self.rent_fails_with: int | None = None
@@ -221,11 +223,26 @@ class FakeVast(FakeApi):
         return sorted((o for o in priced if all(self.matches(o[f], query[f]) for f in fields if f in query)),
                       key=lambda o: o["dph_total"])
 
+    CONTRACT = {("POST", "/api/v0/bundles/"): "OfferQuery", ("POST", "/api/v0/template/"): "TemplateCreate",
+                ("PUT", "/api/v0/template/"): "TemplateUpdate"}
+    """Which published request schema (contract.py) each call's body is checked against."""
+
+    def contract(self, method: str, path: str) -> str | None:
+        if method == "PUT" and re.fullmatch(r"/api/v0/asks/\d+/", path):
+            return "RentRequest"
+        if method == "PUT" and re.fullmatch(r"/api/v0/instances/\d+/", path):
+            return "InstanceUpdate"
+        return self.CONTRACT.get((method, path))
+
     def route(self, request: dict) -> tuple[int, Any]:
         if request["headers"].get("Authorization") != f"Bearer {self.key}":
             return 401, {"success": False, "error": "invalid_user", "msg": "bad api key"}
         method, url, body = request["method"], urlsplit(request["path"]), request["body"]
         path = url.path
+        schema = self.contract(method, path)
+        if schema and (problems := vast_problems(schema, body)):
+            self.refused += problems
+            return 400, {"success": False, "error": "invalid_args", "msg": "; ".join(problems)}
         if path == "/api/v0/users/current/":
             return 200, {"id": self.ME, "credit": 12.5}
         if path == "/api/v0/bundles/":

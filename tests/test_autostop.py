@@ -43,8 +43,11 @@ def _decision(tmp_path) -> dict:
 
 
 def _assert_vast_stop(api):
+    from contract import vast_problems
+
     sent = api.requests[0]
     assert (sent["method"], sent["path"], sent["body"]) == ("PUT", "/api/v0/instances/4242/", {"state": "stopped"})
+    assert vast_problems("InstanceUpdate", sent["body"]) == [], "Vast's published schema takes it"
     assert sent["headers"]["Authorization"] == f"Bearer {KEY}"
     assert all(KEY not in r["path"] and "api_key" not in r["path"] for r in api.requests)
 

@@ -210,6 +210,19 @@ def test_vast_template_push_and_launch_rent_the_cheapest_offer_with_room_for_the
     assert rent["body"] == {"client_id": "me", "label": "podvisor", "runtype": "args",
                             "template_hash_id": "h" + "1".rjust(31, "0"), "env": {"HF_TOKEN": "hf_abc"}, "disk": 80}
     assert_key_only_in_the_header(vast)
+    assert vast.refused == []
+
+
+def test_the_vast_stand_in_checks_each_body_against_vasts_published_schema(vast):
+    """The contract check is live: a rent with neither image nor template, or a launch mode Vast does not know,
+    is refused as the published schema refuses it."""
+    import requests
+
+    for body in ({"label": "x", "runtype": "args"}, {"image": "img:1", "runtype": "bash"}):
+        sent = requests.put(f"{vast.url}/api/v0/asks/9002/", headers={"Authorization": f"Bearer {KEY}"}, json=body,
+                            timeout=10)
+        assert sent.status_code == 400 and sent.json()["error"] == "invalid_args", sent.text
+    assert len(vast.refused) == 2 and vast.instances == {}
 
 
 def test_vast_vram_is_counted_in_vasts_units_and_the_disk_is_in_the_price(vast, capsys):
@@ -286,6 +299,7 @@ def test_list_stop_and_terminate_send_the_documented_calls(runpod, vast, capsys)
         "PUT", "/api/v0/instances/4242/", {"state": "stopped"})
     assert cloud(capsys, "terminate", "--provider", "vast", "4242", "--force", "--yes")[0] == 0
     assert (vast.requests[-1]["method"], vast.requests[-1]["path"]) == ("DELETE", "/api/v0/instances/4242/")
+    assert vast.refused == []
 
 
 def test_a_refused_key_is_one_line_that_says_where_it_came_from(runpod, laptop, capsys):
