@@ -49,9 +49,11 @@ def under(relative: str, many: bool = False) -> dict[str, Any]:
 
 def default_state_dir() -> Path:
     """On the volume, unless podvisor runs as a normal user who may not write there (a bare GPU host): then
-    that user's own state folder, so `podvisor start` works without root."""
+    that user's own state folder, so `podvisor start` works without root. A workspace not made yet counts as
+    writable when the user may make it (its nearest existing folder is theirs to write)."""
     volume = workspace()
-    if os.geteuid() == 0 or os.access(volume, os.W_OK):
+    nearest = next((p for p in [volume, *volume.parents] if p.exists()), Path("/"))
+    if os.geteuid() == 0 or os.access(nearest, os.W_OK):
         return volume / STATE_DIR_NAME
     return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "podvisor"
 

@@ -250,13 +250,20 @@ def test_status_from_any_user_probes_the_ports_the_stack_listens_on(tmp_path, mo
 def test_a_normal_user_whose_workspace_is_not_theirs_keeps_state_in_their_own_folder(tmp_path, monkeypatch):
     from entrypoint.workspace import default_state_dir
 
+    from pathlib import Path
+
+    mine, home = tmp_path / "mine", tmp_path / "home"
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) in (mine, home))  # what this user may write
     monkeypatch.setenv("PODVISOR_WORKSPACE", str(tmp_path / "not-writable"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     assert default_state_dir() == tmp_path / "xdg" / "podvisor"
-    (tmp_path / "mine").mkdir()
-    monkeypatch.setenv("PODVISOR_WORKSPACE", str(tmp_path / "mine"))
-    assert default_state_dir() == tmp_path / "mine" / ".podvisor"
+    mine.mkdir()
+    monkeypatch.setenv("PODVISOR_WORKSPACE", str(mine))
+    assert default_state_dir() == mine / ".podvisor"
+    home.mkdir()  # a workspace not made yet, in a folder of the user's: theirs to make (a bare host's first start)
+    monkeypatch.setenv("PODVISOR_WORKSPACE", str(home / "work"))
+    assert default_state_dir() == home / "work" / ".podvisor"
 
 
 @pytest.mark.parametrize(("variable", "value", "expected"), [
