@@ -182,7 +182,7 @@ def runpod(boot: Boot) -> dict[str, float]:
     env = {**template["env"], "RUNPOD_POD_ID": "smokepod0runpod", "RUNPOD_PUBLIC_IP": "127.0.0.1",
            "RUNPOD_TCP_PORT_22": str(boot.ports[22]), "PUBLIC_KEY": boot.public_key,
            "RUNPOD_API_KEY": "rpa_smoke_not_a_real_key_0123", "RUNPOD_GPU_COUNT": "0"}
-    boot.run(env, [(volume, template["volumeMountPath"])])
+    boot.run(env, [(volume, template["mounts"]["persistent"]["path"])])
     command = boot.wait("the Connect dialog's ssh root@", lambda: boot.run_printed_ssh("whoami").stdout.strip()
                         == "root")
     assert boot.printed_ssh()[1] == "root@127.0.0.1", boot.printed_ssh()
@@ -194,6 +194,11 @@ def runpod(boot: Boot) -> dict[str, float]:
     api = json.loads(boot.ssh("podvisor status --json").stdout)["services"]["inference"]["endpoint"]
     assert api == "http://127.0.0.1:8000/ (inside the pod only: set INFERENCE_API_TOKEN to publish it)", api
     assert (volume / ".podvisor").is_dir(), "the state dir is not on the volume"
+    # The login user reads no control secret in any process it can see, and cannot change what root sources.
+    leaked = boot.ssh("grep -l rpa_smoke_not_a_real_key /proc/[0-9]*/environ 2>/dev/null | wc -l").stdout.strip()
+    assert leaked == "0", f"RUNPOD_API_KEY readable by the login user in {leaked} process(es)"
+    owned = boot.ssh("stat -c '%U %a' /etc/podvisor/session.env").stdout.strip()
+    assert owned == "root 640", owned
     return {"connect": command, "ready over ssh": ready}
 
 
