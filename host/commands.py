@@ -125,14 +125,16 @@ def _template(provider: Provider, wanted: str) -> Template:
     return exact[0]
 
 
-def _resolve_gpu(args: argparse.Namespace, provider: Provider) -> tuple[str, bool]:
+def _resolve_gpu(args: argparse.Namespace, provider: Provider) -> tuple[str, bool, str | None]:
+    """(the GPU id, whether the listing confirmed it, the cloud of the row chosen): without --cloud, RunPod's
+    cheapest row may be a community one, and the pod must go where that price is, not to the default cloud."""
     if args.gpu_type_id:
         if provider.name == "runpod":
             print(f"warning: GPU type {args.gpu_type_id!r} used as given, not checked against RunPod's listing",
                   file=sys.stderr)
-        return args.gpu_type_id, False
+        return args.gpu_type_id, False, None
     if provider.name == "vast":
-        return args.gpu, True
+        return args.gpu, True, None
     try:
         listed = provider.gpus(0, None, args.cloud, args.count)
     except Refused:
@@ -142,10 +144,14 @@ def _resolve_gpu(args: argparse.Namespace, provider: Provider) -> tuple[str, boo
             [g for g in listed if args.gpu.lower() in g.name.lower()]
     if not match:
         raise Usage(f"no RunPod GPU type in stock matches {args.gpu!r}; `podvisor cloud gpus` lists them")
-    if len(match) > 1:
-        print(f"{len(match)} GPU types match {args.gpu!r}: taking the cheapest, {match[0].id} (${match[0].price_per_hour}/h); "
-              "--gpu-type-id picks one", file=sys.stderr)
-    return match[0].id, True
+    chosen = match[0]
+    if len({g.id for g in match}) > 1:
+        print(f"{len({g.id for g in match})} GPU types match {args.gpu!r}: taking the cheapest, {chosen.id} "
+              f"(${chosen.price_per_hour}/h); --gpu-type-id picks one", file=sys.stderr)
+    if not args.cloud:
+        print(f"{chosen.name} in the {chosen.cloud} cloud, the cheapest at ${chosen.price_per_hour}/h (--cloud picks "
+              "one)", file=sys.stderr)
+    return chosen.id, True, chosen.cloud
 
 
 def cmd_launch(args: argparse.Namespace, settings: HostSettings) -> int:
@@ -154,8 +160,8 @@ def cmd_launch(args: argparse.Namespace, settings: HostSettings) -> int:
         raise Usage("give one of --template ID|NAME or --image REF")
     if not (args.gpu or args.gpu_type_id):
         raise Usage("give --gpu NAME (or --gpu-type-id ID; on Vast an offer id from `cloud gpus`)")
-    gpu, checked = _resolve_gpu(args, provider)
-    request = LaunchRequest(gpu, checked, args.count, args.cloud,
+    gpu, checked, cloud = _resolve_gpu(args, provider)
+    request = LaunchRequest(gpu, checked, args.count, args.cloud or cloud,
                             _template(provider, args.template) if args.template else None, args.image,
                             _parse_env(args.env), args.volume_gb, args.name, args.max_price)
     pod = provider.launch(request)

@@ -128,6 +128,15 @@ def test_the_runpod_stand_in_refuses_what_v2_refuses_and_the_error_is_one_line(r
     assert "Not Found: The requested Pod does not exist." in err
 
 
+def test_without_cloud_the_pod_goes_where_the_price_shown_is(runpod, capsys):
+    """The catalog's cheapest 4090 row is the community cloud's: the pod is created there, not in v2's default
+    (SECURE) at another price."""
+    code, _, err = cloud(capsys, "launch", "--provider", "runpod", "--gpu", "RTX 4090", "--image", "img:1")
+    assert code == 0, err
+    assert runpod.requests[-1]["body"]["cloud"] == "COMMUNITY"
+    assert "RTX 4090 in the community cloud, the cheapest at $0.34/h" in err
+
+
 def test_a_runpod_create_whose_answer_is_lost_is_found_by_name_not_sent_twice(runpod, capsys):
     runpod.create_fails_with = 504  # the gateway timed out after RunPod had created the pod
     code, out, err = cloud(capsys, "launch", "--provider", "runpod", "--gpu", "RTX 4090", "--image", "img:1",
