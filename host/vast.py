@@ -5,10 +5,13 @@ prints tables; its SDK wraps the same calls, so plain requests keep the requests
 Units and spellings as the official client (vast-ai/vast-cli, vast.py) sends them: `gpu_ram` in MB of 1000 (a
 GB is ×1000, not ×1024, or `--min-vram 80` drops every H100), GPU names with spaces (`RTX_4090` as its CLI
 writes it means `RTX 4090`), and `allocated_storage` in GB, so `dph_total` and `--max-price` include the disk.
+Bodies in the forms Vast's published OpenAPI gives, where the client's differ: `env` as one string of docker
+flags, offer `type` "ondemand", `order` as two [field, direction] pairs, a rent's `image` even from a template.
 """
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 from host.api import ApiError, Client
@@ -16,7 +19,7 @@ from host.keys import ApiKey
 from host.pods import Gpu, LaunchRequest, Pod, Template, created_despite
 from host.settings import HostSettings
 
-PORT_FLAGS = {"-p 22:22": "1", "-p 8888:8888": "1", "-p 8000:8000": "1"}
+PORT_FLAGS = "-p 22:22 -p 8888:8888 -p 8000:8000"
 HINT = "check the key at https://cloud.vast.ai/manage-keys/; `podvisor cloud doctor` says where it was found"
 TEMPLATE_FIELDS = ("name", "image", "tag", "desc", "readme", "runtype", "args_str", "onstart", "env", "use_ssh",
                    "ssh_direct", "jup_direct", "recommended_disk_space", "private")
@@ -40,9 +43,9 @@ class Vast:
                count: int, disk_gb: int = DISK_GB) -> list[dict]:
         """Offers with room for `disk_gb`, priced with it (`allocated_storage`), cheapest first."""
         query: dict[str, Any] = {"verified": {"eq": True}, "rentable": {"eq": True}, "num_gpus": {"eq": count},
-                                 "direct_port_count": {"gte": 1}, "type": "on-demand",
+                                 "direct_port_count": {"gte": 1}, "type": "ondemand",
                                  "disk_space": {"gte": disk_gb}, "allocated_storage": disk_gb,
-                                 "order": [["dph_total", "asc"]], "limit": 64}
+                                 "order": [["dph_total", "asc"], ["reliability2", "desc"]], "limit": 64}
         if gpu:
             query["gpu_name"] = {"eq": gpu.replace("_", " ")}
         if min_vram:
@@ -95,12 +98,13 @@ class Vast:
                                + "; `podvisor cloud gpus --provider vast` lists what there is")
             offer = min(found, key=lambda o: o.get("dph_total") or 0)["id"]  # the cheapest, whatever the order
         body: dict[str, Any] = {"client_id": "me", "label": request.name, "runtype": "args"}
-        if request.template is not None:
-            body["template_hash_id"] = request.template.id
-            if request.env:
-                body["env"] = request.env
+        flags = " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in request.env.items())
+        if request.template is not None:  # its image too: the published schema requires one
+            body.update(template_hash_id=request.template.id, image=request.template.image)
+            if flags:
+                body["env"] = flags
         else:
-            body.update(image=request.image, env={**PORT_FLAGS, **request.env})
+            body.update(image=request.image, env=" ".join(filter(None, [PORT_FLAGS, flags])))
         body["disk"] = disk
         before = {pod.id for pod in self.pods()}
         try:  # a rent is a PUT, but not one to repeat: sent once

@@ -213,11 +213,13 @@ def test_vast_template_push_and_launch_rent_the_cheapest_offer_with_room_for_the
     search, = _sent(vast, "POST", "/api/v0/bundles/")
     assert search["body"]["gpu_name"] == {"eq": "RTX 4090"} and search["body"]["direct_port_count"] == {"gte": 1}
     assert search["body"]["allocated_storage"] == 80 and search["body"]["disk_space"] == {"gte": 80}
+    assert search["body"]["type"] == "ondemand" and len(search["body"]["order"]) == 2, "Vast's published forms"
     rent, = [r for r in vast.requests if r["method"] == "PUT"]
     # 9005 is cheaper but has 40 GB of disk; 9002 is the cheapest with room for 80 GB, its disk priced in.
     assert rent["path"] == "/api/v0/asks/9002/"
     assert rent["body"] == {"client_id": "me", "label": "podvisor", "runtype": "args",
-                            "template_hash_id": "h" + "1".rjust(31, "0"), "env": {"HF_TOKEN": "hf_abc"}, "disk": 80}
+                            "template_hash_id": "h" + "1".rjust(31, "0"), "image": "ghcr.io/podvisor/podvisor:0.1.0",
+                            "env": "-e HF_TOKEN=hf_abc", "disk": 80}
     assert_key_only_in_the_header(vast)
     assert vast.refused == []
 
@@ -282,7 +284,7 @@ def test_vast_launch_from_an_image_publishes_our_ports(vast, capsys):
     assert code == 0, err
     rent = [r for r in vast.requests if r["method"] == "PUT"][0]
     assert rent["path"] == "/api/v0/asks/9003/"
-    assert rent["body"]["env"] == {"-p 22:22": "1", "-p 8888:8888": "1", "-p 8000:8000": "1"}
+    assert rent["body"]["env"] == "-p 22:22 -p 8888:8888 -p 8000:8000", "docker flags in one string, as published"
 
 
 def test_list_stop_and_terminate_send_the_documented_calls(runpod, vast, capsys):
