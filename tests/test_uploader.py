@@ -6,12 +6,13 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import base_env, wait_for
+from conftest import PODVISOR, base_env, wait_for
 from services.uploader.queue import Queue
 
 MB = 1 << 20
@@ -80,6 +81,21 @@ def test_slow_writer_is_uploaded_once_after_it_is_complete(tmp_path, s3, stack_f
     assert (obj.stat().st_mtime_ns, obj.stat().st_ino) == first
     assert len(_queue(tmp_path).rows()) == 2
     assert stack.stop() == 0
+
+
+def test_upload_now_queues_a_checkpoint_without_the_settle_wait(tmp_path, stack_factory):
+    """`podvisor upload now PATH` (it raised a TypeError since checkpoints are kept in a snapshot at queue time)."""
+    local = tmp_path / "volume"
+    stack = stack_factory({**_env(tmp_path, [f"file://{local}"]), "UPLOAD_SETTLE_SECONDS": "3600"})
+    stack.wait_state("uploader", "RUNNING")
+    checkpoint = tmp_path / "ckpt" / "checkpoint-7"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.safetensors").write_bytes(os.urandom(MB))
+    queued = subprocess.run([PODVISOR, "upload", "now", str(checkpoint)], env=stack.env, capture_output=True,
+                            text=True, timeout=60)
+    assert queued.returncode == 0 and queued.stdout.strip() == "1 upload(s) queued for checkpoint-7", queued.stderr
+    wait_for(lambda: (local / "checkpoint-7" / "model.safetensors").exists(), 60, 0.3, lambda: stack.output[-3000:])
+    assert _sha(local / "checkpoint-7" / "model.safetensors") == _sha(checkpoint / "model.safetensors")
 
 
 def test_torch_save_to_temp_then_rename_uploads_only_the_final_name(tmp_path, s3, stack_factory):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.context import current
-from services.uploader.layout import queue_path
+from services.uploader.layout import queue_path, staging_base
 from services.uploader.queue import Queue
 from services.uploader.settings import UploadSettings
 from services.uploader.summary import summary
@@ -26,6 +26,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_now(args: argparse.Namespace) -> int:
     """Queue PATH's checkpoint now, without waiting for it to settle."""
+    from services.uploader.snapshot import Changed, Vanished
     from services.uploader.uploader import enqueue_unit
 
     ctx = current()
@@ -42,8 +43,12 @@ def cmd_now(args: argparse.Namespace) -> int:
     if path.is_file():
         snapshot = {k: v for k, v in snapshot.items() if k == str(path)}
     queue = Queue(queue_path(ctx))
-    added = enqueue_unit(queue, list(settings.upload_destinations), roots, root, unit, snapshot,
-                         queue.known_versions())
+    try:
+        added = enqueue_unit(queue, list(settings.upload_destinations), roots, root, unit, snapshot,
+                             queue.known_versions(), staging_base(ctx, root))
+    except (Vanished, Changed) as exc:  # kept only whole: the uploader takes it once it settles
+        print(f"{unit} not queued: {exc}", file=sys.stderr)
+        return 1
     print(f"{added} upload(s) queued for {unit}")
     return 0
 
