@@ -68,6 +68,7 @@ class Client:
                 if response.status_code >= 300:
                     raise ApiError(f"{self.provider} answered HTTP {response.status_code} on {where}: "
                                    f"{problem(response, self.key.value)}")
+                response.encoding = "utf-8"  # Server-Sent Events are UTF-8 whatever the header says
                 for line in response.iter_lines(decode_unicode=True):
                     if line and line.startswith("data:"):
                         try:
