@@ -168,10 +168,14 @@ def test_an_ssh_session_keeps_the_pod_while_used_and_scanners_and_idle_sessions_
     scanner holding the port) do not, and neither does the session once idle for AUTOSTOP_SSH_IDLE_MINUTES."""
     import socket
 
+    from platforms import Heartbeat
+
     key, pub = make_key(open_tmp, "k")
     port, gate = free_port(), open_tmp / "gate"
+    beat = Heartbeat(open_tmp / "beat")  # busy until the session is in use: no race with a loaded machine's boot
     env = _env(open_tmp, api, actions="vast", SSH_ENABLED="true", SSH_PORT=str(port), PUBLIC_KEY=pub,
-               SSH_USER="pvtest", PODVISOR_BIND_HOST="127.0.0.1", AUTOSTOP_SSH_IDLE_MINUTES="0.1")
+               SSH_USER="pvtest", PODVISOR_BIND_HOST="127.0.0.1", AUTOSTOP_SSH_IDLE_MINUTES="0.1",
+               AUTOSTOP_HEARTBEAT_FILE=str(open_tmp / "beat"))
     stack = stack_factory(env)
     stack.wait_state("sshd", "RUNNING")
     opts = ["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
@@ -188,8 +192,12 @@ def test_an_ssh_session_keeps_the_pod_while_used_and_scanners_and_idle_sessions_
         assert len(held) >= 10, "connections held open at the banner, never logging in"
         opened = time.time()  # every connection is established: the next evaluation sees them all
         wait_for(lambda: _decision(open_tmp).get("evaluated_epoch", 0) > opened, 30, 0.2)
-        assert "1 ssh session(s) in use" in _decision(open_tmp)["message"], "20 connections, one session"
+        ssh_signal = next(s for s in _decision(open_tmp)["signals"] if s["name"] == "sshd")
+        assert ssh_signal["reason"].startswith("1 ssh session(s) in use"), "20 connections, one session"
         assert api.requests == []
+        beat.stop()  # from here only the session can keep the pod
+        wait_for(lambda: _decision(open_tmp).get("message", "").startswith("busy: 1 ssh session(s) in use"), 30, 0.2,
+                 lambda: json.dumps(_decision(open_tmp)))
         gate.touch()  # the program is done; the session stays open, idle
         wait_for(lambda: api.requests, 60, 0.2, lambda: json.dumps(_decision(open_tmp)))
         assert session.poll() is None, "stopped while the session is still open"
@@ -200,6 +208,7 @@ def test_an_ssh_session_keeps_the_pod_while_used_and_scanners_and_idle_sessions_
         ssh_signal = next(s for s in _decision(open_tmp)["signals"] if s["name"] == "sshd")
         assert "1 ssh session(s) open but idle over 0.1 min: pvtest@notty" in ssh_signal["reason"], ssh_signal
     finally:
+        beat.stop()
         gate.touch()
         session.kill()
         for sock in scanners:
@@ -210,10 +219,14 @@ def test_an_ssh_session_keeps_the_pod_while_used_and_scanners_and_idle_sessions_
 def test_busy_jupyter_kernel_keeps_the_pod_and_polling_does_not(open_tmp, api, stack_factory):
     import websocket
 
+    from platforms import Heartbeat
+
     token, port = "jtok-0123456789", free_port()
+    beat = Heartbeat(open_tmp / "beat")  # busy until the kernel is: no race with a loaded machine's boot
     env = _env(open_tmp, api, actions="vast", JUPYTER_ENABLED="true", JUPYTER_PORT=str(port), JUPYTER_TOKEN=token,
                JUPYTER_ROOT_DIR=str(open_tmp / "nb"), SSH_USER="pvtest", PODVISOR_BIND_HOST="127.0.0.1",
-               AUTOSTOP_GRACE_SECONDS="0", AUTOSTOP_JUPYTER_IDLE_MINUTES="0.05")
+               AUTOSTOP_GRACE_SECONDS="0", AUTOSTOP_JUPYTER_IDLE_MINUTES="0.05",
+               AUTOSTOP_HEARTBEAT_FILE=str(open_tmp / "beat"))
     stack = stack_factory(env)
     base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"token {token}"}
     wait_for(lambda: stack.state("jupyter") == "RUNNING" and stack.status()["services"]["jupyter"]["ready"], 90, 0.5)
@@ -221,8 +234,10 @@ def test_busy_jupyter_kernel_keeps_the_pod_and_polling_does_not(open_tmp, api, s
     ws = websocket.create_connection(f"ws://127.0.0.1:{port}/api/kernels/{kernel['id']}/channels?token={token}")
     ws.send(json.dumps({"header": {"msg_id": "1", "username": "t", "session": "s", "msg_type": "execute_request",
                                    "version": "5.3"}, "parent_header": {}, "metadata": {}, "channel": "shell",
-                        "content": {"code": "import time; time.sleep(8)", "silent": False}}))
-    wait_for(lambda: "kernel(s) busy" in _decision(open_tmp).get("message", ""), 20, 0.2)
+                        "content": {"code": "import time; time.sleep(12)", "silent": False}}))
+    wait_for(lambda: any(s["reason"].endswith("kernel(s) busy") for s in _decision(open_tmp).get("signals", [])),
+             30, 0.2)
+    beat.stop()
     _keeps_alive(open_tmp, api, stack, 6)
     ws.close()
     # Once the kernel is idle, neither the watchdog's own polling nor a browser tab left open (JupyterLab polls
