@@ -41,14 +41,8 @@ class Client:
             response = (self.session if retry else self.once).request(method, url, json=body, params=params,
                                                                       timeout=TIMEOUT, allow_redirects=False)
         except requests.RequestException as exc:
-            raise ApiError(f"{self.provider} API unreachable at {urlsplit(url).netloc} ({type(exc).__name__}); "
-                           "check the network or the API URL") from None
-        if response.status_code in (401, 403):
-            raise Refused(f"{self.provider} refused the API key from {self.key.source} (HTTP {response.status_code} "
-                          f"on {where}): {self.hint}", response.status_code)
-        if response.status_code >= 300:
-            raise ApiError(f"{self.provider} answered HTTP {response.status_code} on {where}: "
-                           f"{problem(response, self.key.value)}")
+            raise self._unreachable(url, exc) from None
+        self._check(response, where)
         try:
             return response.json() if response.content else None
         except ValueError:
@@ -62,12 +56,7 @@ class Client:
         try:
             with self.session.get(url, params=params, stream=True, timeout=(TIMEOUT[0], quiet),
                                   headers={"Accept": "text/event-stream"}) as response:
-                if response.status_code in (401, 403):
-                    raise Refused(f"{self.provider} refused the API key from {self.key.source} (HTTP "
-                                  f"{response.status_code} on {where}): {self.hint}", response.status_code)
-                if response.status_code >= 300:
-                    raise ApiError(f"{self.provider} answered HTTP {response.status_code} on {where}: "
-                                   f"{problem(response, self.key.value)}")
+                self._check(response, where)
                 response.encoding = "utf-8"  # Server-Sent Events are UTF-8 whatever the header says
                 for line in response.iter_lines(decode_unicode=True):
                     if line and line.startswith("data:"):
@@ -77,9 +66,21 @@ class Client:
                             continue
         except requests.ConnectionError as exc:  # the read timeout of a quiet stream, once it has begun
             if not found and "timed out" not in str(exc).lower():
-                raise ApiError(f"{self.provider} API unreachable at {urlsplit(url).netloc} "
-                               f"({type(exc).__name__}); check the network or the API URL") from None
+                raise self._unreachable(url, exc) from None
         except requests.Timeout:
             pass
         return found
+
+    def _check(self, response: requests.Response, where: str) -> None:
+        """A refused key or any other failure, as one line: what was asked, what the provider said, what to do."""
+        if response.status_code in (401, 403):
+            raise Refused(f"{self.provider} refused the API key from {self.key.source} (HTTP {response.status_code} "
+                          f"on {where}): {self.hint}", response.status_code)
+        if response.status_code >= 300:
+            raise ApiError(f"{self.provider} answered HTTP {response.status_code} on {where}: "
+                           f"{problem(response, self.key.value)}")
+
+    def _unreachable(self, url: str, exc: Exception) -> ApiError:
+        return ApiError(f"{self.provider} API unreachable at {urlsplit(url).netloc} ({type(exc).__name__}); "
+                        "check the network or the API URL")
 
