@@ -71,10 +71,11 @@ class Loaded:
         try:
             self.call(example)
         except Exception as exc:
+            reason = f"the model does not take inputs {describe(signature)}: {last_line(exc)}"
             if len(self.refusals) < REFUSALS_KEPT:
-                self.refusals[signature] = f"the model does not take inputs {describe(signature)}: {last_line(exc)}"
-                log.warning("inference: %s", self.refusals[signature])
-            return f"the model does not take inputs {describe(signature)}: {last_line(exc)}"
+                self.refusals[signature] = reason
+                log.warning("inference: %s", reason)
+            return reason
         self.accepted.add(signature)
         return None
 
