@@ -27,7 +27,7 @@ export REPO_DIR              ?= $(CURDIR)/workspace/repo
 status: install
 	$(BIN)/podvisor status
 
-.PHONY: install run status test test-fast bench env-example smoke image clean
+.PHONY: install run status test test-fast test-loaded lint bench env-example smoke image clean
 
 install: $(STAMP)
 
@@ -47,6 +47,15 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -m fast
+
+# ruff (pycodestyle, pyflakes, pyupgrade, bugbear) and mypy with pydantic's plugin, as pyproject.toml sets them.
+lint: install $(VENV)/.lint-installed
+	$(BIN)/ruff check entrypoint services host
+	$(BIN)/mypy
+
+$(VENV)/.lint-installed: pyproject.toml
+	$(BIN)/pip install -q -e '.[pod,test,lint]'
+	touch $@
 
 bench: install $(VENV)/.bench-installed
 	command -v wrk >/dev/null || $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq wrk >/dev/null

@@ -4,7 +4,8 @@ no service; the registry knows the schema only as a type; this module is where t
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Collection, Iterable, Mapping
+from typing import Any
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from entrypoint.bootstrap.settings import BootstrapSettings
 from entrypoint.registry import discover

@@ -117,7 +117,8 @@ def cmd_data(args: argparse.Namespace) -> int:
                   + (f", bundled in {manifest['archive']}" if manifest["archive"] else ""))
         elif args.all_latest:
             for entry in datasets.fetch_all_latest(ref, Path(args.dest))["datasets"]:
-                print(f"{entry['name']}@{entry['version']}: {entry['files']} file(s) in {Path(args.dest) / entry['path']}")
+                where = Path(args.dest) / entry["path"]
+                print(f"{entry['name']}@{entry['version']}: {entry['files']} file(s) in {where}")
         else:
             manifest = datasets.fetch(ref, Path(args.dest), None if args.latest else args.version)
             print(f"{ref.name}@{manifest['version']}: {len(manifest['files'])} file(s), "

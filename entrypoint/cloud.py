@@ -10,9 +10,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 
-CLOUD_VARIABLES = re.compile(r"^(RUNPOD_\w+|VAST_\w+|CONTAINER_ID|PUBLIC_IPADDR|KUBERNETES_SERVICE_HOST|POD_IP|HOSTNAME)$")
+CLOUD_VARIABLES = re.compile(
+    r"^(RUNPOD_\w+|VAST_\w+|CONTAINER_ID|PUBLIC_IPADDR|KUBERNETES_SERVICE_HOST|POD_IP|HOSTNAME)$")
 """What detection and the endpoints read from a provider's injected variables (secrets among them are the
 caller's to drop)."""
 ROOT_CONSOLE_PROVIDERS = ("runpod", "vast")

@@ -14,6 +14,7 @@ import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 ARCHIVE = "data.tar.gz"
@@ -233,11 +234,13 @@ def fetch_all_latest(prefix: DatasetRef, dest: Path) -> dict:
     found = {name: seen[-1] for name, seen in published(prefix.repo_id, prefix.name).items()}
     if not found:
         raise DatasetError(f"{prefix}: no dataset published under it")
-    aggregate = {"source": str(prefix), "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "datasets": []}
+    fetched: list[dict[str, Any]] = []
+    aggregate = {"source": str(prefix), "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "datasets": fetched}
     for name, version in sorted(found.items()):
         below = name[len(prefix.name):].strip("/") or Path(name).name
         manifest = fetch(DatasetRef(prefix.repo_id, name, version), dest / below)
-        aggregate["datasets"].append({"name": name, "version": version, "path": below,
+        fetched.append({"name": name, "version": version, "path": below,
                                       "files": len(manifest["files"]), "total_bytes": manifest["total_bytes"],
                                       "rows": manifest.get("rows", 0)})
     (dest / MANIFEST).write_text(json.dumps(aggregate, indent=1))

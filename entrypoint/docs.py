@@ -83,7 +83,7 @@ def env_example() -> str:
 
 def markdown_table() -> str:
     out = ["| Variable | Type | Default | Description |", "|---|---|---|---|"]
-    for section, cls in sections():
+    for _, cls in sections():
         for name, aliases, info in _rows(cls):
             default = default_text(info)
             also = f" Also: {', '.join(f'`{a}`' for a in aliases)}." if aliases else ""

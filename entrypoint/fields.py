@@ -80,8 +80,9 @@ CsvPaths = Annotated[list[AbsPath], NoDecode, BeforeValidator(_split_csv)]
 """A comma-separated list of absolute paths."""
 
 
-def matching(pattern: str, expected: str, allow_empty: bool = False) -> Any:
-    """A text field that must match `pattern` entirely; the error says what was expected."""
+def matching(pattern: str, expected: str, allow_empty: bool = False) -> AfterValidator:
+    """The check of a text field that must match `pattern` entirely (`Annotated[str, matching(...)]`, which a type
+    checker reads as `str`); the error says what was expected."""
     regex = re.compile(pattern)
 
     def check(value: str) -> str:
@@ -89,7 +90,7 @@ def matching(pattern: str, expected: str, allow_empty: bool = False) -> Any:
             raise ValueError(f"{value!r} is not valid; expected {expected}")
         return value
 
-    return Annotated[str, AfterValidator(check)]
+    return AfterValidator(check)
 
 
 _PLACEHOLDER = re.compile(

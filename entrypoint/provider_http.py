@@ -16,7 +16,8 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
 """PATCH here sets fields to given values: repeating it changes nothing more."""
 
 
-def session(key: str, attempts: int = 4, backoff: float = 0.5, also_retry: frozenset[str] = frozenset()) -> requests.Session:
+def session(key: str, attempts: int = 4, backoff: float = 0.5,
+            also_retry: frozenset[str] = frozenset()) -> requests.Session:
     """A session that sends `key` as `Authorization: Bearer` and retries the idempotent methods (plus
     `also_retry`, for a POST that is safe to repeat such as a pod's stop action) on RETRIED_STATUSES and on
     connection errors, `attempts` tries in all with exponential backoff, or as long as Retry-After asks."""

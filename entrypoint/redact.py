@@ -21,7 +21,7 @@ NOT_SECRET = re.compile(r"PUBLIC|PUBKEY|^SSH_KEY$", re.IGNORECASE)
 """Public keys: harmless to show, and redacting them would hide which key a log line is about."""
 
 
-def secrets_of(config: "Config") -> list[str]:
+def secrets_of(config: Config) -> list[str]:
     """Every secret value the config holds, plus every token-like variable in the environment."""
     values = [getattr(section, name).get_secret_value() for section in config.sections.values()
               for name in type(section).model_fields if isinstance(getattr(section, name), SecretStr)]

@@ -11,7 +11,8 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
+from collections.abc import Callable, Mapping
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
@@ -229,7 +230,7 @@ def _empty_shadows(section: str, cls: type[Section], environ: Mapping[str, str])
     overrides, notes = {}, []
     for fname, info in cls.model_fields.items():
         names = env_names(fname, info)
-        values = [(n, _env_get(environ, n)) for n in names if _env_get(environ, n) is not None]
+        values = [(n, v) for n in names if (v := _env_get(environ, n)) is not None]
         if len(values) > 1 and not values[0][1].strip():
             used = next(((n, v) for n, v in values[1:] if v.strip()), None)
             if used is not None:
@@ -328,14 +329,13 @@ _EXPECTED: dict[str, str] = {
 
 
 def _problems(section: str, cls: type[Section], exc: ValidationError, environ: Mapping[str, str]) -> list[Problem]:
-    by_key: dict[str, tuple[str, FieldInfo]] = {}
-    for fname, info in cls.model_fields.items():
-        for key in [fname, *env_names(fname, info)]:
-            by_key[key.lower()] = (fname, info)
+    by_key: dict[str, tuple[str, FieldInfo | None]] = {
+        key.lower(): (fname, field) for fname, field in cls.model_fields.items()
+        for key in [fname, *env_names(fname, field)]}
     problems = []
     for err in exc.errors(include_url=False, include_input=False):
         key = str(err["loc"][0]).lower() if err["loc"] else ""
-        fname, info = by_key.get(key, (key, None))
+        fname, info = by_key.get(key) or (key, None)
         names = env_names(fname, info) if info else [key.upper()]
         variable = next((n for n in names if _env_get(environ, n) is not None), names[0])
         secret = info is not None and is_secret(info)

@@ -73,7 +73,7 @@ def start() -> int:
     run_id = uuid.uuid4().hex[:12]
     t0 = time.monotonic()
     config = load(advise=True)
-    ctx = PodContext(config, detect(os.environ, config.core.podvisor_provider), run_id)
+    ctx = PodContext(config, detect(os.environ, config.core.podvisor_provider if config.core else "auto"), run_id)
     validate_ms = (time.monotonic() - t0) * 1000
     with_dirs = time.monotonic()
     try:

@@ -15,6 +15,8 @@ from entrypoint.gpu import inventory
 from entrypoint.registry import active, discover, stop_reasons
 from entrypoint.state_dir import UP, SupervisorState
 
+EXITED_STATES = (SupervisorState.EXITED, SupervisorState.FATAL)
+
 
 def published_processes(ctx: PodContext) -> tuple[dict[str, Any], str | None]:
     """The process table the event listener last published, for a user the control socket is not shared
@@ -56,7 +58,7 @@ def collect(ctx: PodContext) -> dict[str, Any]:
             "interactive": svc.interactive,
             "pid": info["pid"] or None,
             "uptime_s": max(0, info["now"] - info["start"]) if info["statename"] == SupervisorState.RUNNING else 0,
-            "exit_status": info["exitstatus"] if info["statename"] in (SupervisorState.EXITED, SupervisorState.FATAL) else None,
+            "exit_status": info["exitstatus"] if info["statename"] in EXITED_STATES else None,
             "description": info["description"],
         }
         if svc.name in given_up and info["statename"] != SupervisorState.RUNNING:
@@ -65,8 +67,8 @@ def collect(ctx: PodContext) -> dict[str, Any]:
             readiness = svc.ready(ctx)
             entry.update(ready=readiness.ready, ready_detail=readiness.detail)
         else:
-            entry["ready"] = info["statename"] == SupervisorState.RUNNING or (
-                info["statename"] == SupervisorState.EXITED and svc.restart != "true" and info["exitstatus"] in svc.exit_codes)
+            done = info["statename"] == SupervisorState.EXITED and info["exitstatus"] in svc.exit_codes
+            entry["ready"] = info["statename"] == SupervisorState.RUNNING or (done and svc.restart != "true")
         if svc.endpoint is not None:
             entry["endpoint"] = svc.endpoint(ctx)
         if svc.status is not None:
@@ -121,7 +123,8 @@ def waiting(report: dict[str, Any]) -> list[str]:
 def render_text(report: dict[str, Any]) -> str:
     lines = [f"provider: {report['provider']}" + (f" ({report['instance_id']})" if report["instance_id"] else ""),
              f"supervisord: {report['supervisord']}"
-             + (f" ({report['control']})" if report["control"] != "full" else ""), f"bootstrap: {report['bootstrap']['summary']}",
+             + (f" ({report['control']})" if report["control"] != "full" else ""),
+             f"bootstrap: {report['bootstrap']['summary']}",
              f"gpu: {report['gpu_summary']}", "services:"]
     for name, svc in report["services"].items():
         parts = [f"  {name:<12} {svc['state']:<9}"]
@@ -143,4 +146,6 @@ def render_text(report: dict[str, Any]) -> str:
 
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"

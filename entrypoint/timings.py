@@ -5,7 +5,7 @@ import json
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 
 def record(path: Path, run_id: str, phase: str, status: str, elapsed_ms: float, **extra: object) -> None:

@@ -16,6 +16,7 @@ from host.api import ApiError, Refused
 from host.keys import NoKey, find_key
 from host.pods import LaunchRequest, Pod, Provider, Template
 from host.settings import HostSettings
+from host.settings import Provider as ProviderName
 from host.ssh import SSH_FAILED, HostKeyChanged, Target
 from host.wait import NotReady, probe, target_of, wait_until_ready
 
@@ -28,7 +29,7 @@ class Usage(Exception):
     pass
 
 
-def provider_name(args: argparse.Namespace, settings: HostSettings) -> str:
+def provider_name(args: argparse.Namespace, settings: HostSettings) -> ProviderName:
     name = args.provider or settings.podvisor_cloud
     if name is None:
         raise Usage("which provider? pass --provider runpod|vast or set PODVISOR_CLOUD")
@@ -101,7 +102,8 @@ def _repo_template(provider: Provider, path: Path | None) -> dict:
 def cmd_template_push(args: argparse.Namespace, settings: HostSettings) -> int:
     provider = provider_of(args, settings)
     action, made = provider.push_template(_repo_template(provider, args.file))
-    _emit(args, {"action": action, **asdict(made)}, f"template {made.name!r} {action}: id {made.id}, image {made.image}")
+    _emit(args, {"action": action, **asdict(made)},
+          f"template {made.name!r} {action}: id {made.id}, image {made.image}")
     return 0
 
 
@@ -231,8 +233,9 @@ def cmd_logs(args: argparse.Namespace, settings: HostSettings) -> int:
             return code
         print(f"{pod.id}: SSH did not answer; the container log from {provider.name}'s API instead",
               file=sys.stderr)
-    elif provider.logs is None:
-        _target(args, settings, pod)  # says why there is no SSH address
+    if provider.logs is None:
+        _target(args, settings, pod)  # raises, saying why there is no SSH address
+        return SSH_FAILED
     for line in provider.logs(pod.id, args.lines):
         print(line)
     return 0
@@ -319,8 +322,8 @@ def run(name: str, args: argparse.Namespace) -> int:
     try:
         settings = HostSettings()
     except ValidationError as exc:  # the variable and what it wants; never its value, which may be a key
-        print("podvisor cloud: " + "; ".join(f"{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()),
-              file=sys.stderr)
+        problems = "; ".join(f"{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        print(f"podvisor cloud: {problems}", file=sys.stderr)
         return 2
     try:
         return globals()[name](args, settings)

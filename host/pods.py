@@ -3,7 +3,8 @@ these, so `list`, `ssh` and the launch wait read the same on RunPod and Vast."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,10 @@ class Provider(Protocol):
     def stop(self, pod_id: str) -> None: ...
     def terminate(self, pod_id: str) -> None: ...
     def check_key(self) -> str: ...
-    logs: Callable[[str, int], list[str]] | None
-    """The container's last lines from the provider's API (pod id, lines), for when SSH does not answer; None
-    where the provider has no such call podvisor uses."""
+    @property
+    def logs(self) -> Callable[[str, int], list[str]] | None:
+        """The container's last lines from the provider's API (pod id, lines), for when SSH does not answer; None
+        where the provider has no such call podvisor uses."""
 
 
 def created_despite(error: Exception, provider: Provider, before: set[str], name: str) -> Pod:

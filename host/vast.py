@@ -58,8 +58,10 @@ class Vast:
 
     def gpus(self, min_vram: float, max_price: float | None, cloud: str | None, count: int) -> list[Gpu]:
         return sorted((Gpu(str(o["id"]), o.get("gpu_name", ""), round((o.get("gpu_ram") or 0) / MB_PER_GB, 1),
-                           round(float(o.get("dph_total") or 0), 3), "datacenter" if o.get("datacenter") else "community",
-                           f"{o.get('geolocation') or '?'}, reliability {o.get('reliability2') or o.get('reliability') or '?'}")
+                           round(float(o.get("dph_total") or 0), 3),
+                           "datacenter" if o.get("datacenter") else "community",
+                           f"{o.get('geolocation') or '?'}, "
+                           f"reliability {o.get('reliability2') or o.get('reliability') or '?'}")
                        for o in self.offers(None, min_vram, max_price, cloud, count)),
                       key=lambda g: g.price_per_hour)
 

@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from host.pods import Pod, Provider
 from host.ssh import SSH_FAILED, Target
@@ -42,7 +42,8 @@ def probe(target: Target) -> tuple[bool, str, dict]:
     try:
         report = json.loads(result.stdout)
     except ValueError:
-        return False, f"SSH answers, `podvisor status` does not ({result.stderr.strip()[-200:] or result.returncode})", {}
+        why = result.stderr.strip()[-200:] or result.returncode
+        return False, f"SSH answers, `podvisor status` does not ({why})", {}
     waiting = [name for name, s in report.get("services", {}).items()
                if s.get("interactive") and s.get("state") not in ("DISABLED", "FATAL") and not s.get("ready")]
     if result.returncode == 0:

@@ -1,5 +1,5 @@
-"""Bootstrap steps (repo, requirements, datasets, pre-start hooks) that supervisord runs as a one-shot program beside sshd
-and Jupyter, so SSH answers while a clone or a requirements install takes minutes; the job and the post-start
+"""Bootstrap steps (repo, requirements, datasets, pre-start hooks) that supervisord runs as a one-shot program beside
+sshd and Jupyter, so SSH answers while a clone or a requirements install takes minutes; the job and the post-start
 hook wait for it. Progress goes to the log and to bootstrap.json (`podvisor status` shows "bootstrap:
 installing requirements, 40 s"). Each step is timed in timings.jsonl; a failing step is reported and skipped,
 so a broken hook never takes SSH down with it (unless HOOKS_STRICT asks for exactly that)."""
@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from entrypoint import login_user
 from entrypoint.bootstrap import hooks, prefetch, repo, userenv
@@ -97,7 +99,7 @@ def before_services(ctx: PodContext) -> None:
     if settings.datasets:  # the job must not start without its data: a failed fetch fails the bootstrap
         steps.append(("datasets", lambda: log.info("bootstrap: %s", prefetch.prefetch(ctx, settings))))
     for name, path in pre_start_hooks(ctx, settings):
-        steps.append((name, lambda path=path, name=name: hook(ctx, path(), name)))
+        steps.append((name, partial(_hook_at, ctx, path, name)))
     for name, step in steps:
         strict = ("the job needs its data" if name == "datasets" else
                   "HOOKS_STRICT=true" if settings.hooks_strict and name not in ("repo", "requirements") else "")
@@ -118,13 +120,19 @@ def pre_start_hooks(ctx: PodContext, settings: BootstrapSettings) -> list[tuple[
     """(name, where the script is) in run order; a URL is downloaded inside its own timed step."""
     found: list[tuple[str, Callable[[], Path]]] = []
     if settings.pre_start_script:
-        found.append(("pre_start", lambda: settings.pre_start_script))  # type: ignore[list-item,return-value]
+        script = settings.pre_start_script
+        found.append(("pre_start", lambda: script))
     on_start = ctx.core.podvisor_workspace / "on_start.sh"
     if on_start.exists():
         found.append(("on_start", lambda: on_start))
     if settings.provisioning_script:
         found.append(("provisioning", lambda: hooks.fetch_script(settings.provisioning_script)))
     return found
+
+
+def _hook_at(ctx: PodContext, where: Callable[[], Path], name: str) -> None:
+    """A pre-start hook whose script is found (a URL downloaded) only when its step runs."""
+    hook(ctx, where(), name)
 
 
 def hook(ctx: PodContext, path: Path, name: str) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 from entrypoint.bootstrap.settings import BootstrapSettings
 
 log = logging.getLogger("podvisor")
-ASKPASS = '#!/bin/sh\ncase "$1" in Username*) printf "%s\\n" "$PODVISOR_GIT_USERNAME" ;; *) printf "%s\\n" "$PODVISOR_GIT_TOKEN" ;; esac\n'
+ASKPASS = ('#!/bin/sh\ncase "$1" in Username*) printf "%s\\n" "$PODVISOR_GIT_USERNAME" ;; '
+           '*) printf "%s\\n" "$PODVISOR_GIT_TOKEN" ;; esac\n')
 
 
 def _git(args: list[str], settings: BootstrapSettings, cwd: Path | None = None) -> str:

@@ -45,7 +45,9 @@ def _open_to_all(path: Path) -> bool:
 
 def environment(settings: BootstrapSettings | None, base_path: str | None = None) -> dict[str, str]:
     """PATH and VIRTUAL_ENV for the job and login shells: the user's venv first, once it exists."""
-    if settings is None or settings.requirements_target != "venv" or not (settings.user_venv / "bin" / "python").exists():
+    if settings is None or settings.requirements_target != "venv":
+        return {}
+    if not (settings.user_venv / "bin" / "python").exists():
         return {}
     path = base_path if base_path is not None else os.environ.get("PATH", "")
     return {"VIRTUAL_ENV": str(settings.user_venv), "PATH": f"{settings.user_venv / 'bin'}{os.pathsep}{path}"}
@@ -64,10 +66,11 @@ def _python(settings: BootstrapSettings, user: str) -> tuple[str, list[str]]:
     """(the interpreter requirements go to, the prefix that runs commands as its owner); makes the venv."""
     if settings.requirements_target == "system":
         # pip runs setup code as root here: the file must be root's alone, or the login user has a way to root.
-        reason = unsafe_for_root(settings.repo_dir / "requirements.txt") if os.geteuid() == 0 and user != "root" else None
+        shared = os.geteuid() == 0 and user != "root"
+        reason = unsafe_for_root(settings.repo_dir / "requirements.txt") if shared else None
         if reason:
-            raise RuntimeError(f"REQUIREMENTS_TARGET=system installs as root, and {reason}: not installed; "
-                               "use REQUIREMENTS_TARGET=venv (the login user's venv), or bake the packages into the image")
+            raise RuntimeError(f"REQUIREMENTS_TARGET=system installs as root, and {reason}: not installed; use "
+                               "REQUIREMENTS_TARGET=venv (the login user's venv), or bake the packages into the image")
         return system_python(), []
     venv = settings.user_venv
     if not (venv / "bin" / "python").exists():

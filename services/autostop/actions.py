@@ -8,7 +8,7 @@ import logging
 import os
 import shutil
 import subprocess
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import requests
@@ -80,6 +80,7 @@ class Actions:
         if (lack := self.missing("runpod")):
             raise ActionFailed(lack)
         s, pod = self.settings, self.ctx.cloud.pod_id("runpod")
+        assert pod is not None, "missing() said the pod id is known"
         key = _secret(s.autostop_runpod_api_key) or _secret(s.runpod_api_key)
         verb = "terminate" if s.autostop_terminate else "stop"
         # REST v2's one lifecycle route first; GraphQL (retiring in 2027) and runpodctl only when it fails.
@@ -134,7 +135,7 @@ class Actions:
     def exit(self) -> None:
         """Stop supervisord: every service stops in order and the container exits (a Job, `docker run --rm`): 0, or
         the exit code of a job that failed."""
-        
+
         self.ctx.paths.supervisor().supervisor.shutdown()
 
     def command(self) -> None:

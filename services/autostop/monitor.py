@@ -7,12 +7,13 @@ import logging
 import shutil
 import subprocess
 import time
-from typing import Callable
+from collections.abc import Callable
+from functools import partial
 
 from entrypoint.context import PodContext
 from entrypoint.files import write_atomically
 from entrypoint.redact import redact, secrets_of
-from entrypoint.registry import active, stop_reasons
+from entrypoint.registry import Service, active, stop_reasons
 from services.autostop import signals as sig
 from services.autostop.actions import Actions
 from services.autostop.layout import decision_path
@@ -41,13 +42,16 @@ class Monitor:
         self.last_error = ""
         self.cpu = sig.ContainerCpu(s.autostop_cpu_percent) if s.autostop_cpu_percent else None
 
+    def _activity(self, svc: Service) -> sig.Signal:
+        assert svc.activity is not None
+        return sig.Signal(svc.name, *svc.activity(self.ctx))
+
     def signals(self) -> list[sig.Signal]:
         s = self.settings
         found = [sig.probe("gpu", self.gpu)]
-        found += [sig.probe(svc.name, lambda svc=svc: sig.Signal(svc.name, *svc.activity(self.ctx)))
-                  for svc in self.services if svc.activity is not None]
-        if s.autostop_heartbeat_file:
-            found.append(sig.probe("heartbeat", lambda: sig.heartbeat("heartbeat", s.autostop_heartbeat_file)))
+        found += [sig.probe(svc.name, partial(self._activity, svc)) for svc in self.services if svc.activity]
+        if (beat := s.autostop_heartbeat_file) is not None:
+            found.append(sig.probe("heartbeat", lambda: sig.heartbeat("heartbeat", beat)))
         if s.autostop_busy_processes:
             found.append(sig.probe("processes", lambda: sig.busy_processes(s.autostop_busy_processes)))
         busy_services = [svc.name for svc in self.services if svc.busy_while_running]

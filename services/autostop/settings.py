@@ -17,7 +17,8 @@ class AutostopSettings(Section):
 
     autostop_enabled: bool = Field(True, description="Run the idle-autostop watchdog.")
     autostop_idle_minutes: float = Field(60, gt=0, le=10080, description="Idle time before the stop warning.")
-    autostop_warn_seconds: float = Field(300, ge=0, le=86400, description="Warning time between the notice and the stop.")
+    autostop_warn_seconds: float = Field(300, ge=0, le=86400,
+                                         description="Warning time between the notice and the stop.")
     autostop_grace_seconds: float = Field(600, ge=0, le=86400, description="Nothing is stopped this soon after boot.")
     autostop_poll_seconds: float = Field(30, gt=0, le=3600, description="How often activity is evaluated.")
     autostop_action: CsvList = Field(
@@ -28,8 +29,9 @@ class AutostopSettings(Section):
     autostop_terminate: bool = Field(False, description="Terminate (delete) the pod instead of stopping it.")
     autostop_gpu_util_percent: float = Field(5, ge=0, le=100, description="GPU utilization above this is activity.")
     autostop_gpu_memory_counts: bool = Field(False, description="Count GPU memory merely held as activity.")
-    autostop_cpu_percent: float = Field(60, ge=0, le=100, description="This container's CPU (its cgroup) above this share of the CPUs it may use is activity "
-                                     "(0: off); other tenants of a shared host never count.")
+    autostop_cpu_percent: float = Field(60, ge=0, le=100, description=(
+        "This container's CPU (its cgroup) above this share of the CPUs it may use is activity (0: off); other "
+        "tenants of a shared host never count."))
     autostop_heartbeat_file: OptAbsPath = Field(None, description="A file your code touches to say it is alive.")
     autostop_busy_processes: str = Field(
         "", description="Regex over process command lines that count as activity (e.g. train.py|torchrun)."
@@ -67,7 +69,8 @@ class AutostopSettings(Section):
         try:
             re.compile(value)
         except re.error as exc:
-            raise ValueError(f"{value!r} is not a regular expression ({exc}); expected e.g. train.py|torchrun")
+            raise ValueError(f"{value!r} is not a regular expression ({exc}); "
+                             "expected e.g. train.py|torchrun") from None
         return value
 
     @field_validator("runpod_api_url", "runpod_graphql_url", "vast_api_url")

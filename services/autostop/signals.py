@@ -8,7 +8,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import psutil
 
@@ -138,7 +138,7 @@ class ContainerCpu:
 
 
 def running_services(ctx: PodContext, names: list[str]) -> Signal:
-    
+
     states = {p["name"]: p["statename"] for p in ctx.paths.supervisor().supervisor.getAllProcessInfo()}
     running = [n for n in names if states.get(n) in UP]
     if running:

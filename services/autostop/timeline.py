@@ -6,7 +6,7 @@ up and says so loudly. Activity at any point resets the timer."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from services.autostop.signals import Signal
 
@@ -63,8 +63,8 @@ class Timeline:
             if failing <= self.idle_limit:
                 kept.append(signal)
                 continue
-            warnings[signal.name] = (f"the {signal.name} probe has failed for {failing / 60:.0f} min ({signal.reason}); "
-                                     "it no longer counts as activity")
+            warnings[signal.name] = (f"the {signal.name} probe has failed for {failing / 60:.0f} min "
+                                     f"({signal.reason}); it no longer counts as activity")
             kept.append(Signal(signal.name, None, signal.reason, True))
         return kept, warnings
 

@@ -105,7 +105,11 @@ def create_app(settings: InferenceSettings, token: str | None, heartbeat: Path |
     (it makes the API read files and spend the GPU at any local user's word)."""
     metrics = Metrics()
     holder = ModelHolder(settings)
-    holder.on_load = lambda loaded: (metrics.load.observe(loaded.load_seconds), _freeze_heap())
+    def loaded(model: Loaded) -> None:
+        metrics.load.observe(model.load_seconds)
+        _freeze_heap()
+
+    holder.on_load = loaded
     stop = threading.Event()
     state: dict[str, Any] = {"beat": 0.0}
     failures: set[tuple[str, str]] = set()
@@ -122,8 +126,7 @@ def create_app(settings: InferenceSettings, token: str | None, heartbeat: Path |
                           metrics.batch.observe)
         batcher.start()
         state["batcher"] = batcher
-        watcher = threading.Thread(target=lambda: (holder.check(), holder.watch(stop)), name="model-watch",
-                                   daemon=True)
+        watcher = threading.Thread(target=holder.check_then_watch, args=(stop,), name="model-watch", daemon=True)
         watcher.start()
         yield
         stop.set()

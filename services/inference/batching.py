@@ -9,7 +9,8 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from services.inference.model import Signature
 
@@ -81,7 +82,7 @@ class Batcher:
                         if not job.future.done():
                             job.future.set_exception(exc)
                     continue
-                for job, output in zip(jobs, outputs):
+                for job, output in zip(jobs, outputs, strict=True):
                     if not job.future.done():
                         job.future.set_result(output)
 
@@ -108,6 +109,6 @@ def _split(outputs: Any, sizes: list[int]) -> list[Any]:
         parts = {k: _split(v, sizes) for k, v in outputs.items()}
         return [{k: parts[k][i] for k in outputs} for i in range(len(sizes))]
     if isinstance(outputs, (tuple, list)):
-        parts = [_split(v, sizes) for v in outputs]
-        return [type(outputs)(p[i] for p in parts) for i in range(len(sizes))]
+        columns = [_split(v, sizes) for v in outputs]
+        return [type(outputs)(c[i] for c in columns) for i in range(len(sizes))]
     raise TypeError(f"cannot split a batched output of type {type(outputs).__name__}")

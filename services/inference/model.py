@@ -9,7 +9,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from services.inference.settings import InferenceSettings
 from entrypoint.steps import step_of
@@ -117,8 +118,9 @@ def load(path: Path, settings: InferenceSettings) -> Loaded:
         program = torch.export.load(str(path))
         module = program.module().to(device)
         args, kwargs = program.example_inputs or ((), {})
+        kwargs = dict(kwargs)
         names = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
-        example = {**dict(zip(names, args)), **kwargs}
+        example = {**dict(zip(names, args, strict=False)), **kwargs}
         call, kind = _module_call(module, dtype, order=names), "torch.export"
     else:
         module = torch.jit.load(str(path), map_location=device).eval()
@@ -216,6 +218,8 @@ class ModelHolder:
             self.on_load(loaded)
             return True
 
-    def watch(self, stop: threading.Event) -> None:
+    def check_then_watch(self, stop: threading.Event) -> None:
+        """Load the newest model now, then look for a newer one every INFERENCE_RELOAD_SECONDS until `stop`."""
+        self.check()
         while not stop.wait(self.settings.inference_reload_seconds):
             self.check()

@@ -130,7 +130,7 @@ class Runner:
         started = time.time()
         self.write(state="running", attempts=number + 1, started_epoch=started, resume_from=str(resume or "") or None,
                    exit_code=None, duration_s=None, held_reason=None)
-        as_user = {} if os.geteuid() != 0 else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        as_user: dict[str, Any] = {} if os.geteuid() != 0 else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         self.child = subprocess.Popen(argv, cwd=workdir, env=env, start_new_session=True, **as_user)
         code = self.child.wait()
         self.write(exit_code=code, duration_s=round(time.time() - started, 1))

@@ -1,13 +1,14 @@
 """JOB_* variables, and the W&B ones a training job reads."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from entrypoint.fields import OptAbsPath, Secret, matching
 from entrypoint.schema import Section
 
+ProcessCount = Annotated[str, matching(r"auto|[1-9]\d{0,2}", "auto or a number from 1")]
 
 class JobSettings(Section):
     """Training job: run JOB_COMMAND as the login user, resume it, and stop the pod when it is done."""
@@ -22,7 +23,8 @@ class JobSettings(Section):
     job_checkpoint_dir: OptAbsPath = Field(
         None, description="Where the job writes checkpoints (default: the first UPLOAD_WATCH_DIRS)."
     )
-    job_nproc: matching(r"auto|[1-9]\d{0,2}", "auto or a number from 1") = Field("1", description="Processes per node: 1, a number, or auto (one per GPU, via torchrun).")
+    job_nproc: ProcessCount = Field(
+        "1", description="Processes per node: 1, a number, or auto (one per GPU, via torchrun).")
     job_on_exit: Literal["stay", "stop"] = Field(
         "stay", description="stop: once the job ends and uploads drained, stop the pod via AUTOSTOP_ACTION."
     )

@@ -76,5 +76,6 @@ def register(sub: Any) -> None:
     p.add_argument("path")
     p.set_defaults(func=cmd_now)
     p = sub.add_parser("restore", help="fetch the newest committed checkpoint from the destinations, verified")
-    p.add_argument("--force", action="store_true", help="even when a local checkpoint exists (a same-named one is replaced)")
+    p.add_argument("--force", action="store_true",
+                   help="even when a local checkpoint exists (a same-named one is replaced)")
     p.set_defaults(func=cmd_restore)

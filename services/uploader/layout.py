@@ -21,15 +21,15 @@ STAGING = f"{OWN_PREFIX}staging"
 RESTORE_STAGING = f"{OWN_PREFIX}restore"
 
 
-def queue_path(ctx: "PodContext") -> Path:
+def queue_path(ctx: PodContext) -> Path:
     return ctx.paths.service_dir("uploader") / "queue.sqlite3"
 
 
-def status_path(ctx: "PodContext") -> Path:
+def status_path(ctx: PodContext) -> Path:
     return ctx.paths.service_dir("uploader") / "status.json"
 
 
-def staging_base(ctx: "PodContext", root: Path) -> Path:
+def staging_base(ctx: PodContext, root: Path) -> Path:
     """Where the snapshots of watch dir `root` are kept: a queued checkpoint's files, hard-linked at queue time
     and kept until every destination has committed it. A link needs the same filesystem: the state dir when it
     is on the watch dir's (the checkpoints folder stays as the trainer left it), else a hidden folder in it."""
@@ -42,16 +42,16 @@ def staging_base(ctx: "PodContext", root: Path) -> Path:
     return state / "staging" / f"{root.name}-{tag}"
 
 
-def restore_state_path(ctx: "PodContext") -> Path:
+def restore_state_path(ctx: PodContext) -> Path:
     """The last restore's outcome (restored, held, empty ...): status and the job read it."""
     return ctx.paths.service_dir("uploader") / "restore.json"
 
 
-def restore_lock_path(ctx: "PodContext") -> Path:
+def restore_lock_path(ctx: PodContext) -> Path:
     return ctx.paths.service_dir("uploader") / "restore.lock"
 
 
-def writer_lock_path(ctx: "PodContext") -> Path:
+def writer_lock_path(ctx: PodContext) -> Path:
     """Held by the running uploader: one writer per queue, even when a killed one is still dying."""
     return ctx.paths.service_dir("uploader") / "uploader.lock"
 

@@ -3,6 +3,7 @@ and verified. A checkpoint without one is incomplete by definition: restore, ret
 and restore verifies what it downloads against the sizes and sha256 listed here."""
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,12 +37,12 @@ class Marker:
     def bytes(self) -> int:
         return sum(f.size for f in self.files)
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self) -> builtins.bytes:
         body = {"format": FORMAT, "step": self.step, "bytes": self.bytes, **asdict(self)}
         return json.dumps(body, indent=1).encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Marker":
+    def from_bytes(cls, data: builtins.bytes) -> Marker:
         """ValueError when the marker is not one of ours or is damaged: then the checkpoint is not trusted."""
         try:
             body = json.loads(data)

@@ -1,8 +1,8 @@
 """A queued checkpoint is kept as it was when it was queued: its files are hard-linked into a staging folder on
 the same filesystem (`layout.staging_base`; a reflink copy where links are refused, a plain copy only when the
-disk has room), and the uploader ships the staged files. A trainer that deletes old checkpoints (`save_total_limit`) or rewrites a
-folder by rename can then never shrink or change what is being shipped, and the commit marker lists exactly
-what the snapshot held. A staged folder is freed once every destination has committed it.
+disk has room), and the uploader ships the staged files. A trainer that deletes old checkpoints
+(`save_total_limit`) or rewrites a folder by rename can then never shrink or change what is being shipped, and the
+commit marker lists exactly what the snapshot held. A staged folder is freed once every destination has committed it.
 
 What a hard link cannot stop is a rewrite in place of the same inode: the uploader sees the staged file's size
 or mtime move, drops that version, and the scanner queues the new one.

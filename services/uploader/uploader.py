@@ -16,6 +16,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def enqueue_unit(queue: Queue, dests: list[str], roots: list[Path], root: Path, 
     with ThreadPoolExecutor(HASH_THREADS) as pool:
         hashes = list(pool.map(lambda source: file_hash(Path(source)), sources))
     items: list[Item] = []
-    for (path_text, (size, mtime_ns)), source, (real_size, sha256) in zip(fresh.items(), sources, hashes):
+    for (path_text, (size, mtime_ns)), source, (real_size, sha256) in zip(fresh.items(), sources, hashes, strict=True):
         if (real_size, Path(source).stat().st_mtime_ns) != (size, mtime_ns):
             release_folder(staging)
             raise Changed(f"{path_text} changed while it was hashed")
@@ -333,8 +334,8 @@ class Uploader:
 
         try:
             for batch, batch_ids in batches(intact):
-                by_version = dict(zip(batch.files, batch_ids))
-                dest.upload(batch, lambda version: arrived.add(by_version[version]), progress)
+                by_version = dict(zip(batch.files, batch_ids, strict=True))
+                dest.upload(batch, arrived.recorder(by_version), progress)
         except Exception as exc:  # any failure: retried with backoff, never lost
             arrived.flush()
             unsent = [i for i in ids if i not in arrived.ids]
@@ -515,7 +516,9 @@ class _Arrivals:
     """Files that arrived, recorded durable in groups (one fsync'd transaction per group)."""
 
     def __init__(self, queue: Queue) -> None:
-        self.queue, self.ids, self.waiting, self.flushed = queue, set(), [], time.monotonic()
+        self.queue, self.flushed = queue, time.monotonic()
+        self.ids: set[int] = set()
+        self.waiting: list[int] = []
         self.lock = threading.Lock()
 
     @property
@@ -528,6 +531,10 @@ class _Arrivals:
             self.waiting.append(row_id)
         if time.monotonic() - self.flushed >= MARK_EVERY_SECONDS:
             self.flush()
+
+    def recorder(self, ids: dict[FileVersion, int]) -> Callable[[FileVersion], None]:
+        """The destination's `arrived` callback for one batch: its file versions by queue row."""
+        return lambda version: self.add(ids[version])
 
     def flush(self) -> None:
         with self.lock:

@@ -7,8 +7,12 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
 
 from services.uploader.destinations import (Arrived, Batch, Destination, DestinationError, FileVersion, Progress,
                                             VerifyError)
@@ -22,7 +26,7 @@ def _answering(method: Call) -> Call:
     """A Hub that does not answer is a failure in words ("no answer from HOST for N s"), which the uploader
     backs off from and probes, like any other unreachable destination."""
     @functools.wraps(method)
-    def call(self: "HfDestination", *args: Any, **kwargs: Any) -> Any:
+    def call(self: HfDestination, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except Exception as exc:
@@ -43,10 +47,10 @@ class HfDestination(Destination):
         self.uri, self.repo_id, self.repo_type = uri, repo_id, repo_type
         self.revision, self.prefix, self.environ = revision, prefix.strip("/"), environ
         self.private = private
-        self._api = None
+        self._api: HfApi | None = None
 
     @classmethod
-    def from_uri(cls, uri: str, environ: dict[str, str] | None = None, private: bool = True) -> "HfDestination":
+    def from_uri(cls, uri: str, environ: dict[str, str] | None = None, private: bool = True) -> HfDestination:
         rest = uri.removeprefix("hf://")
         repo_type = "model"
         for marker, kind in REPO_TYPES.items():

@@ -18,7 +18,7 @@ class LocalDestination(Destination):
         self.uri, self.root = uri, root
 
     @classmethod
-    def from_uri(cls, uri: str, environ: dict[str, str] | None = None) -> "LocalDestination":
+    def from_uri(cls, uri: str, environ: dict[str, str] | None = None) -> LocalDestination:
         path = uri.removeprefix("file://")
         if not path.startswith("/"):
             raise ValueError(f"{uri!r} has no absolute path; expected file:///absolute/path")
@@ -28,7 +28,7 @@ class LocalDestination(Destination):
         sent = 0
         for version in batch.files:
             target = self.root / version.remote
-            partial = _write_partial(target, version.local, lambda n: progress(sent + n))
+            partial = _write_partial(target, version.local, _offset(progress, sent))
             size, sha256 = file_hash(partial)
             if (size, sha256) != (version.size, version.sha256):
                 partial.unlink(missing_ok=True)
@@ -76,6 +76,11 @@ class LocalDestination(Destination):
     def delete(self, remote: str) -> None:
         path = self.root / remote
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def _offset(progress: Progress, base: int) -> Progress:
+    """This file's progress as the batch's: the bytes of the files before it come first."""
+    return lambda sent: progress(base + sent)
 
 
 def _write_partial(target: Path, source: Path, progress: Progress) -> Path:

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from services.uploader.destinations import (Arrived, Batch, Destination, DestinationError, Progress)
@@ -89,7 +89,7 @@ class RcloneDestination(Destination):
         self._lock = threading.Lock()
 
     @classmethod
-    def from_uri(cls, uri: str, environ: dict[str, str] | None = None) -> "RcloneDestination":
+    def from_uri(cls, uri: str, environ: dict[str, str] | None = None) -> RcloneDestination:
         environ = dict(os.environ if environ is None else environ)
         if uri.startswith("s3://"):
             bucket_path = uri.removeprefix("s3://").strip("/")
