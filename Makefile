@@ -45,6 +45,10 @@ run: install
 test: install
 	$(BIN)/python -m pytest
 
+# The suite with two busy CPU loops beside it: what a loaded CI machine does to timing.
+test-loaded: install
+	scripts/with_load.sh $(BIN)/python -m pytest
+
 test-fast: install
 	$(BIN)/python -m pytest -m fast
 

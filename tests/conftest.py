@@ -26,6 +26,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture
+def api():
+    """A loopback stand-in for a provider's control API that records every request it is sent."""
+    from fakeapi import FakeApi
+
+    server = FakeApi()
+    yield server
+    server.close()
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.1,
              what: str | Callable[[], str] = "") -> object:
     """Poll until `predicate` returns something truthy; fail the test with `what` (text, or a callable
@@ -179,7 +189,8 @@ def ssh(port: int, user: str, key: Path, command: str, known_hosts: Path | None 
                           capture_output=True, text=True, timeout=60)
 
 
-REAL_COMPONENT_FIXTURES = {"stack_factory", "s3", "pod", "host", "api", "open_tmp", "hub", "laptop_venv"}
+REAL_COMPONENT_FIXTURES = {"stack_factory", "s3", "pod", "ending_pod", "host", "ending_host", "served", "open_tmp", "hub",
+                           "laptop_venv"}
 """Fixtures that start real programs (a stack, an S3 server, a booted platform pod): a test using none of them
 is in the fast layer (`make test-fast`, `-m fast`)."""
 

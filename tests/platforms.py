@@ -17,10 +17,12 @@ import shutil
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager as ContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
+
+import pytest
 
 import yaml
 
@@ -68,6 +70,45 @@ class Pod:
         wait_for(lambda: "ready" in self.stack.output and "  sshd " in self.stack.output, timeout, 0.3,
                  lambda: f"the ready lines\n{self.stack.output[-4000:]}")
         return self.stack.output
+
+
+class Shared:
+    """One booted stack shared by a module's tests. A test that ends it takes it (`ending_pod`): the next test
+    that needs one boots a fresh one. No test depends on running after another, and in file order (the ending
+    test last) a module boots once."""
+
+    def __init__(self, boot: Callable[[], ContextManager[Any]]) -> None:
+        self.boot, self.held, self.current = boot, ExitStack(), None
+
+    def get(self) -> Any:
+        if self.current is None:
+            self.current = self.held.enter_context(self.boot())
+        return self.current
+
+    def take(self) -> Any:
+        found, self.current = self.get(), None
+        return found
+
+
+def shared_fixtures(boot: Callable[[], ContextManager[Any]], name: str = "pod") -> tuple[Any, Any, Any]:
+    """The fixtures of a module whose tests share one booted stack: `<name>s` (the module's), `<name>` (the
+    current one) and `ending_<name>` (for a test that stops it). A module assigns them to module names."""
+
+    @pytest.fixture(scope="module", name=f"{name}s")
+    def shared() -> Iterator[Shared]:
+        booted = Shared(boot)
+        with booted.held:
+            yield booted
+
+    @pytest.fixture(name=name)
+    def current(request: pytest.FixtureRequest) -> Any:
+        return request.getfixturevalue(f"{name}s").get()
+
+    @pytest.fixture(name=f"ending_{name}")
+    def ending(request: pytest.FixtureRequest) -> Any:
+        return request.getfixturevalue(f"{name}s").take()
+
+    return shared, current, ending
 
 
 @contextmanager

@@ -102,8 +102,7 @@ def test_a_stop_mid_checkpoint_never_lets_a_fresh_pod_restore_the_partial_one(tm
         assert "cancelled at the stop deadline" in stack.output, stack.output[-3000:]
     else:
         stack.kill()
-    time.sleep(1)
-    assert not _rclone_copies(str(tmp_path / "pod")), "an rclone transfer outlived its pod"
+    wait_for(lambda: not _rclone_copies(str(tmp_path / "pod")), 30, 0.2, "the pod's rclone transfers to end with it")
     partial = _at_store(s3, "checkpoint-200")
     assert 0 < len(partial) < 201 and _marker(s3, "checkpoint-200") is None
 

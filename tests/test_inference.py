@@ -72,7 +72,7 @@ def _infer(port, rows, **extra):
 
 
 @pytest.fixture
-def api(tmp_path, stack_factory):
+def served(tmp_path, stack_factory):
     port = free_port()
     (tmp_path / "models").mkdir()
     stack = stack_factory(_env(tmp_path, port))
@@ -80,8 +80,8 @@ def api(tmp_path, stack_factory):
     return port, stack
 
 
-def test_ready_only_with_a_model_and_results_equal_the_direct_call(tmp_path, api):
-    port, stack = api
+def test_ready_only_with_a_model_and_results_equal_the_direct_call(tmp_path, served):
+    port, stack = served
     wait_for(lambda: "no model file" in _get(port, "/readyz").json()["reason"], 30, 0.2)
     assert _get(port, "/readyz").status_code == 503
     model = save_model(tmp_path / "models" / "model_step_1.pt", seed=1)
@@ -98,8 +98,8 @@ def test_ready_only_with_a_model_and_results_equal_the_direct_call(tmp_path, api
     assert stack.status()["services"]["inference"]["ready"] is True
 
 
-def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(tmp_path, api):
-    port, stack = api
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(tmp_path, served):
+    port, stack = served
     model = save_model(tmp_path / "models" / "model_step_1.pt", seed=2, heavy=20)
     wait_for(lambda: _get(port, "/readyz").status_code == 200, 30, 0.2)
 
@@ -120,8 +120,8 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(tmp_path, 
     assert calls < 32 and single < calls, "some model calls carried more than one request"
 
 
-def test_hot_reload_under_traffic_never_fails_a_request_and_a_broken_file_keeps_the_old_model(tmp_path, api):
-    port, stack = api
+def test_hot_reload_under_traffic_never_fails_a_request_and_a_broken_file_keeps_the_old_model(tmp_path, served):
+    port, stack = served
     save_model(tmp_path / "models" / "model_step_1.pt", seed=3)
     wait_for(lambda: _get(port, "/readyz").status_code == 200, 30, 0.2)
     failures, versions, stop = [], set(), threading.Event()
@@ -157,8 +157,8 @@ def test_hot_reload_under_traffic_never_fails_a_request_and_a_broken_file_keeps_
     assert _infer(port, [[1.0, 2.0, 3.0, 4.0]]).json()["model_version"] == "model_step_2.pt"
 
 
-def test_auth_bad_input_and_model_errors(tmp_path, api):
-    port, stack = api
+def test_auth_bad_input_and_model_errors(tmp_path, served):
+    port, stack = served
     save_model(tmp_path / "models" / "model_step_1.pt", seed=5, refuse_inf=True)
     wait_for(lambda: _get(port, "/readyz").status_code == 200, 30, 0.2)
     assert _get(port, "/healthz", auth=False).status_code == 200
@@ -193,11 +193,11 @@ def test_auth_bad_input_and_model_errors(tmp_path, api):
     assert TOKEN not in stack.output
 
 
-def test_every_malformed_input_is_a_4xx_with_a_one_line_reason_and_no_traceback(tmp_path, api):
+def test_every_malformed_input_is_a_4xx_with_a_one_line_reason_and_no_traceback(tmp_path, served):
     """Inputs the model's signature does not take (names, dtypes, ranks, sizes) are the client's mistake: a 4xx
     saying what is wrong, checked before the model runs on them (a refused signature is remembered), never a
     500 with a traceback in the log."""
-    port, stack = api
+    port, stack = served
     save_model(tmp_path / "models" / "model_step_1.pt", seed=5)
     wait_for(lambda: _get(port, "/readyz").status_code == 200, 30, 0.2)
     row = [1.0, 2.0, 3.0, 4.0]
@@ -296,7 +296,11 @@ def test_without_torch_the_api_stays_up_and_not_ready(tmp_path, stack_factory):
     not_ready = _get(port, "/readyz")
     assert not_ready.status_code == 503 and "torch is not installed" in not_ready.json()["reason"]
     assert _get(port, "/healthz", auth=False).status_code == 200
-    time.sleep(3)
+    pid = stack.status()["services"]["inference"]["pid"]
+    # A forced reload answered is the positive signal: the model load ran again, without torch, in the same process.
+    again = requests.post(f"http://127.0.0.1:{port}/reload", headers=AUTH, timeout=60).json()
+    assert again["reloaded"] is False and again["model"] is None, again
+    assert stack.status()["services"]["inference"]["pid"] == pid
     assert stack.state("inference") == "RUNNING"
     assert stack.output.count("spawned: 'inference'") == 1, "no crash loop"
 
@@ -338,13 +342,13 @@ def test_torch_export_program_and_a_user_handler(tmp_path, stack_factory):
     assert answer.json()["outputs"]["scaled"] == [[3.0, 6.0]]
 
 
-def test_a_500_mb_chunked_body_is_refused_while_it_is_read(tmp_path, api):
+def test_a_500_mb_chunked_body_is_refused_while_it_is_read(tmp_path, served):
     """No Content-Length to refuse it by: the API counts while it reads, and never holds more than the limit
     (it buffered the whole body first, 800 MB took 1.8 GB of RSS: any client with the token could run the pod out
     of memory)."""
     import psutil
 
-    port, stack = api
+    port, stack = served
     server = psutil.Process(stack.status()["services"]["inference"]["pid"])
     before, peak, done = server.memory_info().rss, [0], threading.Event()
 

@@ -11,7 +11,6 @@ import pytest
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the job runs as the login user, which needs root")
 
 from conftest import base_env, wait_for
-from fakeapi import FakeApi
 from services.uploader.queue import Queue
 
 TRAIN = '''
@@ -34,13 +33,6 @@ for step in range(start + 1, start + 3):
     time.sleep(0.2)
 sys.exit(1 if attempt < fail_until else 0)
 '''
-
-
-@pytest.fixture
-def api():
-    server = FakeApi()
-    yield server
-    server.close()
 
 
 def _env(tmp_path, api, fail_until=0, **extra):
@@ -114,16 +106,16 @@ def test_never_is_not_restarted(open_tmp, api, stack_factory):
     tmp_path = open_tmp
     stack = stack_factory(_env(tmp_path, api, fail_until=99, JOB_RESTART="never"))
     wait_for(lambda: _job(stack).get("state") == "failed", 60, 0.3, lambda: stack.output[-3000:])
-    time.sleep(2)
+    # The runner's exit is the positive signal: its loop, the only place a new attempt could start, is over.
+    stack.wait_state("job", "EXITED", timeout=60)
     assert len(_attempts(tmp_path)) == 1
-    assert stack.state("job") == "EXITED"
 
 
 def test_stay_leaves_the_pod_running(open_tmp, api, stack_factory):
     tmp_path = open_tmp
     stack = stack_factory(_env(tmp_path, api))
     wait_for(lambda: _job(stack).get("state") == "succeeded", 60, 0.3, lambda: stack.output[-3000:])
-    time.sleep(2)
+    stack.wait_state("job", "EXITED", timeout=60)  # JOB_ON_EXIT is acted on before the runner exits
     assert api.requests == []
     assert stack.proc.poll() is None
     assert stack.state("uploader") == "RUNNING"

@@ -7,18 +7,21 @@ import os
 import pwd
 import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from conftest import PODVISOR, VENV_BIN, Stack, make_key, ssh, wait_for
+from platforms import shared_fixtures
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="making a normal user to run as needs root")
 USER = "pvplain"
 
 
-@pytest.fixture(scope="module")
-def host():
+@contextmanager
+def _booted() -> Iterator[tuple[Stack, Path, str]]:
     if subprocess.run(["id", USER], capture_output=True).returncode != 0:
         subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", USER], check=True)
     home = pwd.getpwnam(USER).pw_dir
@@ -34,9 +37,14 @@ def host():
            "UPLOAD_WATCH_DIRS": os.path.join(home, "work", "checkpoints")}
     stack = Stack(env, as_user=USER)
     wait_for(lambda: "ready: all" in stack.output, 90, 0.3, lambda: stack.output[-3000:])
-    yield stack, key, state
-    stack.kill()
-    shutil.rmtree(keys, ignore_errors=True)
+    try:
+        yield stack, key, state
+    finally:
+        stack.kill()
+        shutil.rmtree(keys, ignore_errors=True)
+
+
+hosts, host, ending_host = shared_fixtures(_booted, "host")
 
 
 def test_state_in_the_users_own_folder_and_no_user_created(host):
@@ -57,6 +65,6 @@ def test_ssh_on_2222_as_that_user_and_status_works_for_them(host):
     assert status.returncode == 0, status.stdout + status.stderr
 
 
-def test_zz_sigterm_stops_it_cleanly(host):
-    stack, _, _ = host
+def test_sigterm_stops_it_cleanly(ending_host):
+    stack, _, _ = ending_host
     assert stack.stop() == 0

@@ -7,17 +7,19 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
 from conftest import PODVISOR, ssh
-from platforms import local_paths, pod_dir
+from platforms import Pod, shared_fixtures, local_paths, pod_dir
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a container runs as root: login user, sshd privilege separation")
 
 
-@pytest.fixture(scope="module")
-def pod():
+@contextmanager
+def _booted() -> Iterator[Pod]:
     with pod_dir() as pod:
         # Docker is detected from /.dockerenv, which this test machine may lack: the provider is named instead.
         docker = {"PODVISOR_PROVIDER": "docker", "HOSTNAME": "3f2a9c1e7b44", "PUBLIC_KEY": pod.public_key,
@@ -25,6 +27,9 @@ def pod():
         pod.boot({**local_paths(pod), **docker, "JUPYTER_ENABLED": "false", "INFERENCE_ENABLED": "false"})
         pod.wait_ready_banner()
         yield pod
+
+
+pods, pod, ending_pod = shared_fixtures(_booted)
 
 
 def test_the_address_says_which_port_to_publish_and_the_login_user_gets_in(pod):
@@ -52,5 +57,5 @@ def test_the_healthcheck_command_passes(pod):
     assert health.returncode == 0, health.stdout
 
 
-def test_zz_docker_stop_exits_zero(pod):
-    assert pod.stack.stop() == 0
+def test_docker_stop_exits_zero(ending_pod):
+    assert ending_pod.stack.stop() == 0

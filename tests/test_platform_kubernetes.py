@@ -8,11 +8,13 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
 from conftest import PODVISOR, Stack, base_env, ssh
-from platforms import kubernetes_env, local_paths, pod_dir
+from platforms import Pod, shared_fixtures, kubernetes_env, local_paths, pod_dir
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a pod runs as root: login user, sshd privilege separation")
 POD_NAME = "podvisor-7d9f8b6c5-x2x9z"
@@ -24,8 +26,8 @@ def _probe(env: dict[str, str], flag: str) -> int:
     return subprocess.run([PODVISOR, "status", flag], env=env, capture_output=True, text=True, timeout=60).returncode
 
 
-@pytest.fixture(scope="module")
-def pod():
+@contextmanager
+def _booted() -> Iterator[Pod]:
     with pod_dir() as pod:
         # deployment.yaml's env; of the Secret's optional keys only PUBLIC_KEY exists, POD_IP from the downward API.
         env = {**local_paths(pod), **kubernetes_env("deployment.yaml"), **KUBELET, "POD_IP": "127.0.0.1",
@@ -33,6 +35,9 @@ def pod():
         pod.boot(env)
         pod.wait_ready_banner()
         yield pod
+
+
+pods, pod, ending_pod = shared_fixtures(_booted)
 
 
 def test_a_fresh_pod_is_ready_and_alive_without_a_model_or_optional_secrets(pod):
@@ -87,9 +92,9 @@ def test_the_manifests_probes_pass_within_their_timeouts_on_a_busy_node(pod):
             loop.kill()
 
 
-def test_zz_liveness_fails_once_supervisord_is_gone_and_sigterm_exits_zero(pod):
-    env = pod.stack.env
-    assert pod.stack.stop() == 0
+def test_liveness_fails_once_supervisord_is_gone_and_sigterm_exits_zero(ending_pod):
+    env = ending_pod.stack.env
+    assert ending_pod.stack.stop() == 0
     assert _probe(env, "--live") == 1 and _probe(env, "--ready") == 1
 
 

@@ -10,12 +10,14 @@ import re
 import secrets
 import subprocess
 from pathlib import Path
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
 from conftest import PODVISOR, make_key, ssh, wait_for
 from fakecloud import FakeRunPod, run_cloud
-from platforms import PUBLIC_IP, Heartbeat, idle_quickly, local_paths, pod_dir, runpod_template_env
+from platforms import Pod, shared_fixtures, PUBLIC_IP, Heartbeat, idle_quickly, local_paths, pod_dir, runpod_template_env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a pod runs as root: login user, sshd privilege separation")
 POD_ID = "k3xq9z1abcdef0"
@@ -26,8 +28,8 @@ HF_TOKEN = f"hf_{secrets.token_hex(16)}"
 SSH_PUBLIC_PORT = "40022"
 
 
-@pytest.fixture(scope="module")
-def pod():
+@contextmanager
+def _booted() -> Iterator[Pod]:
     api = FakeRunPod(key=RUNPOD_KEY)  # RunPod's REST v2, each request checked against its published schema
     api.pods[POD_ID] = FakeRunPod.pod({"id": POD_ID, "name": "podvisor", "status": "RUNNING",
                                        "image": "ghcr.io/podvisor/podvisor:0.1.0",
@@ -48,6 +50,9 @@ def pod():
         pod.wait_ready_banner()
         yield pod
         api.close()
+
+
+pods, pod, ending_pod = shared_fixtures(_booted)
 
 
 def test_the_connect_dialogs_command_logs_in_as_root_with_the_account_key(pod):
@@ -266,13 +271,13 @@ def test_cloud_launch_waits_for_ssh_and_the_stack_then_ssh_pins_the_host_key_onc
         api.close()
 
 
-def test_zz_idle_pod_is_stopped_through_runpods_api_then_exits_cleanly_on_runpods_sigterm(pod):
-    api = pod.extra["api"]
+def test_idle_pod_is_stopped_through_runpods_api_then_exits_cleanly_on_runpods_sigterm(ending_pod):
+    api = ending_pod.extra["api"]
     assert api.requests == [], "busy while the heartbeat beats"
-    pod.extra["beat"].stop()
-    wait_for(lambda: api.requests, 60, 0.3, lambda: pod.stack.output[-3000:])
+    ending_pod.extra["beat"].stop()
+    wait_for(lambda: api.requests, 60, 0.3, lambda: ending_pod.stack.output[-3000:])
     sent = api.requests[0]
     assert (sent["method"], sent["path"], sent["body"]) == ("POST", f"/v2/pods/{POD_ID}/action", {"action": "stop"})
     assert sent["headers"]["Authorization"] == f"Bearer {RUNPOD_KEY}"
     assert api.refused == [] and api.pods[POD_ID]["status"] == "EXITED", "RunPod v2 took the stop as sent"
-    assert pod.stack.stop() == 0  # RunPod stops the container with SIGTERM
+    assert ending_pod.stack.stop() == 0  # RunPod stops the container with SIGTERM

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 import requests
@@ -14,7 +16,7 @@ import requests
 from conftest import ssh, wait_for
 from fakeapi import FakeApi
 from fakecloud import FakeVast, run_cloud
-from platforms import PUBLIC_IP, Heartbeat, idle_quickly, local_paths, pod_dir, vast_template_env
+from platforms import Pod, shared_fixtures, PUBLIC_IP, Heartbeat, idle_quickly, local_paths, pod_dir, vast_template_env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a pod runs as root: login user, sshd privilege separation")
 INSTANCE = "31415926"
@@ -22,8 +24,8 @@ VAST_KEY = "vast-instance-key-0123456789abcdef"
 OPEN_BUTTON_TOKEN = "9c0ffee5d1ab4f2e8a7b6c5d4e3f2a1b"
 
 
-@pytest.fixture(scope="module")
-def pod():
+@contextmanager
+def _booted() -> Iterator[Pod]:
     api = FakeApi(body={"success": True})
     with pod_dir() as pod:
         # Vast writes the account's keys here (the real path is /root/.ssh/authorized_keys; this test machine's
@@ -45,6 +47,9 @@ def pod():
         pod.wait_ready_banner()
         yield pod
         api.close()
+
+
+pods, pod, ending_pod = shared_fixtures(_booted)
 
 
 def test_the_account_key_vast_wrote_logs_in_as_root_and_as_the_login_user(pod):
@@ -102,12 +107,12 @@ def test_cloud_template_push_then_launch_from_it_waits_for_this_stack(pod, open_
         api.close()
 
 
-def test_zz_idle_instance_is_stopped_through_vasts_api(pod):
-    api = pod.extra["api"]
+def test_idle_instance_is_stopped_through_vasts_api(ending_pod):
+    api = ending_pod.extra["api"]
     assert api.requests == []
-    pod.extra["beat"].stop()
-    wait_for(lambda: api.requests, 60, 0.3, lambda: pod.stack.output[-3000:])
+    ending_pod.extra["beat"].stop()
+    wait_for(lambda: api.requests, 60, 0.3, lambda: ending_pod.stack.output[-3000:])
     sent = api.requests[0]
     assert (sent["method"], sent["path"], sent["body"]) == ("PUT", f"/api/v0/instances/{INSTANCE}/", {"state": "stopped"})
     assert sent["headers"]["Authorization"] == f"Bearer {VAST_KEY}"
-    assert pod.stack.stop() == 0
+    assert ending_pod.stack.stop() == 0
