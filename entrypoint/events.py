@@ -15,6 +15,7 @@ import time
 
 from supervisor import childutils
 
+from entrypoint.backoff import Backoff
 from entrypoint.context import PodContext, current
 from entrypoint.files import write_atomically
 from entrypoint.redact import redact, secrets_of
@@ -28,8 +29,7 @@ QUICK_EXIT_SECONDS = 30.0
 QUICK_EXITS_TO_GIVE_UP = 5
 """Failed starts in a row after which a program is left down (a port held by something else, a bad config):
 supervisord's own limit only counts exits before startsecs, so a program dying at 2 s would loop forever."""
-RETRY_FIRST_SECONDS = 5.0
-RETRY_MAX_SECONDS = 60.0
+START_AGAIN = Backoff(5.0, 60.0)
 """A service never given up on (sshd) is started again after these pauses, doubling, while it stays down."""
 
 
@@ -48,7 +48,8 @@ class Listener:
         threading.Thread(target=self._publish_processes, daemon=True).start()
         self.running_since: dict[str, float] = {}
         self.quick_exits: dict[str, int] = {}
-        self.retry_in: dict[str, float] = {}
+        self.downs: dict[str, int] = {}
+        """Times in a row a service never given up on was found down, for its pause before the next start."""
         self.never_given_up = {svc.name for svc in discover() if svc.never_given_up}
 
     def handle(self, headers: dict[str, str], payload: str) -> None:
@@ -94,7 +95,7 @@ class Listener:
                 self._count_quick_exit(name)
         elif state == SupervisorState.RUNNING:
             self.running_since[name] = time.monotonic()
-            if name in self.retry_in:
+            if name in self.downs:
                 threading.Thread(target=self._record_given_up, args=(name, None), daemon=True).start()
         elif state == SupervisorState.BACKOFF:
             self._write(f"podvisor: service {name} exited during start; retrying.\n")
@@ -109,7 +110,7 @@ class Listener:
         up = time.monotonic() - self.running_since.get(name, time.monotonic())
         self.quick_exits[name] = self.quick_exits.get(name, 0) + 1 if up < QUICK_EXIT_SECONDS else 0
         if not self.quick_exits[name]:
-            self.retry_in.pop(name, None)  # it stayed up: a later failure starts the pauses over
+            self.downs.pop(name, None)  # it stayed up: a later failure starts the pauses over
         if self.quick_exits[name] >= QUICK_EXITS_TO_GIVE_UP and name in self.never_given_up:
             self.quick_exits[name] = 0
             threading.Thread(target=self._stop_quietly, args=(name,), daemon=True).start()
@@ -144,8 +145,8 @@ class Listener:
 
     def _start_again_later(self, name: str, why: str) -> None:
         """A service never given up on: said so, and started again after a pause that doubles while it fails."""
-        delay = min(RETRY_MAX_SECONDS, self.retry_in.get(name, RETRY_FIRST_SECONDS / 2) * 2)
-        self.retry_in[name] = delay
+        self.downs[name] = self.downs.get(name, 0) + 1
+        delay = START_AGAIN.delay(self.downs[name])
         reason = f"{why}; podvisor starts it again in {delay:.0f} s, and keeps trying (it is the way in)"
         self._write(f"podvisor: service {name} is down: {reason}. See {name}'s log above.\n")
         self._record_given_up(name, reason)

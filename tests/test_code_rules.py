@@ -119,7 +119,7 @@ def test_no_module_of_ours_imports_itself_back_at_import_time():
 
 
 LEAVES = ("entrypoint.state_dir", "entrypoint.files", "entrypoint.steps", "entrypoint.redact", "entrypoint.workspace",
-          "entrypoint.trust", "entrypoint.provider_urls")
+          "entrypoint.trust", "entrypoint.provider_urls", "entrypoint.backoff")
 """The shared facts every module may ask (the state dir's layout and records, supervisor states, atomic
 writes, checkpoint steps, redaction): they import nothing of ours, so asking them never loads anything else."""
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint import login_user
+from entrypoint.backoff import Backoff
 from entrypoint.bootstrap import manifest, settings_of, userenv, wait_done
 from entrypoint.context import PodContext
 from entrypoint.files import write_atomically
@@ -28,6 +29,8 @@ from services.job.settings import JobSettings
 
 log = logging.getLogger("job")
 NCCL_DEFAULTS = {"NCCL_DEBUG": "WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1", "NCCL_IB_DISABLE": "0"}
+RESTART_BACKOFF = Backoff(2.0, 60.0)
+"""The pause before the job's next attempt (JOB_RESTART=on-failure)."""
 DRAIN_POLL_SECONDS = 1.0
 RESTORE_RETRY_SECONDS = 10.0
 """While held for a restore (no destination answers), how often the job asks again."""
@@ -130,7 +133,9 @@ class Runner:
         started = time.time()
         self.write(state="running", attempts=number + 1, started_epoch=started, resume_from=str(resume or "") or None,
                    exit_code=None, duration_s=None, held_reason=None)
-        as_user: dict[str, Any] = {} if os.geteuid() != 0 else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        as_user: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         self.child = subprocess.Popen(argv, cwd=workdir, env=env, start_new_session=True, **as_user)
         code = self.child.wait()
         self.write(exit_code=code, duration_s=round(time.time() - started, 1))
@@ -158,7 +163,7 @@ class Runner:
             if self.settings.job_restart == "never" or number >= self.settings.job_max_restarts:
                 break
             number += 1
-            delay = min(60.0, 2.0 ** number)
+            delay = RESTART_BACKOFF.delay(number)
             log.warning("job: exited with %d; restart %d of %d in %.0f s", code, number,
                         self.settings.job_max_restarts, delay)
             self.write(state="restarting")

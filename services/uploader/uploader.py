@@ -11,20 +11,22 @@ import fcntl
 import json
 import logging
 import os
-import random
 import shutil
 import signal
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+from entrypoint.backoff import Backoff
 from entrypoint.context import PodContext
 from entrypoint.files import write_atomically
 from entrypoint.redact import redact, secrets_of
 from entrypoint.steps import newest_first, step_of
-from services.uploader.destinations import Batch, Destination, FileVersion, file_hash, parse
+from services.uploader.destinations import (Batch, Cause, Destination, FileVersion, VerifyError, cause_of, file_hash,
+                                            parse)
 from services.uploader.layout import (SHIP_UNIT, marker_name, queue_path, remote_name, root_prefix, staging_base,
                                       status_path, unit_of_marker, writer_lock_path)
 from services.uploader.marker import Marker, MarkerFile
@@ -46,9 +48,9 @@ PROBE_SECONDS = 3.0
 PROBE_TIMEOUT_SECONDS = 10.0
 MARK_EVERY_SECONDS = 0.5
 """Arrived files are recorded in the queue in groups: one fsync'd transaction per group, not per file."""
-RESTORE_RETRY_MAX_SECONDS = 60.0
+RESTORE_RETRY = Backoff(5.0, 60.0)
+"""How often a restore held by unreachable destinations asks them again."""
 HASH_THREADS = os.cpu_count() or 2
-UNREACHABLE = ("connection refused", "no answer", "host not found")
 """Causes a cheap probe can see go away; a 403 or a missing bucket needs a fix, not a probe."""
 LOST_KEPT = 20
 """Checkpoints lost locally that status lists (the log has them all)."""
@@ -131,7 +133,8 @@ class Uploader:
         self.status_written = 0.0
         self.deadline = float("inf")
         self.in_flight: dict[str, dict] = {}
-        self.errors: dict[str, str] = {}
+        self.errors: dict[str, Failure] = {}
+        self.backoff = Backoff(2.0, self.settings.upload_retry_max_seconds, jitter=0.5)
         self.probed: dict[str, float] = {}
         self.commit_hold: dict[str, float] = {}
         self.newly_committed: set[str] = set()
@@ -201,7 +204,7 @@ class Uploader:
         """Restore at start; while the destinations cannot be reached (restore held), ask again with backoff."""
         from services.uploader.restore import restore
 
-        delay = 5.0
+        held = 0
         while not self.stopping.is_set():
             try:
                 outcome = restore(self.ctx, dests=self.dests)
@@ -210,8 +213,8 @@ class Uploader:
                 return
             if outcome.state != "held":
                 return
-            self.stopping.wait(delay)
-            delay = min(RESTORE_RETRY_MAX_SECONDS, delay * 2)
+            held += 1
+            self.stopping.wait(RESTORE_RETRY.delay(held))
 
     def tick(self) -> None:
         for root, unit, snapshot in self.scanner.poll():
@@ -299,7 +302,7 @@ class Uploader:
             if batch and self.unreachable(dest) and not self.answers(dest):
                 # A full transfer against a dead endpoint spends half a minute in retries; a listing fails
                 # in milliseconds with the same cause, so it goes first and the backoff grows meanwhile.
-                self.failed(dest, [r.id for r in batch], batch[0].attempts + 1, self.errors[dest.uri])
+                self.failed(dest, [r.id for r in batch], batch[0].attempts + 1, self.errors[dest.uri].error)
                 continue
             if batch:
                 self.upload(dest, batch)
@@ -344,7 +347,7 @@ class Uploader:
                 log.info("upload of %s to %s cancelled at the stop deadline (%d of %d file(s) arrived); the rest "
                          "stays queued", intact[0].unit, dest.uri, len(arrived.ids), len(ids))
             else:
-                self.failed(dest, unsent, intact[0].attempts + 1, f"{type(exc).__name__}: {exc}")
+                self.failed(dest, unsent, intact[0].attempts + 1, exc)
         else:
             arrived.flush()
             took = time.monotonic() - started
@@ -369,13 +372,13 @@ class Uploader:
                 if not absent:
                     dest.put_bytes(marker_name(prefix, unit), marker.to_bytes())
             except Exception as exc:
-                self.failed(dest, [], 1, f"{type(exc).__name__}: {exc}")
+                self.failed(dest, [], 1, exc)
                 self.commit_hold[dest.uri] = time.monotonic() + PROBE_SECONDS
                 return wrote
             if absent:  # the transfer said they arrived, the destination's listing says not: send them again
                 self.failed(dest, [r.id for r in absent], max(r.attempts for r in absent) + 1,
-                            f"VerifyError: {len(absent)} of {len(rows)} file(s) of {unit} not at the destination "
-                            f"with their size (first: {absent[0].remote}); no marker, sending them again")
+                            VerifyError(f"{len(absent)} of {len(rows)} file(s) of {unit} not at the destination "
+                                        f"with their size (first: {absent[0].remote}); no marker, sending them again"))
                 continue
             self.queue.commit(dest.uri, root, unit, len(rows), marker.bytes)
             with self.lock:
@@ -385,16 +388,16 @@ class Uploader:
             wrote = True
         return wrote
 
-    def failed(self, dest: Destination, ids: list[int], attempts: int, error: str) -> None:
-        """Back off and say so: one warning per destination when its error changes, not one per attempt."""
-        error = redact(error, self.secrets)[:500]
-        delay = min(self.settings.upload_retry_max_seconds, 2.0 ** attempts) * random.uniform(0.5, 1.0)
+    def failed(self, dest: Destination, ids: list[int], attempts: int, error: BaseException) -> None:
+        """Back off and say so: one warning per destination when its kind of failure changes, not one per
+        attempt."""
+        failure = Failure(cause_of(error), error, redact(f"{type(error).__name__}: {error}", self.secrets)[:500])
         if ids:
-            self.queue.failed(ids, error, time.time() + delay)
+            self.queue.failed(ids, failure.text, time.time() + self.backoff.delay(attempts))
         with self.lock:
-            before, self.errors[dest.uri] = self.errors.get(dest.uri), error
-        if before is None or _cause(before) != _cause(error):
-            log.warning("uploads to %s failing: %s (retrying with backoff; nothing is lost)", dest.uri, error)
+            before, self.errors[dest.uri] = self.errors.get(dest.uri), failure
+        if before is None or before.cause != failure.cause:
+            log.warning("uploads to %s failing: %s (retrying with backoff; nothing is lost)", dest.uri, failure.text)
 
     def answered(self, dest: Destination) -> None:
         with self.lock:
@@ -403,8 +406,8 @@ class Uploader:
             log.info("%s answers again; uploads resume", dest.uri)
 
     def unreachable(self, dest: Destination) -> bool:
-        error = self.errors.get(dest.uri)
-        return bool(error) and _cause(error).startswith(UNREACHABLE)
+        failure = self.errors.get(dest.uri)
+        return failure is not None and failure.cause is Cause.UNREACHABLE
 
     def answers(self, dest: Destination) -> bool:
         """A cheap listing; when the destination answers again, what waits for a backoff goes at once."""
@@ -501,7 +504,7 @@ class Uploader:
             "settling": self.scanner.settling(),
             "in_flight": flights,
             "destinations": {d.uri: {"pending": sum(1 for r in rows if r.dest == d.uri),
-                                     "last_error": errors.get(d.uri),
+                                     "last_error": errors[d.uri].text if d.uri in errors else None,
                                      "last_committed": last.get(d.uri)} for d in self.dests},
             "disk": disk,
             "lost_locally": lost,
@@ -510,6 +513,16 @@ class Uploader:
             "stopping": self.stopping.is_set(),
         }
         write_atomically(status_path(self.ctx), json.dumps(status, indent=1))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A destination's last failure: its kind, which the uploader acts on, the exception, and the words shown in
+    `podvisor status` and the queue (secrets redacted)."""
+
+    cause: Cause
+    error: BaseException
+    text: str
 
 
 class _Arrivals:
@@ -558,12 +571,6 @@ def _intact(row: Row) -> bool:
     except OSError:
         return False
     return (stat.st_size, stat.st_mtime_ns) == (row.size, row.mtime_ns)
-
-
-def _cause(error: str) -> str:
-    """The kind of an error, for telling a new failure from the same one again."""
-    text = error.split(": ", 1)[-1] if error.startswith(("DestinationError", "VerifyError")) else error
-    return text.split(":", 1)[0][:60]
 
 
 def main() -> None:

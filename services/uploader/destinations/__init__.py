@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from collections.abc import Callable
 
@@ -42,12 +43,43 @@ Arrived = Callable[[FileVersion], None]
 """Called once a file of the batch is at the destination and verified."""
 
 
-class VerifyError(RuntimeError):
+class Cause(StrEnum):
+    """What kind of failure a destination had: the uploader acts on this (an unreachable destination is probed
+    until it answers, then everything waiting goes at once), never on the message's words."""
+
+    UNREACHABLE = "unreachable"
+    """Connection refused, host not found, no answer within the stall time."""
+    REFUSED = "refused"
+    """Credentials rejected or access denied (401, 403)."""
+    NOT_FOUND = "not found"
+    """No such bucket, repo, revision or path."""
+    QUOTA = "quota"
+    """Out of space or quota."""
+    CORRUPT = "corrupt"
     """The destination holds something other than what was sent."""
+    FAILED = "failed"
+    """Anything else the backend reported."""
 
 
 class DestinationError(RuntimeError):
-    """The destination failed or did not answer; the message is the backend's cause, in words."""
+    """The destination failed or did not answer: `cause` is its kind, the message the backend's words."""
+
+    def __init__(self, message: str, cause: Cause = Cause.FAILED) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class VerifyError(DestinationError):
+    """The destination holds something other than what was sent."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, Cause.CORRUPT)
+
+
+def cause_of(exc: BaseException) -> Cause:
+    """The kind of any failure of a destination call: a DestinationError says it; anything else (a bug, a
+    backend exception no destination mapped) is a plain failure."""
+    return exc.cause if isinstance(exc, DestinationError) else Cause.FAILED
 
 
 STALL_SECONDS = 30.0

@@ -14,27 +14,42 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
-from services.uploader.destinations import (Arrived, Batch, Destination, DestinationError, FileVersion, Progress,
-                                            VerifyError)
+from services.uploader.destinations import (Arrived, Batch, Cause, Destination, DestinationError, FileVersion,
+                                            Progress, VerifyError)
 from services.uploader.layout import MARKER_DIR
 
 REPO_TYPES = {"datasets/": "dataset", "spaces/": "space", "models/": "model"}
 Call = TypeVar("Call", bound=Callable[..., Any])
 
 
+STATUS_CAUSES = {401: Cause.REFUSED, 403: Cause.REFUSED, 404: Cause.NOT_FOUND, 413: Cause.QUOTA, 507: Cause.QUOTA}
+
+
 def _answering(method: Call) -> Call:
-    """A Hub that does not answer is a failure in words ("no answer from HOST for N s"), which the uploader
-    backs off from and probes, like any other unreachable destination."""
+    """The Hub client's exceptions as typed destination failures: a Hub that does not answer is unreachable
+    (the uploader backs off and probes it, like any other), a rejected token is refused, a missing repo or
+    revision not found. The transport's errors are told by their class, which huggingface_hub takes from
+    httpx or, in newer releases, httpx2: by name, so either one works."""
     @functools.wraps(method)
     def call(self: HfDestination, *args: Any, **kwargs: Any) -> Any:
+        from huggingface_hub.errors import HfHubHTTPError
+
         try:
             return method(self, *args, **kwargs)
+        except DestinationError:
+            raise
         except Exception as exc:
             kinds = {cls.__name__ for cls in type(exc).__mro__}
             if "TimeoutException" in kinds:
-                raise DestinationError(f"no answer from {self.host} for {self.stall_seconds:.0f} s") from None
-            if "ConnectError" in kinds:
-                raise DestinationError(f"connection refused: {self.host}") from None
+                raise DestinationError(f"no answer from {self.host} for {self.stall_seconds:.0f} s",
+                                       Cause.UNREACHABLE) from None
+            if "ConnectError" in kinds or "NetworkError" in kinds:
+                raise DestinationError(f"connection refused: {self.host}", Cause.UNREACHABLE) from None
+            if isinstance(exc, HfHubHTTPError):
+                status = exc.response.status_code if exc.response is not None else 0
+                cause = STATUS_CAUSES.get(status, Cause.FAILED)
+                raise DestinationError(f"{self.host} answered HTTP {status}: {str(exc).splitlines()[0][:200]}",
+                                       cause) from None
             raise
     return call  # type: ignore[return-value]
 
@@ -111,6 +126,7 @@ class HfDestination(Destination):
                                commit_message=f"podvisor: commit {remote}", repo_type=self.repo_type,
                                revision=self.revision)
 
+    @_answering
     def get_bytes(self, remote: str, timeout: float) -> bytes:
         import tempfile
 
@@ -142,6 +158,7 @@ class HfDestination(Destination):
                                         revision=self.revision)
         return {info.path.removeprefix(strip): info.size for info in infos if getattr(info, "size", None) is not None}
 
+    @_answering
     def fetch(self, remotes: list[str], target: Path) -> None:
         from huggingface_hub import snapshot_download
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from services.uploader.destinations import (Arrived, Batch, Destination, DestinationError, Progress)
+from services.uploader.destinations import (Arrived, Batch, Cause, Destination, DestinationError, Progress,
+                                            VerifyError)
 from services.uploader.layout import MARKER_DIR
 
 S3_REMOTE = "podvisor_s3"
@@ -39,16 +40,19 @@ NOT_FOUND = 3
 SMALL_OBJECT_TIMEOUT_SECONDS = 60.0
 """A marker write, a deletion, a listing: seconds, not minutes; a black-hole endpoint is cut after this."""
 CAUSES = [
-    (r"connection refused", "connection refused"),
-    (r"no such host|server misbehaving", "host not found"),
-    (r"i/o timeout|deadline exceeded|timed out|TLS handshake timeout", "no answer (timed out)"),
-    (r"NoSuchBucket|bucket does not exist", "no such bucket"),
-    (r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|StatusCode: 403|Forbidden", "access denied (403)"),
-    (r"StatusCode: 401|Unauthorized", "not authorized (401)"),
-    (r"no space left|QuotaExceeded|quota", "out of space or quota"),
-    (r"directory not found|NoSuchKey|StatusCode: 404|object not found", "not found"),
-    (r"is a file not a directory", "cannot reach the path"),
+    (r"connection refused", Cause.UNREACHABLE, "connection refused"),
+    (r"no such host|server misbehaving", Cause.UNREACHABLE, "host not found"),
+    (r"i/o timeout|deadline exceeded|timed out|TLS handshake timeout", Cause.UNREACHABLE, "no answer (timed out)"),
+    (r"NoSuchBucket|bucket does not exist", Cause.NOT_FOUND, "no such bucket"),
+    (r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|StatusCode: 403|Forbidden", Cause.REFUSED,
+     "access denied (403)"),
+    (r"StatusCode: 401|Unauthorized", Cause.REFUSED, "not authorized (401)"),
+    (r"no space left|QuotaExceeded|quota", Cause.QUOTA, "out of space or quota"),
+    (r"directory not found|NoSuchKey|StatusCode: 404|object not found", Cause.NOT_FOUND, "not found"),
+    (r"is a file not a directory", Cause.NOT_FOUND, "cannot reach the path"),
 ]
+"""rclone reports a backend's failure only in its log's words (its exit codes do not tell a refused connection
+from a 403): they are read here, once, into a typed cause; nothing past this module reads an error's text."""
 
 
 def rclone_binary() -> str:
@@ -57,9 +61,9 @@ def rclone_binary() -> str:
     return str(local) if local.exists() else (shutil.which("rclone") or "rclone")
 
 
-def readable(stderr: str) -> str:
-    """The backend's error in words, from rclone's JSON log: its errors, never its notices (config file
-    not found ...), led by the file it concerns, if one, and the cause (connection refused, 403, no such bucket)."""
+def failure(stderr: str) -> DestinationError:
+    """The backend's error from rclone's JSON log: its kind, and in words its errors, never its notices (config
+    file not found ...), led by the file it concerns, if one, and the cause (connection refused, 403, no bucket)."""
     messages, failures, objects = [], [], []
     for line in stderr.splitlines():
         try:
@@ -76,8 +80,11 @@ def readable(stderr: str) -> str:
     text = (messages or failures or ["rclone failed without saying why"])[-1]
     if objects and objects[-1] not in text:
         text = f"{objects[-1]}: {text}"
-    cause = next((name for pattern, name in CAUSES if re.search(pattern, text, re.IGNORECASE)), "")
-    return f"{cause}: {text}"[:400] if cause else text[:400]
+    found = next(((cause, words) for pattern, cause, words in CAUSES if re.search(pattern, text, re.IGNORECASE)),
+                 None)
+    if found is None:
+        return DestinationError(text[:400])
+    return DestinationError(f"{found[1]}: {text}"[:400], found[0])
 
 
 class RcloneDestination(Destination):
@@ -151,13 +158,14 @@ class RcloneDestination(Destination):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-            raise DestinationError(f"no answer from {self.host} for {timeout:.0f} s (rclone {args[0]})") from None
+            raise DestinationError(f"no answer from {self.host} for {timeout:.0f} s (rclone {args[0]})",
+                                   Cause.UNREACHABLE) from None
         finally:
             self._done(proc)
         if proc.returncode == NOT_FOUND and missing_ok:
             return ""
         if proc.returncode != 0:
-            raise DestinationError(readable(err))
+            raise failure(err)
         return out
 
     def _stream(self, args: list[str], input: str) -> Iterator[dict]:
@@ -202,9 +210,9 @@ class RcloneDestination(Destination):
             self._done(proc)
         if stalled.is_set():
             raise DestinationError(f"no answer from {self.host} for {self.stall_seconds:.0f} s: nothing moved, "
-                                   "the transfer was cut")
+                                   "the transfer was cut", Cause.UNREACHABLE)
         if proc.returncode != 0:
-            raise DestinationError(readable("".join(errors[-50:])))
+            raise failure("".join(errors[-50:]))
 
     def upload(self, batch: Batch, arrived: Arrived, progress: Progress) -> None:
         """A file has arrived when rclone reports it copied or, for one it skipped as already there, when the
@@ -231,7 +239,7 @@ class RcloneDestination(Destination):
             if version.remote not in missing:
                 arrived(version)
         if missing:
-            raise DestinationError(f"{len(missing)} of {len(by_rel)} file(s) not at the destination after the "
+            raise VerifyError(f"{len(missing)} of {len(by_rel)} file(s) not at the destination after the "
                                    f"transfer (first: {missing[0]})")
 
     def put_bytes(self, remote: str, data: bytes) -> None:
