@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from collections.abc import Callable
 
 if TYPE_CHECKING:
@@ -31,31 +31,125 @@ class Readiness:
 
 
 @dataclass(frozen=True)
-class Service:
-    """What supervisord and the entrypoint need to know about one supervised program."""
+class Restart:
+    """When a program is started again: the one place a restart is decided. supervisord applies `when`,
+    `start_seconds` and `start_retries`; the event listener applies the rest (a program that dies soon after
+    each start is left down, or, with `never_give_up`, started again after a growing pause)."""
 
-    name: str
+    when: Literal["always", "never", "on-failure"] = "always"
+    """always: after any exit; never: a one-shot (the bootstrap, the job's runner); on-failure: after an exit
+    with a code outside `Program.exit_codes`."""
+    start_seconds: int = 1
+    """A program must stay up this long to count as started; a crash before that is a failed start."""
+    start_retries: int = 3
+    """Failed starts before the program is left FATAL instead of restart-looping."""
+    never_give_up: bool = False
+    """Left down (FATAL, or exiting at start again and again), it is started again after a growing pause instead
+    of staying down: the user's way in (sshd) must come back on its own once what blocked it goes."""
+
+    @property
+    def autorestart(self) -> str:
+        """supervisord's spelling of `when`."""
+        return {"always": "true", "never": "false", "on-failure": "unexpected"}[self.when]
+
+
+@dataclass(frozen=True)
+class Program:
+    """What supervisord needs to run one program: its command line and how it is started, restarted and
+    stopped. Services, the bootstrap and the post-start step are all programs of this kind."""
+
     command: Callable[[PodContext], str]
     """The program's command line; supervisord runs it (no shell, so quote with shlex)."""
+    priority: int = 500
+    """Start order: lower starts first and stops last."""
+    restart: Restart = Restart()
+    exit_codes: tuple[int, ...] = (0,)
+    stop_signal: str = "TERM"
+    stop_wait: float | None = 5
+    """Seconds between the stop signal and SIGKILL; None takes all the grace the others leave (the uploader)."""
+    after: tuple[str, ...] = ()
+    """Programs this one starts after, once each has settled: a one-shot has exited, any other is up or was
+    given up on. supervisord has no dependencies: such a program is not started with the others, and the
+    event listener starts it when they have settled (AFTER_ALL: every other program)."""
+    user: Callable[[PodContext], str | None] = lambda ctx: None
+    environment: Callable[[PodContext], dict[str, str]] = lambda ctx: {}
+    directory: Callable[[PodContext], str | None] = lambda ctx: None
+    credentials_of: tuple[str, ...] = ()
+    """Other sections whose control credentials this program acts with (the job stops the pod with the
+    autostop's provider keys); the program keeps them from the user's code it runs (`environment_for()`)."""
+    extra: dict[str, str] = field(default_factory=dict)
+    """Further supervisord program options, for what the fields above do not cover."""
+
+    @property
+    def one_shot(self) -> bool:
+        return self.restart.when == "never"
+
+
+AFTER_ALL = "*"
+
+
+# -- what a service can do for the others: each capability has one or a few implementers -------------------
+@dataclass(frozen=True)
+class Restores:
+    """Brings back the newest committed checkpoint before the job's first attempt: (state, detail), the state
+    "held" while no destination can be asked yet (the job then waits and asks again)."""
+
+    restore: Callable[[PodContext], tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class KeepsFiles:
+    """Keeps podvisor's own files (the run manifest, the job's log) beside the checkpoints; returns how many
+    transfers it queued. The post-start step and the job hand their files to whichever service does this."""
+
+    keep: Callable[[PodContext, list[Path]], int]
+
+
+@dataclass(frozen=True)
+class HoldsStop:
+    """What a stop must wait for: `blocker` says why the pod must not be stopped yet (uploads pending) and
+    `loss` what a stop would lose for good (a checkpoint no destination holds), each None when nothing. Once
+    autostop has waited AUTOSTOP_MAX_UPLOAD_WAIT_MINUTES on the blockers, it stops only when no service reports
+    a loss."""
+
+    blocker: Callable[[PodContext], str | None]
+    loss: Callable[[PodContext], str | None]
+
+
+@dataclass(frozen=True)
+class StopsPod:
+    """Stops (or terminates) the pod, for the job's JOB_ON_EXIT=stop; says what it does first, and raises when
+    it could not."""
+
+    stop: Callable[[PodContext], None]
+
+
+@dataclass(frozen=True)
+class Activity:
+    """The idle autostop's signal for this service: `last` says when a user last used it (epoch seconds; now
+    while in use; None if never seen) and that in words (SSH sessions, Jupyter's own clock, API requests);
+    `while_running` makes its RUNNING state alone count (a training job)."""
+
+    last: Callable[[PodContext], tuple[float | None, str]] | None = None
+    while_running: bool = False
+
+
+Capability = Restores | KeepsFiles | HoldsStop | StopsPod | Activity
+C = TypeVar("C", Restores, KeepsFiles, HoldsStop, StopsPod, Activity)
+
+
+@dataclass(frozen=True)
+class Service:
+    """One supervised program and what the entrypoint, `podvisor status` and the other services know of it."""
+
+    name: str
+    program: Program
     settings: type[Section] | None = None
     """This service's section of the env schema."""
     advise: Callable[[Any], list[tuple[str, str]]] | None = None
     """Checks of the parsed section whose failures `config --check` reports but the service survives:
     (VARIABLE, "what is wrong; expected ...") pairs."""
     enabled: Callable[[PodContext], bool] = lambda ctx: True
-    priority: int = 500
-    """Start order: lower starts first and stops last."""
-    stop_signal: str = "TERM"
-    stop_wait: float | None = 5
-    """Seconds between the stop signal and SIGKILL; None takes all the grace the others leave (the uploader)."""
-    restart: Literal["true", "false", "unexpected"] = "true"
-    start_seconds: int = 1
-    """A program must stay up this long to count as started; a crash before that is a failed start."""
-    start_retries: int = 3
-    """Failed starts before the program is left FATAL instead of restart-looping."""
-    never_given_up: bool = False
-    """Left down (FATAL, or exiting at start again and again), it is started again after a growing pause instead
-    of staying down: the user's way in (sshd) must come back on its own once what blocked it goes."""
     prepare: Callable[[PodContext], None] | None = None
     """Runs in the entrypoint before supervisord starts; an exception disables only this service."""
     ready: Callable[[PodContext], Readiness] | None = None
@@ -63,41 +157,23 @@ class Service:
     interactive: bool = False
     """Users connect to it (SSH, Jupyter, the API): the pod is ready for traffic once every interactive service
     answers (`podvisor status --ready`, the Kubernetes readiness probe, the Docker HEALTHCHECK)."""
-    user: Callable[[PodContext], str | None] = lambda ctx: None
-    environment: Callable[[PodContext], dict[str, str]] = lambda ctx: {}
-    credentials_of: tuple[str, ...] = ()
-    """Other sections whose control credentials this program acts with (the job stops the pod with the
-    autostop's provider keys); the program keeps them from the user's code it runs (`environment_for()`)."""
-    directory: Callable[[PodContext], str | None] = lambda ctx: None
     endpoint: Callable[[PodContext], str] | None = None
     """How a user outside reaches it (an ssh command, a URL), built with `ctx.cloud.endpoint`: status, the
     login banner and the container log's ready lines print it."""
     status: Callable[[PodContext], dict[str, Any]] | None = None
     """Extra facts for `podvisor status` (a queue depth, an idle countdown)."""
-    activity: Callable[[PodContext], tuple[float | None, str]] | None = None
-    """When a user last used it (epoch seconds; now while in use; None if never seen) and that in words: the
-    idle autostop's signal for this service (SSH sessions, Jupyter's own activity clock, API requests)."""
-    busy_while_running: bool = False
-    """Its RUNNING state alone counts as activity for the idle autostop (a training job)."""
-    stop_blocker: Callable[[PodContext], str | None] | None = None
-    """Why the pod must not be stopped yet (uploads pending), or None: autostop and the job wait on it."""
-    loss_on_stop: Callable[[PodContext], str | None] | None = None
-    """What a stop would lose for good (a checkpoint no destination holds), or None: once autostop has waited
-    AUTOSTOP_MAX_UPLOAD_WAIT_MINUTES on the stop blockers, it stops only when no service reports a loss."""
-    restore: Callable[[PodContext], tuple[str, str]] | None = None
-    """Brings back the newest committed checkpoint before the job's first attempt: (state, detail), the state
-    "held" while no destination can be asked yet (the job then waits and asks again)."""
-    stop_pod: Callable[[PodContext], None] | None = None
-    """Stops (or terminates) the pod the way this service would, for the job's JOB_ON_EXIT=stop; says what it
-    does first, and raises when it could not."""
-    keep_files: Callable[[PodContext, list[Path]], int] | None = None
-    """Keeps podvisor's own files (the run manifest, the job's log) beside the checkpoints; returns how many
-    transfers it queued. The post-start step and the job hand their files to whichever service does this."""
     cli: Callable[[Any], None] | None = None
     """Adds this service's subcommands to `podvisor` (given argparse's subparsers)."""
-    exit_codes: tuple[int, ...] = (0,)
-    extra: dict[str, str] = field(default_factory=dict)
-    """Further supervisord program options, for what the fields above do not cover."""
+    capabilities: tuple[Capability, ...] = ()
+    """What it does for the others (restore, keep files, hold a stop, stop the pod, report activity)."""
+
+    def capability(self, kind: type[C]) -> C | None:
+        return next((c for c in self.capabilities if isinstance(c, kind)), None)
+
+
+def offering(services: list[Service], kind: type[C]) -> list[tuple[Service, C]]:
+    """The services of `services` that can do `kind`, each with its capability."""
+    return [(svc, found) for svc in services if (found := svc.capability(kind)) is not None]
 
 
 def python_module(module: str) -> Callable[[PodContext], str]:
@@ -120,18 +196,14 @@ def active(ctx: PodContext) -> list[Service]:
             and (started is None or svc.name in started)]
 
 
-def stop_reasons(ctx: PodContext, services: list[Service],
-                 hook: Literal["stop_blocker", "loss_on_stop"]) -> list[str]:
-    """What holds a stop (`stop_blocker`: uploads pending) or what it would lose (`loss_on_stop`), asked of
-    each of `services`: the one answer the autostop and the job's JOB_ON_EXIT=stop both act on. A state that
-    cannot be read holds the stop: it may be an upload."""
+def stop_reasons(ctx: PodContext, services: list[Service], what: Literal["blocker", "loss"]) -> list[str]:
+    """What holds a stop (`blocker`: uploads pending) or what it would lose (`loss`), asked of each of
+    `services`: the one answer the autostop and the job's JOB_ON_EXIT=stop both act on. A state that cannot be
+    read holds the stop: it may be an upload."""
     out = []
-    for svc in services:
-        check = getattr(svc, hook)
-        if check is None:
-            continue
+    for svc, holds in offering(services, HoldsStop):
         try:
-            reason = check(ctx)
+            reason = holds.blocker(ctx) if what == "blocker" else holds.loss(ctx)
         except Exception as exc:
             reason = f"{svc.name} state unreadable ({type(exc).__name__})"
         if reason:
@@ -139,15 +211,15 @@ def stop_reasons(ctx: PodContext, services: list[Service],
     return out
 
 
-def configured(ctx: PodContext, hook: str) -> list[Service]:
-    """Services with a valid section that offer `hook`, started at this boot or not: the job stops the pod with
-    the autostop's actions even when the idle autostop itself is turned off."""
-    return [svc for svc in discover() if getattr(svc, hook) is not None and svc.name in ctx.config.sections]
+def configured(ctx: PodContext, kind: type[C]) -> list[C]:
+    """The capabilities of kind `kind` of the services with a valid section, started at this boot or not: the
+    job stops the pod with the autostop's actions even when the idle autostop itself is turned off."""
+    return [found for svc, found in offering(discover(), kind) if svc.name in ctx.config.sections]
 
 
 def keep_files(ctx: PodContext, paths: list[Path]) -> int:
     """Hand `paths` to every active service that keeps files (the uploader); how many transfers were queued."""
-    return sum(svc.keep_files(ctx, paths) for svc in active(ctx) if svc.keep_files is not None)
+    return sum(keeps.keep(ctx, paths) for _, keeps in offering(active(ctx), KeepsFiles))
 
 
 def discover() -> list[Service]:
@@ -180,7 +252,7 @@ def _discover(extra: tuple[Path, ...]) -> tuple[list[Service], dict[str, str]]:
                 _add(found, getattr(_load_extra(pkg), "SERVICE", None), str(pkg.parent))
             except Exception as exc:  # the user's code: any error at all leaves just that folder out
                 broken[str(pkg.parent)] = f"{type(exc).__name__}: {exc}"
-    return sorted(found.values(), key=lambda svc: (svc.priority, svc.name)), broken
+    return sorted(found.values(), key=lambda svc: (svc.program.priority, svc.name)), broken
 
 
 def _load_extra(init: Path) -> Any:

@@ -21,12 +21,12 @@ import uuid
 from pathlib import Path
 from typing import IO
 
-from entrypoint import leftovers, login_user, session
+from entrypoint import leftovers, login_user, logs, session
 from entrypoint.cloud import detect
 from entrypoint.context import PodContext
 from entrypoint.registry import Service, broken_extras, discover
 from entrypoint.catalog import load
-from entrypoint.supervisor_conf import BOOTSTRAP, EVENT_LISTENER, stop_floor, write
+from entrypoint.supervisor_conf import EVENT_LISTENER, programs, stop_floor, write
 from entrypoint.timings import phase, record
 
 log = logging.getLogger("podvisor")
@@ -74,6 +74,8 @@ def start() -> int:
     t0 = time.monotonic()
     config = load(advise=True)
     ctx = PodContext(config, detect(os.environ, config.core.podvisor_provider if config.core else "auto"), run_id)
+    if config.core:
+        logs.configure(config.core.podvisor_log_level, "podvisor: %(message)s")
     validate_ms = (time.monotonic() - t0) * 1000
     with_dirs = time.monotonic()
     try:
@@ -122,16 +124,17 @@ def start() -> int:
             "run_id": run_id, "started_epoch_ms": int(started * 1000),
             "services": [svc.name for svc in services], "disabled": disabled,
         }, indent=2))
-    floor = stop_floor(services)
+    supervised = programs(services)
+    floor = stop_floor(supervised)
     if ctx.core.podvisor_grace_seconds < floor:
         log.warning("config: PODVISOR_GRACE_SECONDS=%g is less than the %g s a stop of %d programs can take (they "
-                    "stop one after another, the bootstrap's included: at least 1 s wait and 1 s of supervisord's "
-                    "loop each, plus 2 s); a "
-                    "program that ignores SIGTERM may still run when the platform kills the container. Set it to "
-                    "%d or more, and the platform's stop timeout above it", ctx.core.podvisor_grace_seconds, floor,
-                    len(services) + 1, floor)
+                    "stop one after another, podvisor's own one-shots included: at least 1 s wait and 1 s of "
+                    "supervisord's loop each, plus 2 s); a program that ignores SIGTERM may still run when the "
+                    "platform kills the container. Set it to %d or more, and the platform's stop timeout above it",
+                    ctx.core.podvisor_grace_seconds, floor, len(supervised), floor)
     names = ", ".join(svc.name for svc in services) or "none"
-    log.info("starting supervisord with: %s (+%s, %s)", names, EVENT_LISTENER, BOOTSTRAP)
+    own = ", ".join(name for name in supervised if name not in {svc.name for svc in services})
+    log.info("starting supervisord with: %s (+%s, %s)", names, EVENT_LISTENER, own)
     record(ctx.paths.timings_file, run_id, "exec_supervisord", "ok", (time.monotonic() - t0) * 1000)
     sys.stdout.flush()
     supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or shutil.which("supervisord")

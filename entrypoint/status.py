@@ -67,8 +67,8 @@ def collect(ctx: PodContext) -> dict[str, Any]:
             readiness = svc.ready(ctx)
             entry.update(ready=readiness.ready, ready_detail=readiness.detail)
         else:
-            done = info["statename"] == SupervisorState.EXITED and info["exitstatus"] in svc.exit_codes
-            entry["ready"] = info["statename"] == SupervisorState.RUNNING or (done and svc.restart != "true")
+            done = info["statename"] == SupervisorState.EXITED and info["exitstatus"] in svc.program.exit_codes
+            entry["ready"] = info["statename"] == SupervisorState.RUNNING or (done and svc.program.one_shot)
         if svc.endpoint is not None:
             entry["endpoint"] = svc.endpoint(ctx)
         if svc.status is not None:
@@ -85,7 +85,7 @@ def collect(ctx: PodContext) -> dict[str, Any]:
         "control": control,
         "bootstrap": {**ctx.paths.bootstrap_state(), "summary": describe(ctx.paths.bootstrap_state())},
         "services": services,
-        "stop_blockers": stop_reasons(ctx, active(ctx), "stop_blocker"),
+        "stop_blockers": stop_reasons(ctx, active(ctx), "blocker"),
         "gpus": gpus,
         "gpu_summary": gpu_summary,
         "config_problems": [str(p) for p in ctx.config.problems],

@@ -6,7 +6,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import psutil
 
 from conftest import base_env, wait_for
 from entrypoint.state_dir import StateDir
@@ -187,9 +186,9 @@ def test_hooks_run_in_order_and_a_failing_one_does_not_stop_the_boot(open_tmp, s
     assert "[hook:pre_start] from-pre" in stack.output
     assert "bootstrap: pre_start failed" in stack.output and "exited with 3" in stack.output
     assert seen.read_text().splitlines() == ["unset unset rpa_CANARY0123456789 hf_CANARY0123456789"] * 2
-    listener = next(p for p in psutil.Process(stack.proc.pid).children(recursive=True)
-                    if "entrypoint.events" in p.cmdline())
-    wait_for(lambda: not listener.children(), 30, 0.2, lambda: f"post-start reaped: {listener.children()}")
+    control = StateDir(tmp_path / "state").supervisor().supervisor  # the post-start step is supervised, and done
+    wait_for(lambda: control.getProcessInfo("post_start")["statename"] == "EXITED", 30, 0.2,
+             lambda: str(control.getProcessInfo("post_start")))
     session = StateDir(tmp_path / "state").session_env_file.read_text()
     assert "HF_TOKEN=hf_CANARY" in session and "RUNPOD_API_KEY=rpa_CANARY" in session
     assert TOKEN not in session and "vast-CANARY" not in session

@@ -4,6 +4,7 @@ apart (UPLOAD_HF_PRIVATE=y once validated as true while the Hub destination read
 from __future__ import annotations
 
 import ast
+import logging
 import os
 import subprocess
 import sys
@@ -119,7 +120,7 @@ def test_no_module_of_ours_imports_itself_back_at_import_time():
 
 
 LEAVES = ("entrypoint.state_dir", "entrypoint.files", "entrypoint.steps", "entrypoint.redact", "entrypoint.workspace",
-          "entrypoint.trust", "entrypoint.provider_urls", "entrypoint.backoff")
+          "entrypoint.trust", "entrypoint.provider_urls", "entrypoint.backoff", "entrypoint.logs")
 """The shared facts every module may ask (the state dir's layout and records, supervisor states, atomic
 writes, checkpoint steps, redaction): they import nothing of ours, so asking them never loads anything else."""
 
@@ -159,6 +160,26 @@ def test_a_service_knows_another_only_by_its_settings():
                 if parts[0] == "services" and len(parts) > 1 and parts[1] != own and parts[2:] != ["settings"]:
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
     assert offenders == []
+
+
+def test_logging_is_set_up_in_one_place_at_the_configured_level():
+    """PODVISOR_LOG_LEVEL reaches podvisor's own loggers: every program sets logging up through
+    `entrypoint.logs.configure`, never with a level of its own."""
+    own = ROOT / "entrypoint" / "logs.py"
+    found = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in _our_modules() if path != own
+             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Attribute)
+             and node.attr == "basicConfig"]
+    assert found == [], f"logging set up outside entrypoint.logs: {found}"
+
+    from entrypoint import logs
+
+    logs.configure("warn")
+    try:
+        assert not logging.getLogger("podvisor").isEnabledFor(logging.INFO)
+        logs.configure("debug")
+        assert logging.getLogger("podvisor").isEnabledFor(logging.DEBUG)
+    finally:
+        logs.configure("info")
 
 
 def test_the_cycle_finder_finds_one():

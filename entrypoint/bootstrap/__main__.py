@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import logging
-import sys
 
+from entrypoint import logs
 from entrypoint.bootstrap import run
 from entrypoint.context import current
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    ctx = current()
+    logs.configure(ctx.core.podvisor_log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request of a dataset fetch is noise
-    run(current())
+    run(ctx)

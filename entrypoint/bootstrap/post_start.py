@@ -4,9 +4,9 @@ the boot path, so it never delays SSH or Jupyter."""
 from __future__ import annotations
 
 import logging
-import sys
 import time
 
+from entrypoint import logs
 from entrypoint.bootstrap import hook, manifest, repo, run_step, settings_of, wait_done
 from entrypoint.context import PodContext, current
 from entrypoint.registry import keep_files
@@ -46,8 +46,8 @@ def announce(ctx: PodContext) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="podvisor: %(message)s", stream=sys.stdout)
     ctx = current()
+    logs.configure(ctx.core.podvisor_log_level, "podvisor: %(message)s")
     settings = settings_of(ctx)
     commit = repo.commit(settings.repo_dir) if settings else None
     path = ctx.paths.manifest_file

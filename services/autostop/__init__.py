@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from entrypoint.context import PodContext
-from entrypoint.registry import Service, python_module
+from entrypoint.registry import Program, Service, StopsPod, python_module
 from services.autostop.layout import decision_path
 from services.autostop.settings import AutostopSettings
 
@@ -54,10 +54,8 @@ SERVICE = Service(
     name="autostop",
     settings=AutostopSettings,
     enabled=lambda ctx: ctx.settings(AutostopSettings).autostop_enabled,
-    command=python_module("services.autostop"),
-    priority=40,
-    stop_wait=2,
+    program=Program(command=python_module("services.autostop"), priority=40, stop_wait=2),
     prepare=prepare,
     status=status,
-    stop_pod=stop_pod,
+    capabilities=(StopsPod(stop=stop_pod),),
 )

@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -13,7 +14,7 @@ from functools import partial
 from entrypoint.context import PodContext
 from entrypoint.files import write_atomically
 from entrypoint.redact import redact, secrets_of
-from entrypoint.registry import Service, active, stop_reasons
+from entrypoint.registry import Activity, active, offering, stop_reasons
 from services.autostop import signals as sig
 from services.autostop.actions import Actions
 from services.autostop.layout import decision_path
@@ -42,19 +43,19 @@ class Monitor:
         self.last_error = ""
         self.cpu = sig.ContainerCpu(s.autostop_cpu_percent) if s.autostop_cpu_percent else None
 
-    def _activity(self, svc: Service) -> sig.Signal:
-        assert svc.activity is not None
-        return sig.Signal(svc.name, *svc.activity(self.ctx))
+    def _used(self, name: str, last: Callable[[PodContext], tuple[float | None, str]]) -> sig.Signal:
+        return sig.Signal(name, *last(self.ctx))
 
     def signals(self) -> list[sig.Signal]:
         s = self.settings
         found = [sig.probe("gpu", self.gpu)]
-        found += [sig.probe(svc.name, partial(self._activity, svc)) for svc in self.services if svc.activity]
+        found += [sig.probe(svc.name, partial(self._used, svc.name, activity.last))
+                  for svc, activity in offering(self.services, Activity) if activity.last is not None]
         if (beat := s.autostop_heartbeat_file) is not None:
             found.append(sig.probe("heartbeat", lambda: sig.heartbeat("heartbeat", beat)))
         if s.autostop_busy_processes:
             found.append(sig.probe("processes", lambda: sig.busy_processes(s.autostop_busy_processes)))
-        busy_services = [svc.name for svc in self.services if svc.busy_while_running]
+        busy_services = [svc.name for svc, activity in offering(self.services, Activity) if activity.while_running]
         if busy_services:
             found.append(sig.probe("services", lambda: sig.running_services(self.ctx, busy_services)))
         if self.cpu is not None:
@@ -62,10 +63,10 @@ class Monitor:
         return found
 
     def blockers(self) -> list[str]:
-        return stop_reasons(self.ctx, self.services, "stop_blocker")
+        return stop_reasons(self.ctx, self.services, "blocker")
 
     def lost(self) -> list[str]:
-        return stop_reasons(self.ctx, self.services, "loss_on_stop")
+        return stop_reasons(self.ctx, self.services, "loss")
 
     def step(self) -> Decision:
         now = self.clock()
@@ -125,7 +126,9 @@ class Monitor:
 
 
 def main() -> None:
+    from entrypoint import logs
     from entrypoint.context import current
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    Monitor(current()).run()
+    ctx = current()
+    logs.configure(ctx.core.podvisor_log_level, stream=sys.stderr)
+    Monitor(ctx).run()

@@ -13,7 +13,7 @@ import requests
 from entrypoint import generated_token, login_user
 from entrypoint.context import PodContext
 from entrypoint.probes import http_status, local_host
-from entrypoint.registry import Readiness, Service, python_module
+from entrypoint.registry import Activity, Program, Readiness, Service, python_module
 from services.inference.settings import InferenceSettings
 
 log = logging.getLogger("podvisor")
@@ -109,13 +109,11 @@ SERVICE = Service(
     name="inference",
     settings=InferenceSettings,
     enabled=lambda ctx: _settings(ctx).inference_enabled,
-    command=python_module("services.inference"),
-    priority=30,
-    stop_wait=5,
+    program=Program(command=python_module("services.inference"), priority=30, stop_wait=5),
     prepare=prepare,
     ready=ready,
     interactive=True,
     status=status,
-    activity=activity,
     endpoint=endpoint,
+    capabilities=(Activity(last=activity),),
 )

@@ -6,7 +6,7 @@ from typing import Any
 
 from entrypoint import login_user
 from entrypoint.context import PodContext
-from entrypoint.registry import Service, python_module
+from entrypoint.registry import Activity, Program, Restart, Service, python_module
 from services.job.layout import checkpoint_dir, status_path
 from services.job.settings import JobSettings
 
@@ -33,13 +33,11 @@ SERVICE = Service(
     name="job",
     settings=JobSettings,
     enabled=lambda ctx: bool(ctx.settings(JobSettings).job_command),
-    command=python_module("services.job"),
-    priority=50,
-    stop_wait=15,
-    restart="false",
-    start_seconds=0,
-    busy_while_running=True,
-    credentials_of=("autostop",),  # JOB_ON_EXIT=stop stops the pod as the autostop would
+    # Its attempts are the runner's own (resumed from the newest checkpoint): supervisord never restarts it.
+    program=Program(command=python_module("services.job"), priority=50, stop_wait=15,
+                    restart=Restart(when="never", start_seconds=0),
+                    credentials_of=("autostop",)),  # JOB_ON_EXIT=stop stops the pod as the autostop would
     prepare=prepare,
     status=status,
+    capabilities=(Activity(while_running=True),),
 )

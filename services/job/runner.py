@@ -11,7 +11,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from entrypoint.bootstrap import manifest, settings_of, userenv, wait_done
 from entrypoint.context import PodContext
 from entrypoint.files import write_atomically
 from entrypoint.gpu import inventory
-from entrypoint.registry import active, configured, keep_files, stop_reasons
+from entrypoint.registry import Restores, StopsPod, active, configured, keep_files, stop_reasons
 from entrypoint.steps import newest_first, step_of
 from services.job.layout import checkpoint_dir, status_path
 from services.job.settings import JobSettings
@@ -93,11 +92,11 @@ class Runner:
     def resume_point(self) -> Path | None:
         folder = checkpoint_dir(self.ctx)
         found = latest_checkpoint(folder)
-        for svc in configured(self.ctx, "restore") if found is None else []:
+        for restores in configured(self.ctx, Restores) if found is None else []:
             held = False
             while not self.stopping:
                 try:
-                    state, detail = svc.restore(self.ctx)
+                    state, detail = restores.restore(self.ctx)
                 except Exception as exc:
                     log.error("job: restoring a checkpoint failed: %s", type(exc).__name__)
                     break
@@ -204,18 +203,18 @@ class Runner:
             time.sleep(DRAIN_POLL_SECONDS)
             reasons = self.blockers()
         self.write(state=state)
-        stoppers = configured(self.ctx, "stop_pod")
+        stoppers = configured(self.ctx, StopsPod)
         if not stoppers:
             log.error("job: JOB_ON_EXIT=stop, but no service can stop the pod (are the AUTOSTOP_* settings "
                       "valid?); the pod keeps running")
             return
         try:
-            stoppers[0].stop_pod(self.ctx)
+            stoppers[0].stop(self.ctx)
         except Exception as exc:
             log.error("job: stopping the pod failed: %s", exc)
 
     def blockers(self) -> list[str]:
-        return stop_reasons(self.ctx, active(self.ctx), "stop_blocker")
+        return stop_reasons(self.ctx, active(self.ctx), "blocker")
 
     def terminate(self, *_: object) -> None:
         """The pod is stopping: pass SIGTERM to the whole job so it can save a last checkpoint."""
@@ -225,9 +224,11 @@ class Runner:
 
 
 def main() -> None:
+    from entrypoint import logs
     from entrypoint.context import current
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    runner = Runner(current())
+    ctx = current()
+    logs.configure(ctx.core.podvisor_log_level)
+    runner = Runner(ctx)
     signal.signal(signal.SIGTERM, runner.terminate)
     raise SystemExit(runner.run())

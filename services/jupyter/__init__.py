@@ -18,7 +18,7 @@ import requests
 from entrypoint import generated_token, login_user
 from entrypoint.context import PodContext
 from entrypoint.probes import http_status, local_host
-from entrypoint.registry import Readiness, Service
+from entrypoint.registry import Activity, Program, Readiness, Service
 from services.jupyter.settings import JupyterSettings
 
 log = logging.getLogger("podvisor")
@@ -198,17 +198,14 @@ SERVICE = Service(
     name="jupyter",
     settings=JupyterSettings,
     enabled=lambda ctx: _settings(ctx).jupyter_enabled,
-    command=lambda ctx: shlex.join([_jupyter() or "jupyter", "lab", f"--config={_config_file(ctx)}"]),
-    priority=20,
-    stop_wait=5,
+    program=Program(command=lambda ctx: shlex.join([_jupyter() or "jupyter", "lab", f"--config={_config_file(ctx)}"]),
+                    priority=20, stop_wait=5, user=lambda ctx: login_user.name(ctx), environment=_environment,
+                    directory=lambda ctx: str(_settings(ctx).jupyter_root_dir)),
     prepare=prepare,
     ready=ready,
     interactive=True,
-    user=lambda ctx: login_user.name(ctx),
-    environment=_environment,
-    directory=lambda ctx: str(_settings(ctx).jupyter_root_dir),
     status=lambda ctx: {"summary": auth_hint(ctx)},
-    activity=activity,
+    capabilities=(Activity(last=activity),),
     endpoint=lambda ctx: ctx.cloud.endpoint(_settings(ctx).jupyter_port, "http",
                                             path=f"{_settings(ctx).jupyter_base_url}lab"),
 )

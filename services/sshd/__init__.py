@@ -18,7 +18,7 @@ from pathlib import Path
 from entrypoint import login_user
 from entrypoint.context import PodContext
 from entrypoint.probes import local_host, tcp_banner
-from entrypoint.registry import Readiness, Service, discover
+from entrypoint.registry import Activity, Program, Readiness, Restart, Service, discover
 from services.sshd.keys import advise, sort_keys
 from services.sshd.sessions import SessionClock, describe
 from services.sshd.settings import SshSettings
@@ -250,14 +250,12 @@ SERVICE = Service(
     settings=SshSettings,
     advise=advise,
     enabled=lambda ctx: _settings(ctx).ssh_enabled,
-    command=lambda ctx: shlex.join([_sshd(), "-D", "-e", "-f", str(_dir(ctx) / "sshd_config")]),
-    priority=10,
-    stop_wait=3,
+    program=Program(command=lambda ctx: shlex.join([_sshd(), "-D", "-e", "-f", str(_dir(ctx) / "sshd_config")]),
+                    priority=10, stop_wait=3, restart=Restart(never_give_up=True)),
     prepare=prepare,
     ready=ready,
     interactive=True,
-    never_given_up=True,
     endpoint=endpoint,
     status=lambda ctx: {"summary": "host keys " + ", ".join(fingerprints(ctx))},
-    activity=activity,
+    capabilities=(Activity(last=activity),),
 )

@@ -8,7 +8,7 @@ import time
 
 from entrypoint import login_user
 from entrypoint.context import PodContext
-from entrypoint.registry import Readiness, Service, python_module
+from entrypoint.registry import HoldsStop, KeepsFiles, Program, Readiness, Restores, Service, python_module
 from services.uploader import cli
 from services.uploader.layout import SHIP_UNIT, queue_path
 from services.uploader.queue import Queue
@@ -81,16 +81,11 @@ SERVICE = Service(
     name="uploader",
     settings=UploadSettings,
     enabled=lambda ctx: _settings(ctx).upload_enabled,
-    command=python_module("services.uploader"),
-    priority=5,
-    stop_wait=None,
+    program=Program(command=python_module("services.uploader"), priority=5, stop_wait=None, environment=_environment),
     prepare=prepare,
     ready=ready,
-    environment=_environment,
     status=summary,
-    stop_blocker=stop_blocker,
-    loss_on_stop=loss_on_stop,
-    restore=restore_checkpoint,
-    keep_files=ship,
     cli=cli.register,
+    capabilities=(HoldsStop(blocker=stop_blocker, loss=loss_on_stop), Restores(restore=restore_checkpoint),
+                  KeepsFiles(keep=ship)),
 )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from entrypoint import logs
 from entrypoint.context import current
 from services.uploader.layout import queue_path, staging_base
 from services.uploader.queue import Queue
@@ -56,9 +56,10 @@ def cmd_now(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     from services.uploader.restore import restore
 
-    logging.basicConfig(level=logging.INFO, format="podvisor: %(message)s", stream=sys.stdout)
+    ctx = current()
+    logs.configure(ctx.core.podvisor_log_level, "podvisor: %(message)s")
     started = time.monotonic()
-    outcome = restore(current(), force=args.force)
+    outcome = restore(ctx, force=args.force)
     if outcome.state == "restored":
         print(f"restored {outcome.checkpoint} from {outcome.source} in {time.monotonic() - started:.1f} s")
         return 0

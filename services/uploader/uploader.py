@@ -41,7 +41,7 @@ TICK_SECONDS = 0.1
 STATUS_EVERY_SECONDS = 1.0
 IDLE_WAIT_SECONDS = 0.5
 DISK_WARN_PERCENT = 90
-STOP_MARGIN_SECONDS = 1.0
+FINAL_STATUS_SECONDS = 1.0
 """Kept back from the stop deadline for the final status and exit."""
 PROBE_SECONDS = 3.0
 """How often an unreachable destination is asked whether it answers again (then its backoff is dropped)."""
@@ -260,7 +260,7 @@ class Uploader:
     def stop(self) -> None:
         """SIGTERM: keep scanning, uploading and committing until drained or the stop deadline, counted from
         when the shutdown began (the grace less what the other services took)."""
-        left = self.ctx.stop_deadline() - time.time() - STOP_MARGIN_SECONDS
+        left = self.ctx.stop_deadline() - time.time() - FINAL_STATUS_SECONDS
         self.deadline = time.monotonic() + max(0.0, left)
         self.stopping.set()
         for event in self.wake.values():
@@ -574,11 +574,13 @@ def _intact(row: Row) -> bool:
 
 
 def main() -> None:
+    from entrypoint import logs
     from entrypoint.context import current
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s.%(msecs)03d uploader %(levelname)s %(message)s",
-                        datefmt="%Y-%m-%dT%H:%M:%S")
-    uploader = Uploader(current())
+    ctx = current()
+    logs.configure(ctx.core.podvisor_log_level, "%(asctime)s.%(msecs)03d uploader %(levelname)s %(message)s",
+                   datefmt="%Y-%m-%dT%H:%M:%S")
+    uploader = Uploader(ctx)
     signal.signal(signal.SIGTERM, lambda *_: uploader.stop())
     signal.signal(signal.SIGINT, lambda *_: uploader.stop())
     raise SystemExit(uploader.run())
