@@ -68,16 +68,45 @@ def prepare(ctx: PodContext) -> tuple[list[Service], dict[str, str]]:
 
 
 def start() -> int:
-    logging.basicConfig(level=logging.INFO, format="podvisor: %(message)s", stream=sys.stdout)
-    started = time.time()
-    run_id = uuid.uuid4().hex[:12]
-    t0 = time.monotonic()
+    """Validate, take the state dir, prepare the services, write supervisord.conf, then run supervisord."""
+    logs.configure("info", "podvisor: %(message)s")
+    started, t0 = time.time(), time.monotonic()
     config = load(advise=True)
-    ctx = PodContext(config, detect(os.environ, config.core.podvisor_provider if config.core else "auto"), run_id)
+    ctx = PodContext(config, detect(os.environ, config.core.podvisor_provider if config.core else "auto"),
+                     uuid.uuid4().hex[:12])
     if config.core:
         logs.configure(config.core.podvisor_log_level, "podvisor: %(message)s")
-    validate_ms = (time.monotonic() - t0) * 1000
+    record_validation = (time.monotonic() - t0) * 1000
     with_dirs = time.monotonic()
+    use_state_dir(ctx)
+    holder = hold_state_dir(ctx.paths.start_lock_file)
+    if holder is None:
+        log.error("another podvisor stack is running on %s (`podvisor status` shows it): this start touches "
+                  "nothing of it and exits; stop that one first, or give this one its own PODVISOR_STATE_DIR",
+                  ctx.state_dir)
+        return 2
+    forget_last_run(ctx)
+    record(ctx.paths.timings_file, ctx.run_id, "validate", "ok" if config.ok else "problems", record_validation)
+    record(ctx.paths.timings_file, ctx.run_id, "state_dirs", "ok", (time.monotonic() - with_dirs) * 1000)
+    log.info("run %s on %s; state in %s", ctx.run_id, ctx.cloud.provider, ctx.state_dir)
+    try:
+        with phase(ctx.paths.timings_file, ctx.run_id, "login_user"):
+            login_user.ensure(ctx)
+        session.install(ctx, login_user.name(ctx), login_user.home(ctx))
+    except Exception as exc:
+        log.error("could not set up the login user %s: %s", ctx.core.ssh_user, exc)
+    services, disabled = prepare(ctx)
+    conf = render_boot(ctx, services, disabled, started)
+    record(ctx.paths.timings_file, ctx.run_id, "exec_supervisord", "ok", (time.monotonic() - t0) * 1000)
+    sys.stdout.flush()
+    supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or shutil.which("supervisord")
+    argv = [supervisord, "-c", str(conf)] if supervisord else [sys.executable, "-m", "supervisor.supervisord",
+                                                                  "-c", str(conf)]
+    return supervise(ctx, argv)
+
+
+def use_state_dir(ctx: PodContext) -> None:
+    """Make the state dir's folders; when the configured one is unusable, one for this boot only, said loudly."""
     try:
         for folder in (ctx.state_dir, ctx.paths.logs_dir, ctx.paths.services_dir):
             folder.mkdir(parents=True, exist_ok=True)
@@ -91,37 +120,27 @@ def start() -> int:
         os.environ["PODVISOR_STATE_DIR"] = str(fallback)
         for folder in (ctx.paths.logs_dir, ctx.paths.services_dir):
             folder.mkdir(parents=True, exist_ok=True)
-    holder = hold_state_dir(ctx.paths.start_lock_file)
-    if holder is None:
-        log.error("another podvisor stack is running on %s (`podvisor status` shows it): this start touches "
-                  "nothing of it and exits; stop that one first, or give this one its own PODVISOR_STATE_DIR",
-                  ctx.state_dir)
-        return 2
+
+
+def forget_last_run(ctx: PodContext) -> None:
+    """What the last run left that would mislead this one: its programs, its stop, its exit code, its
+    bootstrap's and given-up services' records."""
     leftovers.sweep(ctx.state_dir)
     ctx.paths.stop_requested_file.unlink(missing_ok=True)  # a stop that ended the last run is no stop of this one
     ctx.paths.exit_code_file.unlink(missing_ok=True)
     ctx.paths.bootstrap_file.unlink(missing_ok=True)
     ctx.paths.given_up_file.unlink(missing_ok=True)
-    record(ctx.paths.timings_file, run_id, "validate", "ok" if config.ok else "problems", validate_ms)
-    record(ctx.paths.timings_file, run_id, "state_dirs", "ok", (time.monotonic() - with_dirs) * 1000)
-    log.info("run %s on %s; state in %s", run_id, ctx.cloud.provider, ctx.state_dir)
 
-    try:
-        with phase(ctx.paths.timings_file, run_id, "login_user"):
-            login_user.ensure(ctx)
-        session.install(ctx, login_user.name(ctx), login_user.home(ctx))
-    except Exception as exc:
-        log.error("could not set up the login user %s: %s", ctx.core.ssh_user, exc)
-    services, disabled = prepare(ctx)
-    with phase(ctx.paths.timings_file, run_id, "render"):
-        os.environ.update({
-            "PODVISOR_RUN_ID": run_id,
-            "PODVISOR_STATE_DIR": str(ctx.state_dir),
-        })
+
+def render_boot(ctx: PodContext, services: list[Service], disabled: dict[str, str], started: float) -> Path:
+    """supervisord.conf and boot.json (what this boot runs and why the rest does not), with a warning when the
+    grace cannot hold the programs' stops; returns the config's path."""
+    with phase(ctx.paths.timings_file, ctx.run_id, "render"):
+        os.environ.update({"PODVISOR_RUN_ID": ctx.run_id, "PODVISOR_STATE_DIR": str(ctx.state_dir)})
         ctx.record_environment()
         conf = write(ctx, services)
         ctx.paths.boot_file.write_text(json.dumps({
-            "run_id": run_id, "started_epoch_ms": int(started * 1000),
+            "run_id": ctx.run_id, "started_epoch_ms": int(started * 1000),
             "services": [svc.name for svc in services], "disabled": disabled,
         }, indent=2))
     supervised = programs(services)
@@ -135,12 +154,7 @@ def start() -> int:
     names = ", ".join(svc.name for svc in services) or "none"
     own = ", ".join(name for name in supervised if name not in {svc.name for svc in services})
     log.info("starting supervisord with: %s (+%s, %s)", names, EVENT_LISTENER, own)
-    record(ctx.paths.timings_file, run_id, "exec_supervisord", "ok", (time.monotonic() - t0) * 1000)
-    sys.stdout.flush()
-    supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or shutil.which("supervisord")
-    argv = [supervisord, "-c", str(conf)] if supervisord else [sys.executable, "-m", "supervisor.supervisord",
-                                                                  "-c", str(conf)]
-    return supervise(ctx, argv)
+    return conf
 
 
 WAKE_LIMIT_SECONDS = 10.0
