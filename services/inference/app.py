@@ -8,6 +8,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -103,73 +104,86 @@ def _freeze_heap() -> None:
 def create_app(settings: InferenceSettings, token: str | None, heartbeat: Path | None = None) -> FastAPI:
     """`token`: required on every endpoint but /healthz, and on /reload even with INFERENCE_ALLOW_UNAUTHENTICATED
     (it makes the API read files and spend the GPU at any local user's word)."""
-    metrics = Metrics()
-    holder = ModelHolder(settings)
-    def loaded(model: Loaded) -> None:
-        metrics.load.observe(model.load_seconds)
+    api = Api(settings, token, heartbeat)
+    # No /openapi.json or /docs: they answered without a token; the README documents the routes.
+    app = FastAPI(title="podvisor inference", lifespan=api.lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # A plain route, and the first one matched: FastAPI's dependency machinery cost a tenth of a millisecond
+    # of each inference request; the bearer check is all it did here.
+    app.router.add_route("/infer", api.infer, methods=["POST"])
+    guarded = [Depends(api.authorized)]
+    app.get("/healthz")(api.healthz)
+    app.get("/readyz", dependencies=guarded)(api.readyz)
+    app.get("/model", dependencies=guarded)(api.model)
+    app.post("/reload", dependencies=[Depends(api.bearer)])(api.reload)
+    app.get("/metrics", dependencies=guarded)(api.prometheus)
+    return app
+
+
+class Api:
+    """The API's state (the model holder, the batcher, the metrics) and its routes."""
+
+    def __init__(self, settings: InferenceSettings, token: str | None, heartbeat: Path | None) -> None:
+        self.settings, self.heartbeat = settings, heartbeat
+        self.metrics = Metrics()
+        self.holder = ModelHolder(settings)
+        self.holder.on_load = self._loaded
+        self.stop = threading.Event()
+        self.beat: dict[str, Any] = {"beat": 0.0}
+        self.failures: set[tuple[str, str]] = set()
+        self.expected = token.encode() if token else b""
+        self.open_to_all = settings.inference_allow_unauthenticated and not settings.inference_api_token
+        self.batcher = Batcher(self._run_model, settings.inference_max_batch, settings.inference_max_wait_ms,
+                               self.metrics.batch.observe)
+
+    def _loaded(self, model: Loaded) -> None:
+        self.metrics.load.observe(model.load_seconds)
         _freeze_heap()
 
-    holder.on_load = loaded
-    stop = threading.Event()
-    state: dict[str, Any] = {"beat": 0.0}
-    failures: set[tuple[str, str]] = set()
-
-    def run_model(batch: dict[str, Any]) -> Any:
-        loaded: Loaded | None = holder.current
+    def _run_model(self, batch: dict[str, Any]) -> Any:
+        loaded: Loaded | None = self.holder.current
         if loaded is None:
             raise RuntimeError("no model loaded")
         return loaded.call({k: v.to(loaded.device) for k, v in batch.items()})
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        batcher = Batcher(run_model, settings.inference_max_batch, settings.inference_max_wait_ms,
-                          metrics.batch.observe)
-        batcher.start()
-        state["batcher"] = batcher
-        watcher = threading.Thread(target=holder.check_then_watch, args=(stop,), name="model-watch", daemon=True)
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        self.batcher.start()
+        watcher = threading.Thread(target=self.holder.check_then_watch, args=(self.stop,), name="model-watch",
+                                   daemon=True)
         watcher.start()
         yield
-        stop.set()
-
-    # No /openapi.json or /docs: they answered without a token; the README documents the routes.
-    app = FastAPI(title="podvisor inference", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-
-    expected = token.encode() if token else b""
+        self.stop.set()
 
     # Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a hop that cost a quarter
     # of each request's time; these only compare a header.
-    async def bearer(request: Request) -> None:
+    async def bearer(self, request: Request) -> None:
         header = request.headers.get("authorization", "")
-        if not expected or not (header.startswith("Bearer ") and
-                                secrets.compare_digest(header[7:].encode(), expected)):
-            metrics.requests.labels(request.url.path, "401").inc()
+        if not self.expected or not (header.startswith("Bearer ") and
+                                     secrets.compare_digest(header[7:].encode(), self.expected)):
+            self.metrics.requests.labels(request.url.path, "401").inc()
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    open_to_all = settings.inference_allow_unauthenticated and not settings.inference_api_token
+    async def authorized(self, request: Request) -> None:
+        if not self.open_to_all:
+            await self.bearer(request)
 
-    async def authorized(request: Request) -> None:
-        if not open_to_all:
-            await bearer(request)
-
-    guarded = [Depends(authorized)]
-
-    async def infer(request: Request) -> Response:
+    async def infer(self, request: Request) -> Response:
         started = time.perf_counter()
-        await authorized(request)
-        batcher: Batcher = state["batcher"]
+        await self.authorized(request)
+        batcher, metrics = self.batcher, self.metrics
         batcher.arriving += 1
         queued = False
         try:
-            raw = await _read_body(request, int(settings.inference_max_body_mb * 2**20))
+            raw = await _read_body(request, int(self.settings.inference_max_body_mb * 2**20))
             if raw is None:
-                limit_mb = settings.inference_max_body_mb
+                limit_mb = self.settings.inference_max_body_mb
                 return _invalid(metrics, f"request body over INFERENCE_MAX_BODY_MB ({limit_mb:g} MB)", 413)
-            loaded = holder.current
+            loaded = self.holder.current
             if loaded is None:
                 metrics.requests.labels("/infer", "503").inc()
-                return JSONResponse({"error": holder.reason}, status_code=503)
+                return JSONResponse({"error": self.holder.reason}, status_code=503)
             try:
-                inputs, rows, signature = parse_inputs(from_json(raw), settings.inference_dtype)
+                inputs, rows, signature = parse_inputs(from_json(raw), self.settings.inference_dtype)
             except ValueError as exc:  # a malformed body included
                 return _invalid(metrics, str(exc))
             batcher.arriving -= 1
@@ -183,57 +197,46 @@ def create_app(settings: InferenceSettings, token: str | None, heartbeat: Path |
                 refused = await batcher.on_model_thread(loaded.refusal, signature)
                 if refused:
                     return _invalid(metrics, refused)
-                return _model_failed(metrics, exc, failures)
+                return _model_failed(metrics, exc, self.failures)
             loaded.accepted.add(signature)
             latency = time.perf_counter() - started
             metrics.latency.observe(latency)
             metrics.requests.labels("/infer", "200").inc()
-            _beat(heartbeat, state)
+            _beat(self.heartbeat, self.beat)
             # pydantic-core's JSON both ways: a fifth of the stdlib's time for a 256-float body (~40 us a
             # request), and NaN/inf in outputs become null instead of invalid JSON.
+            current = self.holder.current
             body = {"outputs": to_json(outputs), "latency_ms": round(latency * 1000, 3), "device": loaded.device,
-                    "model_version": holder.current.version if holder.current else loaded.version}
+                    "model_version": current.version if current else loaded.version}
             return Response(json_bytes(body, inf_nan_mode="null"), media_type="application/json")
         finally:
             if not queued:
                 batcher.arriving -= 1
 
-    # A plain route, and the first one matched: FastAPI's dependency machinery cost a tenth of a millisecond
-    # of each inference request; the bearer check above is all it did here.
-    app.router.add_route("/infer", infer, methods=["POST"])
-
-    @app.get("/healthz")
-    async def healthz() -> dict:
+    async def healthz(self) -> dict:
         return {"ok": True}
 
-    @app.get("/readyz", dependencies=guarded)
-    async def readyz() -> JSONResponse:
-        loaded = holder.current
+    async def readyz(self) -> JSONResponse:
+        loaded = self.holder.current
         if loaded is None:
-            return JSONResponse({"ready": False, "reason": holder.reason}, status_code=503)
-        return JSONResponse({"ready": True, "model": loaded.version, "last_reload_error": holder.last_error})
+            return JSONResponse({"ready": False, "reason": self.holder.reason}, status_code=503)
+        return JSONResponse({"ready": True, "model": loaded.version, "last_reload_error": self.holder.last_error})
 
-    @app.get("/model", dependencies=guarded)
-    async def model() -> dict:
-        loaded = holder.current
+    async def model(self) -> dict:
+        loaded = self.holder.current
         if loaded is None:
-            raise HTTPException(503, holder.reason)
+            raise HTTPException(503, self.holder.reason)
         return {"path": str(loaded.path), "format": loaded.format, "device": loaded.device,
                 "version": loaded.version, "loaded_at": loaded.loaded_at, "load_seconds": loaded.load_seconds,
-                "last_reload_error": holder.last_error}
+                "last_reload_error": self.holder.last_error}
 
-    @app.post("/reload", dependencies=[Depends(bearer)])
-    async def reload() -> dict:
-        swapped = await asyncio.get_running_loop().run_in_executor(None, holder.check, True)
-        loaded = holder.current
-        return {"reloaded": swapped, "model": loaded.version if loaded else None, "error": holder.last_error}
+    async def reload(self) -> dict:
+        swapped = await asyncio.get_running_loop().run_in_executor(None, self.holder.check, True)
+        loaded = self.holder.current
+        return {"reloaded": swapped, "model": loaded.version if loaded else None, "error": self.holder.last_error}
 
-    @app.get("/metrics", dependencies=guarded)
-    async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    return app
-
+    async def prometheus(self) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 FAILURE_KINDS_KEPT = 256
