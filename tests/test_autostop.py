@@ -13,6 +13,7 @@ import requests
 
 from conftest import base_env, free_port, make_key, wait_for
 from fakeapi import FakeApi
+from platforms import Heartbeat
 from s3server import S3Server
 
 KEY = "vast-instance-key-0123456789abcdef"
@@ -114,44 +115,44 @@ def test_none_sends_nothing(tmp_path, api, stack_factory):
     assert stack.proc.poll() is None
 
 
-def _touch_for(path, seconds, api):
-    """A heartbeat every half second for `seconds`: nothing may be sent meanwhile."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        path.touch()
-        assert api.requests == []
-        time.sleep(0.5)
-
-
-def _keeps_alive(tmp_path, api, stack, seconds):
-    """While the activity lasts (longer than idle + warning), nothing is sent; afterwards the stop comes."""
+def _keeps_alive(tmp_path, api, because: str, seconds: float = 2 * IDLE_S) -> None:
+    """Once the autostop has said the pod is busy `because` of an activity (the positive signal, whatever the
+    machine's load made the boot take), nothing is sent for longer than idle + warning while it lasts."""
+    wait_for(lambda: because in _decision(tmp_path).get("message", ""), 60, 0.2, lambda: str(_decision(tmp_path)))
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         assert api.requests == [], f"stopped while busy: {_decision(tmp_path)}"
         time.sleep(0.3)
-    assert _decision(tmp_path)["state"] == "busy", _decision(tmp_path)
+    decision = _decision(tmp_path)
+    assert decision["state"] == "busy" and because in decision["message"], decision
 
 
 def test_busy_process_and_heartbeat_keep_the_pod(tmp_path, api, stack_factory):
-    beat = tmp_path / "alive"
-    stack = stack_factory(_env(tmp_path, api, actions="vast", AUTOSTOP_BUSY_PROCESSES=r"sleep 7\.5",
-                               AUTOSTOP_HEARTBEAT_FILE=str(beat)))
-    stack.wait_state("autostop", "RUNNING")
-    busy = subprocess.Popen(["sleep", "7.5"])
-    _keeps_alive(tmp_path, api, stack, 7)
-    assert "busy process" in _decision(tmp_path)["message"]
-    busy.wait()
-    _touch_for(beat, 7, api)
-    wait_for(lambda: api.requests, 20, 0.2)
+    beat = Heartbeat(tmp_path / "alive")  # from before the stack starts: there at the autostop's first look
+    busy = subprocess.Popen(["sleep", "600.5"])
+    try:
+        stack_factory(_env(tmp_path, api, actions="vast", AUTOSTOP_BUSY_PROCESSES=r"sleep 600\.5",
+                           AUTOSTOP_HEARTBEAT_FILE=str(beat.path)))
+        beat.stop()
+        _keeps_alive(tmp_path, api, "busy process")  # the process alone
+        beat = Heartbeat(beat.path)
+        _keeps_alive(tmp_path, api, "heartbeat")
+    finally:
+        busy.kill()
+        busy.wait()
+    _keeps_alive(tmp_path, api, "heartbeat")  # the heartbeat alone
+    beat.stop()
+    wait_for(lambda: api.requests, 30, 0.2)
     _assert_vast_stop(api)
 
 
 def test_inference_heartbeat_keeps_the_pod(tmp_path, api, stack_factory):
-    stack = stack_factory(_env(tmp_path, api, actions="vast"))
-    stack.wait_state("autostop", "RUNNING")
-    _touch_for(tmp_path / "state" / "heartbeats" / "inference", 7, api)
-    wait_for(lambda: api.requests, 20, 0.2)
+    (tmp_path / "state" / "heartbeats").mkdir(parents=True)
+    beat = Heartbeat(tmp_path / "state" / "heartbeats" / "inference")
+    stack_factory(_env(tmp_path, api, actions="vast"))
+    _keeps_alive(tmp_path, api, "inference request")
+    beat.stop()
+    wait_for(lambda: api.requests, 30, 0.2)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the login user needs root")
@@ -160,7 +161,6 @@ def test_an_ssh_session_keeps_the_pod_while_used_and_scanners_and_idle_sessions_
     scanner holding the port) do not, and neither does the session once idle for AUTOSTOP_SSH_IDLE_MINUTES."""
     import socket
 
-    from platforms import Heartbeat
 
     key, pub = make_key(open_tmp, "k")
     port, gate = free_port(), open_tmp / "gate"
@@ -211,7 +211,6 @@ def test_an_ssh_session_keeps_the_pod_while_used_and_scanners_and_idle_sessions_
 def test_busy_jupyter_kernel_keeps_the_pod_and_polling_does_not(open_tmp, api, stack_factory):
     import websocket
 
-    from platforms import Heartbeat
 
     token, port = "jtok-0123456789", free_port()
     beat = Heartbeat(open_tmp / "beat")  # busy until the kernel is: no race with a loaded machine's boot
@@ -230,7 +229,7 @@ def test_busy_jupyter_kernel_keeps_the_pod_and_polling_does_not(open_tmp, api, s
     wait_for(lambda: any(s["reason"].endswith("kernel(s) busy") for s in _decision(open_tmp).get("signals", [])),
              30, 0.2)
     beat.stop()
-    _keeps_alive(open_tmp, api, stack, 6)
+    _keeps_alive(open_tmp, api, "kernel(s) busy", 6)
     ws.close()
     # Once the kernel is idle, neither the watchdog's own polling nor a browser tab left open (JupyterLab polls
     # the API as long as it is open, which resets the server's own last_activity) keeps the pod.
