@@ -48,6 +48,19 @@ def _durable(tmp_path, remote, dest=None) -> list:
             and (dest is None or r.dest == dest)]
 
 
+def _rescans(tmp_path) -> int:
+    try:
+        return json.loads((tmp_path / "state" / "services" / "uploader" / "status.json").read_text())["rescans"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _rescanned_twice(tmp_path) -> None:
+    """Two more full rescans of the watch dirs, as the uploader's status says (whatever the machine's load)."""
+    seen = _rescans(tmp_path)
+    wait_for(lambda: _rescans(tmp_path) >= seen + 2, 60, 0.2, "two more rescans")
+
+
 def _all_durable(tmp_path, count) -> bool:
     rows = _queue(tmp_path).rows()
     return len([r for r in rows if r.status == "durable"]) == count and not [r for r in rows if r.status in
@@ -77,7 +90,7 @@ def test_slow_writer_is_uploaded_once_after_it_is_complete(tmp_path, s3, stack_f
     assert _sha(obj) == digest.hexdigest()
     assert _sha(local / "model_step_100.safetensors") == digest.hexdigest()
     first = obj.stat().st_mtime_ns, obj.stat().st_ino
-    time.sleep(5)  # two rescans later, nothing is sent again
+    _rescanned_twice(tmp_path)  # the watch dir was looked at again twice: nothing is sent again
     assert (obj.stat().st_mtime_ns, obj.stat().st_ino) == first
     assert len(_queue(tmp_path).rows()) == 2
     assert stack.stop() == 0
@@ -135,7 +148,7 @@ def test_s3_outage_loses_nothing_and_uploads_nothing_twice(tmp_path, s3, stack_f
     assert set(objects) == {"checkpoint-200/model.safetensors", "checkpoint-200/trainer_state.json"}
     assert _sha(objects["checkpoint-200/model.safetensors"]) == _sha(ckpt / "model.safetensors")
     stamps = {k: (p.stat().st_mtime_ns, p.stat().st_ino) for k, p in objects.items()}
-    time.sleep(5)
+    _rescanned_twice(tmp_path)
     assert {k: (p.stat().st_mtime_ns, p.stat().st_ino) for k, p in s3.objects().items()} == stamps
     assert len(_queue(tmp_path).rows()) == 4
     assert s3.env()["AWS_SECRET_ACCESS_KEY"] not in stack.output

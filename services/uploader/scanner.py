@@ -76,6 +76,9 @@ class Scanner:
         """Checkpoints with news since the last poll, and when the newest event came."""
         self.lock = threading.Lock()
         self.last_rescan = 0.0
+        self.rescans = 0
+        """Full rescans of the watch dirs so far: status shows it, so a check that nothing more is sent can wait
+        for rescans to have happened instead of for a time."""
         self.observer = PollingObserver(timeout=1) if polling else Observer()
         handler = _Handler(self)
         for root in roots:
@@ -131,6 +134,7 @@ class Scanner:
             dirty, self.dirty = self.dirty, {}
         if force_rescan or now - self.last_rescan >= self.rescan_every:
             self.last_rescan = now
+            self.rescans += 1
             for root in self.roots:
                 for path in root.iterdir() if root.is_dir() else []:
                     dirty.setdefault((root, path.name), now)

@@ -509,6 +509,7 @@ class Uploader:
             "disk": disk,
             "lost_locally": lost,
             "waiting": self.scanner.waiting(),
+            "rescans": self.scanner.rescans,
             "snapshots": {"held_bytes": staged, "peak_bytes": self.staging_peak},
             "stopping": self.stopping.is_set(),
         }
