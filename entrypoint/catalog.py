@@ -35,6 +35,10 @@ def public_variables() -> set[str]:
             for variable in env_names(fname, info)}
 
 
+EVERY_SECTION = "*"
+"""An owner that declares every section: for podvisor's own step that names every variable set (the manifest)."""
+
+
 def control_credentials() -> dict[str, str]:
     """Every variable that names a control credential, with the one section (service) that may see it."""
     return {variable: name for name, cls in sections() for fname, info in cls.model_fields.items()
@@ -44,7 +48,9 @@ def control_credentials() -> dict[str, str]:
 def without_control(environ: Mapping[str, str], owners: Collection[str] = (),
                     passthrough: Iterable[str] = ()) -> dict[str, str]:
     """`environ` less the control credentials that no section of `owners` declares and that `passthrough`
-    does not name: with no owners, the environment for anything the user's code runs in."""
-    hidden = {variable for variable, section in control_credentials().items() if section not in owners}
+    does not name: with no owners, the environment for anything the user's code runs in; with EVERY_SECTION
+    among them, all of it."""
+    hidden = {variable for variable, section in control_credentials().items()
+              if section not in owners and EVERY_SECTION not in owners}
     hidden -= {name.upper() for name in passthrough}
     return {key: value for key, value in environ.items() if key.upper() not in hidden}
