@@ -91,10 +91,9 @@ AFTER_ALL = "*"
 # -- what a service can do for the others: each capability has one or a few implementers -------------------
 @dataclass(frozen=True)
 class Restores:
-    """Brings back the newest committed checkpoint before the job's first attempt: (state, detail), the state
-    "held" while no destination can be asked yet (the job then waits and asks again)."""
+    """Brings back the newest committed checkpoint before the job's first attempt."""
 
-    restore: Callable[[PodContext], tuple[str, str]]
+    restore: Callable[[PodContext], Restored]
 
 
 @dataclass(frozen=True)
@@ -125,12 +124,29 @@ class StopsPod:
 
 
 @dataclass(frozen=True)
+class LastUse:
+    """When a user last used a service (epoch seconds; now while in use; None if never seen), and that in words."""
+
+    at: float | None
+    words: str
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What a restore before the job's first attempt did, and that in words. "held": no destination can be asked
+    yet (the job waits and asks again); "unreachable": none could be, and RESTORE_REQUIRED=false starts it."""
+
+    state: Literal["restored", "local", "empty", "held", "unreachable"]
+    detail: str
+
+
+@dataclass(frozen=True)
 class Activity:
     """The idle autostop's signal for this service: `last` says when a user last used it (epoch seconds; now
     while in use; None if never seen) and that in words (SSH sessions, Jupyter's own clock, API requests);
     `while_running` makes its RUNNING state alone count (a training job)."""
 
-    last: Callable[[PodContext], tuple[float | None, str]] | None = None
+    last: Callable[[PodContext], LastUse] | None = None
     while_running: bool = False
 
 

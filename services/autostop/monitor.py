@@ -14,7 +14,7 @@ from functools import partial
 from entrypoint.context import PodContext
 from entrypoint.files import write_atomically
 from entrypoint.redact import redact, secrets_of
-from entrypoint.registry import Activity, active, offering, stop_reasons
+from entrypoint.registry import Activity, LastUse, active, offering, stop_reasons
 from services.autostop import signals as sig
 from services.autostop.actions import Actions
 from services.autostop.layout import decision_path
@@ -43,8 +43,9 @@ class Monitor:
         self.last_error = ""
         self.cpu = sig.ContainerCpu(s.autostop_cpu_percent) if s.autostop_cpu_percent else None
 
-    def _used(self, name: str, last: Callable[[PodContext], tuple[float | None, str]]) -> sig.Signal:
-        return sig.Signal(name, *last(self.ctx))
+    def _used(self, name: str, last: Callable[[PodContext], LastUse]) -> sig.Signal:
+        use = last(self.ctx)
+        return sig.Signal(name, use.at, use.words)
 
     def signals(self) -> list[sig.Signal]:
         s = self.settings

@@ -13,7 +13,7 @@ import requests
 from entrypoint import generated_token, login_user
 from entrypoint.context import PodContext
 from entrypoint.probes import http_status, local_host
-from entrypoint.registry import Activity, Program, Readiness, Service, python_module
+from entrypoint.registry import Activity, LastUse, Program, Readiness, Service, python_module
 from services.inference.settings import InferenceSettings
 
 log = logging.getLogger("podvisor")
@@ -96,13 +96,13 @@ def status(ctx: PodContext) -> dict[str, Any]:
             "summary": f"no model served yet: {answer.get('reason', answer)}; {auth_hint(ctx)}"}
 
 
-def activity(ctx: PodContext) -> tuple[float | None, str]:
+def activity(ctx: PodContext) -> LastUse:
     """The API touches its heartbeat file on real inference (not health checks or scrapes) once a second."""
     try:
         at = ctx.paths.heartbeat_file("inference").stat().st_mtime
     except FileNotFoundError:
-        return None, "no inference request yet"
-    return at, f"last inference request {time.time() - at:.0f} s ago"
+        return LastUse(None, "no inference request yet")
+    return LastUse(at, f"last inference request {time.time() - at:.0f} s ago")
 
 
 SERVICE = Service(

@@ -96,16 +96,16 @@ class Runner:
             held = False
             while not self.stopping:
                 try:
-                    state, detail = restores.restore(self.ctx)
+                    restored = restores.restore(self.ctx)
                 except Exception as exc:
                     log.error("job: restoring a checkpoint failed: %s", type(exc).__name__)
                     break
-                if state != "held":
+                if restored.state != "held":
                     break
                 if not held:  # said once; status shows it all along
                     held = True
-                    log.error("job: held, not started: %s", detail)
-                self.write(state="held", held_reason=detail)
+                    log.error("job: held, not started: %s", restored.detail)
+                self.write(state="held", held_reason=restored.detail)
                 deadline = time.monotonic() + RESTORE_RETRY_SECONDS
                 while not self.stopping and time.monotonic() < deadline:
                     time.sleep(0.5)

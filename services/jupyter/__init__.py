@@ -18,7 +18,7 @@ import requests
 from entrypoint import generated_token, login_user
 from entrypoint.context import PodContext
 from entrypoint.probes import http_status, local_host
-from entrypoint.registry import Activity, Program, Readiness, Service
+from entrypoint.registry import Activity, LastUse, Program, Readiness, Service
 from services.jupyter.settings import JupyterSettings
 
 log = logging.getLogger("podvisor")
@@ -166,7 +166,7 @@ def ready(ctx: PodContext) -> Readiness:
     return http_status(url, headers={"Authorization": f"token {secret}"} if secret else None)
 
 
-def activity(ctx: PodContext) -> tuple[float | None, str]:
+def activity(ctx: PodContext) -> LastUse:
     """A person at work in Jupyter: a kernel running code, or kernel and terminal activity (code run, output,
     typing in a terminal) within AUTOSTOP_JUPYTER_IDLE_MINUTES; then the idle clock runs from the last of it.
     A browser tab left open is not work: JupyterLab polls the API for as long as a tab is open, so the server's
@@ -183,15 +183,15 @@ def activity(ctx: PodContext) -> tuple[float | None, str]:
     now = time.time()
     busy = [k for k in found["kernels"] if k.get("execution_state") == "busy"]
     if busy:
-        return now, f"{len(busy)} jupyter kernel(s) busy"
+        return LastUse(now, f"{len(busy)} jupyter kernel(s) busy")
     stamps = [datetime.fromisoformat(item["last_activity"].replace("Z", "+00:00")).timestamp()
               for kind in found.values() for item in kind if item.get("last_activity")]
     if not stamps:
-        return None, "jupyter: no kernel or terminal activity"
+        return LastUse(None, "jupyter: no kernel or terminal activity")
     last = max(stamps)
     if now - last < settings.autostop_jupyter_idle_minutes * 60:
-        return now, f"jupyter in use: kernel or terminal activity {now - last:.0f} s ago"
-    return last, f"jupyter last active {now - last:.0f} s ago (kernels and terminals; open tabs do not count)"
+        return LastUse(now, f"jupyter in use: kernel or terminal activity {now - last:.0f} s ago")
+    return LastUse(last, f"jupyter last active {now - last:.0f} s ago (kernels and terminals; open tabs do not count)")
 
 
 SERVICE = Service(

@@ -18,7 +18,7 @@ from pathlib import Path
 from entrypoint import login_user
 from entrypoint.context import PodContext
 from entrypoint.probes import local_host, tcp_banner
-from entrypoint.registry import Activity, Program, Readiness, Restart, Service, discover
+from entrypoint.registry import Activity, LastUse, Program, Readiness, Restart, Service, discover
 from services.sshd.keys import advise, sort_keys
 from services.sshd.sessions import SessionClock, describe
 from services.sshd.settings import SshSettings
@@ -238,7 +238,7 @@ CLOCK = SessionClock()
 """The autostop asks `activity` once per poll, in one long-lived process: session CPU totals carry over."""
 
 
-def activity(ctx: PodContext) -> tuple[float | None, str]:
+def activity(ctx: PodContext) -> LastUse:
     """Authenticated SSH sessions in use (sessions.py says what counts); an open TCP connection does not."""
     now = time.time()
     sessions = CLOCK.sessions(str(_dir(ctx) / "sshd_config"), now)

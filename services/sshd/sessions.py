@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from entrypoint.registry import LastUse
+
 TITLE = re.compile(r"^sshd(?:-session)?: (\S+)@(\S+)")
 """The title OpenSSH gives an authenticated session's process (sshd-session since OpenSSH 9.8)."""
 
@@ -82,16 +84,16 @@ class SessionClock:
         return changed
 
 
-def describe(sessions: list[Session], idle_limit: float, now: float | None = None) -> tuple[float | None, str]:
+def describe(sessions: list[Session], idle_limit: float, now: float | None = None) -> LastUse:
     """The autostop's signal: now while some session is in use (input or work within `idle_limit` seconds),
     else the last time any was; in words, which sessions and how long since each was used."""
     now = time.time() if now is None else now
     if not sessions:
-        return None, "no ssh session"
+        return LastUse(None, "no ssh session")
     used = [s for s in sessions if now - s.last < idle_limit]
     if used:
-        return now, f"{len(used)} ssh session(s) in use: " + ", ".join(
-            f"{s.who} (used {now - s.last:.0f} s ago)" for s in used)
-    return max(s.last for s in sessions), (
+        return LastUse(now, f"{len(used)} ssh session(s) in use: " + ", ".join(
+            f"{s.who} (used {now - s.last:.0f} s ago)" for s in used))
+    return LastUse(max(s.last for s in sessions), (
         f"{len(sessions)} ssh session(s) open but idle over {idle_limit / 60:g} min: "
-        + ", ".join(f"{s.who} (used {now - s.last:.0f} s ago)" for s in sessions))
+        + ", ".join(f"{s.who} (used {now - s.last:.0f} s ago)" for s in sessions)))

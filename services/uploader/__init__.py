@@ -8,7 +8,8 @@ import time
 
 from entrypoint import login_user
 from entrypoint.context import PodContext
-from entrypoint.registry import HoldsStop, KeepsFiles, Program, Readiness, Restores, Service, python_module
+from entrypoint.registry import (HoldsStop, KeepsFiles, Program, Readiness, Restored, Restores, Service,
+                                 python_module)
 from services.uploader import cli
 from services.uploader.layout import SHIP_UNIT, queue_path
 from services.uploader.queue import Queue
@@ -67,14 +68,14 @@ def loss_on_stop(ctx: PodContext) -> str | None:
     return None
 
 
-def restore_checkpoint(ctx: PodContext) -> tuple[str, str]:
+def restore_checkpoint(ctx: PodContext) -> Restored:
     """For the job's first attempt: the newest committed checkpoint, unless one is here already."""
     from services.uploader.restore import restore
 
     if not _settings(ctx).upload_destinations:
-        return "empty", "no destination to restore from"
+        return Restored("empty", "no destination to restore from")
     outcome = restore(ctx)
-    return outcome.state, outcome.detail
+    return Restored(outcome.state, outcome.detail)
 
 
 SERVICE = Service(

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import time
+from typing import Literal
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
@@ -31,8 +32,8 @@ log = logging.getLogger("podvisor")
 
 @dataclass
 class Outcome:
-    state: str
-    """restored | local (a checkpoint is already here) | empty | held | unreachable (and not required)"""
+    state: Literal["restored", "local", "empty", "held", "unreachable"]
+    """local: a checkpoint is already here; unreachable: and not required"""
     detail: str
     checkpoint: str | None = None
     source: str | None = None
