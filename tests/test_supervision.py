@@ -59,7 +59,9 @@ def test_crashing_program_ends_fatal_and_the_rest_keep_running(tmp_path, stack_f
     _program_service(extra, "steady", 100, tmp_path)
     write_service(extra, "crasher", '''
         from entrypoint.registry import Program, Restart, Service
-        SERVICE = Service(name="crasher", program=Program(priority=200, restart=Restart(start_retries=2),
+        # A start counts as failed for 10 s: on a loaded machine the crash may come after a 1 s startsecs.
+        SERVICE = Service(name="crasher", program=Program(priority=200,
+                                                          restart=Restart(start_seconds=10, start_retries=2),
                                                           command=lambda ctx: "sh -c 'echo boom; exit 3'"))
     ''')
     stack = stack_factory(base_env(tmp_path / "state", PODVISOR_EXTRA_SERVICES=str(extra)))
