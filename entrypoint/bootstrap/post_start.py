@@ -1,6 +1,6 @@
-"""Run once every service has settled (the event listener starts it): write the run manifest, announce in the
-container log how to reach each service once they answer, then run POST_START_SCRIPT. All of it happens off
-the boot path, so it never delays SSH or Jupyter."""
+"""Run once every service has settled (a supervised one-shot that the event listener starts, `Program.after`):
+write the run manifest, announce in the container log how to reach each service once they answer, then run
+POST_START_SCRIPT. All of it happens off the boot path, so it never delays SSH or Jupyter."""
 from __future__ import annotations
 
 import logging
