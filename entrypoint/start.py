@@ -11,9 +11,6 @@ import json
 import logging
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -102,7 +99,10 @@ def start() -> int:
     supervisord = shutil.which("supervisord", path=str(Path(sys.executable).parent)) or shutil.which("supervisord")
     argv = [supervisord, "-c", str(conf)] if supervisord else [sys.executable, "-m", "supervisor.supervisord",
                                                                   "-c", str(conf)]
-    return supervise(ctx, argv)
+    os.set_inheritable(holder.fileno(), True)  # the state dir's lock lives on in the program exec'd next
+    level = ctx.core.podvisor_log_level
+    os.execv(sys.executable, [sys.executable, "-m", "entrypoint.supervise", level, str(ctx.state_dir),
+                              str(ctx.paths.socket_path), str(ctx.paths.exit_code_file), *argv])
 
 
 def use_state_dir(ctx: PodContext) -> None:
@@ -157,9 +157,6 @@ def render_boot(ctx: PodContext, services: list[Service], disabled: dict[str, st
     return conf
 
 
-WAKE_LIMIT_SECONDS = 10.0
-
-
 def fallback_base() -> Path:
     """Where a state dir goes for one boot when the configured one is unusable: never under a folder others may
     write (/tmp), where sshd's StrictModes would refuse every key kept in it."""
@@ -178,43 +175,3 @@ def hold_state_dir(lock: Path) -> IO[str] | None:
         holder.close()
         return None
     return holder
-
-
-def wake(socket_path: Path, child: subprocess.Popen) -> None:
-    """supervisord starts its programs only after its loop's first poll, which sleeps up to a second when
-    nothing happens: a connection to its control socket is something happening, so sshd starts at once
-    instead of a second later. Nothing is asked over it."""
-    deadline = time.monotonic() + WAKE_LIMIT_SECONDS
-    while child.poll() is None and time.monotonic() < deadline:
-        try:
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.connect(str(socket_path))
-            return
-        except OSError:  # not listening yet
-            time.sleep(0.005)
-
-
-def supervise(ctx: PodContext, argv: list[str]) -> int:
-    """Run supervisord, pass it the stop signals, and exit with the code a failed job asked for (else its own).
-
-    supervisord exits 0 after any orderly shutdown; staying its parent is what lets the container say the job
-    failed. Under tini -g both processes get the signal; forwarding it again is harmless."""
-    child = subprocess.Popen(argv)
-    wake(ctx.paths.socket_path, child)
-
-    def forward(signum: int, _frame: object) -> None:
-        if child.poll() is None:
-            child.send_signal(signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
-    code = child.wait()
-    if code < 0:  # supervisord itself was killed: nothing stopped its programs in order
-        log.error("supervisord was killed (signal %d); stopping what it left running", -code)
-        leftovers.sweep(ctx.state_dir)
-    try:
-        asked, _, why = ctx.paths.exit_code_file.read_text().partition("\n")
-        log.error("container exits %d: %s", int(asked), why.strip())
-        return int(asked)
-    except (OSError, ValueError):
-        return code
