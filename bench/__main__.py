@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["boot_bench", "uploader_bench", "inference_bench"]
+BENCHMARKS = ["boot_bench", "uploader_bench", "inference_bench", "footprint_bench"]
 
 
 def main() -> None:
