@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.ports import free_port
 from bench.results import save
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
@@ -35,12 +35,6 @@ async def healthz():
     return {"ok": True}
 uvicorn.run(app, host="127.0.0.1", port=int(__import__("sys").argv[1]), log_level="warning")
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _ssh_ok(port: int, key: Path) -> bool:
@@ -111,7 +105,7 @@ def _sshd_alone(work: Path, key_pub: str, client: Path) -> tuple[float, float]:
     (folder / "keys").mkdir(parents=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "host")], check=True)
     (folder / "keys" / "root").write_text(key_pub + "\n")
-    port = _free_port()
+    port = free_port()
     (folder / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host'}\nPidFile none\nUsePAM no\n"
         f"AuthorizedKeysFile {folder / 'keys'}/%u\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n")
@@ -120,7 +114,7 @@ def _sshd_alone(work: Path, key_pub: str, client: Path) -> tuple[float, float]:
 
 
 def _jupyter_alone(work: Path) -> tuple[float, float]:
-    port = _free_port()
+    port = free_port()
     root = work / "jupyter-alone"
     root.mkdir(exist_ok=True)
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / "config"), "JUPYTER_DATA_DIR": str(root / "data"),
@@ -131,13 +125,13 @@ def _jupyter_alone(work: Path) -> tuple[float, float]:
 
 
 def _api_alone() -> tuple[float, float]:
-    port = _free_port()
+    port = free_port()
     return _alone([sys.executable, "-c", API_ALONE, str(port)], lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"))
 
 
 def _podvisor(work: Path, key_pub: str, run: int) -> tuple[float, float]:
     """(seconds to the first SSH login, seconds until every service answers) after `podvisor start`."""
-    ports = {name: _free_port() for name in ("ssh", "jupyter", "api")}
+    ports = {name: free_port() for name in ("ssh", "jupyter", "api")}
     state = work / f"state-{run}"
     env = {"PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": os.environ.get("HOME", "/root"),
            "PODVISOR_STATE_DIR": str(state), "PODVISOR_PROVIDER": "local", "PODVISOR_BIND_HOST": "127.0.0.1",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from typing import Any
 
 import psutil
 
+from bench.ports import free_port
 from bench.results import save
 
 IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "30"))
@@ -29,20 +29,14 @@ OWN = {"entrypoint.supervise": "start (resident)", "supervisord": "supervisord",
 """How each of podvisor's own processes is told by its command line."""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _rss_mb(proc: psutil.Process) -> float:
     return proc.memory_info().rss / 2**20
 
 
 def _kind(proc: psutil.Process) -> str:
     line = " ".join(proc.cmdline())
-    for mark, name in OWN.items():
-        if mark in line and not (mark == "supervisord" and "entrypoint.supervise" in line):
+    for mark, name in OWN.items():  # entrypoint.supervise first: supervisord's command line is in its own
+        if mark in line:
             return name
     return "service: " + (proc.name() or "?")
 
@@ -70,7 +64,7 @@ def booted(folder: Path, services: bool) -> dict[str, float]:
                PODVISOR_WORKSPACE=str(folder / "ws"), SSH_ENABLED="false", AUTOSTOP_ACTION="none",
                UPLOAD_WATCH_DIRS=str(folder / "ws" / "checkpoints"), UPLOAD_DESTINATIONS=f"file://{folder / 'dest'}",
                JUPYTER_ENABLED=str(services).lower(), INFERENCE_ENABLED=str(services).lower(),
-               JUPYTER_PORT=str(_free_port()), INFERENCE_PORT=str(_free_port()),
+               JUPYTER_PORT=str(free_port()), INFERENCE_PORT=str(free_port()),
                JUPYTER_ROOT_DIR=str(folder / "ws"), INFERENCE_MODEL_DIR=str(folder / "ws" / "models"))
     stack = subprocess.Popen([str(VENV_BIN / "podvisor"), "start"], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)

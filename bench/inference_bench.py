@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from bench.ports import free_port
 from bench.results import save
 
 REQUESTS_AT_1 = 1500
@@ -32,12 +32,6 @@ WIDTH_IN = 256
 HIDDEN_SIZES = [2048, 4096]
 """Small MLPs (18 and 68 MB of weights) whose one-row call costs about what 32 rows cost: the case batching
 is for. The HTTP stack costs ~0.4 ms of CPU per request here, so the gain grows with the model's cost."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _model(folder: Path, hidden: int):
@@ -54,7 +48,7 @@ def _model(folder: Path, hidden: int):
 
 
 def _server(folder: Path, max_batch: int) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PODVISOR_STATE_DIR": str(folder / f"state-{max_batch}"), "PODVISOR_PROVIDER": "local",
            "INFERENCE_PORT": str(port), "INFERENCE_MODEL_DIR": str(folder), "INFERENCE_MAX_BATCH": str(max_batch),
            "INFERENCE_WARMUP_SHAPES": f"x=1x{WIDTH_IN}", "OMP_NUM_THREADS": "1", "INFERENCE_API_TOKEN": TOKEN}
@@ -65,7 +59,7 @@ def _server(folder: Path, max_batch: int) -> tuple[subprocess.Popen, int]:
 
 def _litserve(folder: Path, max_batch: int) -> tuple[subprocess.Popen, int]:
     """The peer: LitServe on the same model file, its own batching (up to 32 rows, 5 ms) or none."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "bench.litserve_app", str(folder / "mlp_step_1.pt"), str(port),
                              str(max_batch)], env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,

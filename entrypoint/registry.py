@@ -131,12 +131,15 @@ class LastUse:
     words: str
 
 
+RestoreState = Literal["restored", "local", "empty", "held", "unreachable"]
+
+
 @dataclass(frozen=True)
 class Restored:
     """What a restore before the job's first attempt did, and that in words. "held": no destination can be asked
     yet (the job waits and asks again); "unreachable": none could be, and RESTORE_REQUIRED=false starts it."""
 
-    state: Literal["restored", "local", "empty", "held", "unreachable"]
+    state: RestoreState
     detail: str
 
 

@@ -101,8 +101,7 @@ def start() -> int:
                                                                   "-c", str(conf)]
     os.set_inheritable(holder.fileno(), True)  # the state dir's lock lives on in the program exec'd next
     level = ctx.core.podvisor_log_level
-    os.execv(sys.executable, [sys.executable, "-m", "entrypoint.supervise", level, str(ctx.state_dir),
-                              str(ctx.paths.socket_path), str(ctx.paths.exit_code_file), *argv])
+    os.execv(sys.executable, [sys.executable, "-m", "entrypoint.supervise", level, str(ctx.state_dir), *argv])
 
 
 def use_state_dir(ctx: PodContext) -> None:

@@ -8,7 +8,6 @@ HEALTHCHECK can all ask it without loading anything else. A service's own files 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -106,6 +105,8 @@ class StateDir:
         path = self.root / "supervisor.sock"
         if len(str(path)) <= SOCKET_PATH_MAX:
             return path
+        import hashlib  # only for a long state dir: loading OpenSSL costs 3.5 MB in every process that asks paths
+
         digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"podvisor-{digest}.sock"
 

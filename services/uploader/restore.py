@@ -11,7 +11,6 @@ import logging
 import os
 import shutil
 import time
-from typing import Literal
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from entrypoint.context import PodContext
 from entrypoint.files import write_atomically
+from entrypoint.registry import RestoreState
 from entrypoint.steps import step_of
 from services.uploader.destinations import Destination, VerifyError, file_hash, parse
 from services.uploader.layout import (RESTORE_STAGING, marker_name, queue_path, restore_lock_path, restore_state_path,
@@ -32,7 +32,7 @@ log = logging.getLogger("podvisor")
 
 @dataclass
 class Outcome:
-    state: Literal["restored", "local", "empty", "held", "unreachable"]
+    state: RestoreState
     """local: a checkpoint is already here; unreachable: and not required"""
     detail: str
     checkpoint: str | None = None
