@@ -3,8 +3,8 @@ answers, against the floors measured in the same run: sshd started alone with a 
 started alone, and uvicorn serving a FastAPI app that imports torch, each until it answers.
 
 The "all answering" floor is what the machine can do at best: the slowest of the three alone, or the CPU they
-spend starting divided among the cores, whichever is longer. Goals (issue 16): SSH login <= 1.0 s after
-`podvisor start`; every service answering within 1.2x of that floor.
+spend starting divided among the cores, whichever is longer. Goals (issue 27): SSH login <= 0.8 s after
+`podvisor start`; every service answering within 1.3x of that floor.
 """
 from __future__ import annotations
 
@@ -103,6 +103,7 @@ def _alone(argv: list[str], answered, env: dict[str, str] | None = None) -> tupl
 def _sshd_alone(work: Path, key_pub: str, client: Path) -> tuple[float, float]:
     folder = work / "sshd-alone"
     (folder / "keys").mkdir(parents=True)
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # its privilege separation folder, as podvisor makes it
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "host")], check=True)
     (folder / "keys" / "root").write_text(key_pub + "\n")
     port = free_port()
@@ -183,9 +184,9 @@ def _report(floors: dict[str, list[tuple[float, float]]], ours: list[tuple[float
     all_floor = max(max(wall for wall, _ in median.values()), sum(cpu for _, cpu in median.values()) / cpus)
     ssh, everything = statistics.median(s for s, _ in ours), statistics.median(e for _, e in ours)
     rows = [
-        {"step": "SSH login", "floor_s": median["sshd"][0], "value_s": ssh, "goal": "<= 1.0 s after start"},
+        {"step": "SSH login", "floor_s": median["sshd"][0], "value_s": ssh, "goal": "<= 0.8 s after start"},
         {"step": "every service answering", "floor_s": all_floor, "value_s": everything,
-         "goal": "<= 1.2x the floor"},
+         "goal": "<= 1.3x the floor"},
     ]
     print(f"\nBoot, median of {REPEATS} (no container): floor = the services started alone "
           f"(sshd {median['sshd'][0]:.2f} s, Jupyter {median['jupyter'][0]:.2f} s, uvicorn+torch "

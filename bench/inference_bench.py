@@ -3,8 +3,9 @@ concurrency 1, 8 and 32 with dynamic batching on (INFERENCE_MAX_BATCH=32) and of
 LitServe serving the same model file (its own batching on and off), all in one run; each server is measured
 alone, the others paused (SIGSTOP), so none takes CPU from another.
 
-Goals (issue 16): <= 0.5 ms p50 overhead at concurrency 1; >= 3x throughput at concurrency 32 with batching;
-p99 at concurrency 32 <= 3x its p50 (no garbage-collection stalls).
+Goals (issues 16 and 27): <= 0.5 ms p50 overhead at concurrency 1 (median of the runs); >= 3x throughput at
+concurrency 32 with batching; p99 at concurrency 32 <= 3x its p50 (no garbage-collection stalls); with batching
+off, >= 1.2x LitServe at concurrency 8 and 32 on the small MLP, medians of the runs with their spread.
 Load comes from wrk (a C load generator); the machine's cores are shared between it and the server.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +28,10 @@ from bench.ports import free_port
 from bench.results import save
 
 REQUESTS_AT_1 = 1500
-SECONDS_PER_RUN = 4.0
+SECONDS_PER_RUN = float(os.environ.get("BENCH_SECONDS_PER_RUN", "2"))
+ROUNDS = int(os.environ.get("BENCH_API_ROUNDS", "5"))
+"""Every cell is measured this many times, the servers taking turns: one run on two shared cores can be 30% off
+(issue 27 saw 0.93x and 1.29x LitServe for the same cell in two runs)."""
 CONCURRENCY = [1, 8, 32]
 WIDTH_IN = 256
 HIDDEN_SIZES = [2048, 4096]
@@ -150,14 +155,17 @@ def run(hidden: int) -> None:
     servers = {("podvisor", batch): _server(folder, batch) for batch in (32, 1)}
     servers |= {("litserve", batch): _litserve(folder, batch) for batch in (32, 1)}
     procs = [proc for proc, _ in servers.values()]
-    runs = {}
+    runs: dict[tuple[str, int, int], list[tuple[float, float, float]]] = {}
     try:
         for (kind, _), (_, port) in servers.items():
             _ready(port, "/readyz" if kind == "podvisor" else "/health")
-        for (kind, batch), (proc, port) in servers.items():
-            _only(proc, procs)
-            for c in CONCURRENCY:
-                runs[(kind, batch, c)] = _wrk(port, c, folder, "/infer" if kind == "podvisor" else "/predict")
+        order = list(servers.items())
+        for round_ in range(ROUNDS):  # each round in another order: no server always runs on a warmer machine
+            for (kind, batch), (proc, port) in order[round_ % len(order):] + order[:round_ % len(order)]:
+                _only(proc, procs)
+                for c in CONCURRENCY:
+                    runs.setdefault((kind, batch, c), []).append(
+                        _wrk(port, c, folder, "/infer" if kind == "podvisor" else "/predict"))
     finally:
         members = [member for proc in procs for member in _tree(proc)]
         for member in members:
@@ -167,40 +175,64 @@ def run(hidden: int) -> None:
                 pass
         psutil.wait_procs(members, timeout=20)
     shutil.rmtree(folder, ignore_errors=True)
+    _report(hidden, direct, runs)
+
+
+def _median(runs: list[tuple[float, float, float]], field: int) -> float:
+    return statistics.median(run[field] for run in runs)
+
+
+def _spread(runs: list[tuple[float, float, float]]) -> str:
+    """The run-to-run range of requests/s, as a share of the median: how far one run can be trusted."""
+    rates = [run[0] for run in runs]
+    return f"{min(rates):.0f}-{max(rates):.0f} (+-{50 * (max(rates) - min(rates)) / statistics.median(rates):.0f}%)"
+
+
+def _report(hidden: int, direct: list[float], runs: dict[tuple[str, int, int], list[tuple[float, float, float]]]
+            ) -> None:
     print(f"\nInference API on a {WIDTH_IN}-{hidden}-{hidden}-10 MLP (TorchScript, CPU, 1 torch thread), "
-          "load from wrk on the same 2 cores")
-    _, api50, api99 = runs[("podvisor", 32, 1)]
+          f"load from wrk on the same 2 cores; medians of {ROUNDS} runs of {SECONDS_PER_RUN:g} s per cell")
+    floor = _pct(direct, .5)
+    overheads = [p50 - floor for _, p50, _ in runs[("podvisor", 1, 1)]]
+    api50, api99 = _median(runs[("podvisor", 1, 1)], 1), _median(runs[("podvisor", 1, 1)], 2)
     print(f"{'path':<28} | {'p50 ms':>8} | {'p99 ms':>8}")
     print("-" * 50)
-    print(f"{'direct model call':<28} | {_pct(direct, .5):>8.3f} | {_pct(direct, .99):>8.3f}")
+    print(f"{'direct model call':<28} | {floor:>8.3f} | {_pct(direct, .99):>8.3f}")
     print(f"{'through the API (c=1, wrk)':<28} | {api50:>8.3f} | {api99:>8.3f}")
-    print(f"p50 overhead: {api50 - _pct(direct, .5):.3f} ms (goal <= 0.5 ms)")
-    rates = {key: value[0] for key, value in runs.items()}
+    print(f"p50 overhead: {statistics.median(overheads):.3f} ms, median of {len(overheads)} runs "
+          f"({min(overheads):.3f}-{max(overheads):.3f}) (goal <= 0.5 ms)")
     print(f"\n{'concurrency':>11} | {'batching off req/s':>18} | {'batching on req/s':>17} | {'on/off':>6} |"
           f" {'on p50 ms':>9} | {'on p99 ms':>9} | {'p99/p50':>7}")
     print("-" * 92)
     for c in CONCURRENCY:
-        off, on = rates[("podvisor", 1, c)], rates[("podvisor", 32, c)]
-        _, p50, p99 = runs[("podvisor", 32, c)]
+        off, on = _median(runs[("podvisor", 1, c)], 0), _median(runs[("podvisor", 32, c)], 0)
+        p50, p99 = _median(runs[("podvisor", 32, c)], 1), _median(runs[("podvisor", 32, c)], 2)
         print(f"{c:>11} | {off:>18.0f} | {on:>17.0f} | {on / off:>5.2f}x | {p50:>9.2f} | {p99:>9.2f} |"
               f" {p99 / p50:>6.1f}x")
     print("goals: >= 3x at concurrency 32 (batching on vs off); p99 <= 3x p50 at concurrency 32")
-    print(f"\n{'against LitServe':>16} | {'batching':>8} | {'LitServe req/s':>14} | {'podvisor req/s':>14} | "
-          f"{'ratio':>6}")
-    print("-" * 72)
+    print(f"\n{'against LitServe':>16} | {'batching':>8} | {'LitServe req/s (runs)':>27} | "
+          f"{'podvisor req/s (runs)':>27} | {'ratio':>6} | goal")
+    print("-" * 108)
     for batch in (1, 32):
         for c in CONCURRENCY:
-            peer, ours = rates[("litserve", batch, c)], rates[("podvisor", batch, c)]
-            print(f"{'c=' + str(c):>16} | {'on' if batch > 1 else 'off':>8} | {peer:>14.0f} | {ours:>14.0f} | "
-                  f"{ours / peer:>5.2f}x")
-    print("goal: >= 1.5x LitServe's requests/s in every cell (same model, same body, each alone on the CPU)")
+            peer, ours = runs[("litserve", batch, c)], runs[("podvisor", batch, c)]
+            ratio = _median(ours, 0) / _median(peer, 0)
+            goal = ">= 1.2x" if batch == 1 and c > 1 else ""
+            print(f"{'c=' + str(c):>16} | {'on' if batch > 1 else 'off':>8} | "
+                  f"{_median(peer, 0):>6.0f} {_spread(peer):>20} | {_median(ours, 0):>6.0f} {_spread(ours):>20} | "
+                  f"{ratio:>5.2f}x | {goal}")
+    print("goal (issue 27): with batching off, >= 1.2x LitServe's requests/s at c=8 and c=32 where the model leaves "
+          "room (the small MLP); ratio = podvisor median / LitServe median, each server alone on the CPU")
     save(f"inference-mlp{hidden}", [
-        {"step": "p50 overhead at c=1 (ms)", "floor": _pct(direct, .5), "value": api50,
-         "overhead": api50 - _pct(direct, .5), "goal": "<= 0.5 ms"},
-        *({"step": f"c={c} batching {'on' if batch > 1 else 'off'}", "podvisor_rps": rates[("podvisor", batch, c)],
-           "litserve_rps": rates[("litserve", batch, c)],
-           "ratio_vs_litserve": rates[("podvisor", batch, c)] / rates[("litserve", batch, c)],
-           "p50_ms": runs[("podvisor", batch, c)][1], "p99_ms": runs[("podvisor", batch, c)][2]}
+        {"step": "p50 overhead at c=1 (ms)", "floor": floor, "value": api50, "overhead": statistics.median(overheads),
+         "overhead_runs": overheads, "goal": "<= 0.5 ms"},
+        *({"step": f"c={c} batching {'on' if batch > 1 else 'off'}",
+           "podvisor_rps": _median(runs[("podvisor", batch, c)], 0),
+           "litserve_rps": _median(runs[("litserve", batch, c)], 0),
+           "podvisor_runs": [r[0] for r in runs[("podvisor", batch, c)]],
+           "litserve_runs": [r[0] for r in runs[("litserve", batch, c)]],
+           "ratio_vs_litserve": _median(runs[("podvisor", batch, c)], 0) / _median(runs[("litserve", batch, c)], 0),
+           "p50_ms": _median(runs[("podvisor", batch, c)], 1), "p99_ms": _median(runs[("podvisor", batch, c)], 2)}
           for batch in (1, 32) for c in CONCURRENCY)])
 
 

@@ -378,3 +378,36 @@ def test_a_500_mb_chunked_body_is_refused_while_it_is_read(tmp_path, served):
     assert grew < 50, f"the API held {grew:.0f} MB of a body it should have refused"
     assert status in (413, None)
     assert _get(port, "/healthz", auth=False).status_code == 200, "the API did not survive it"
+
+
+def test_with_batching_off_each_request_is_its_own_call_on_the_one_model_thread():
+    """INFERENCE_MAX_BATCH=1 skips the batching queue: each request is one model call with its own rows, never two
+    calls at once (the model is not thread-safe), and each caller gets its own answer."""
+    from services.inference.batching import Batcher
+
+    calls, threads, busy, overlapped = [], set(), threading.Lock(), []
+
+    def model(batch):
+        if not busy.acquire(blocking=False):
+            overlapped.append(True)
+            busy.acquire()
+        try:
+            threads.add(threading.get_ident())
+            calls.append(batch["x"].shape[0])
+            time.sleep(0.002)
+            return batch["x"] * 2
+        finally:
+            busy.release()
+
+    sizes = []
+
+    async def burst():
+        batcher = Batcher(model, max_batch=1, max_wait_ms=5, observe=sizes.append)
+        batcher.start()
+        return await asyncio.gather(*[batcher.submit({"x": torch.full((1, 2), float(i))}, ("x",), 1)
+                                      for i in range(40)])
+
+    answers = asyncio.run(burst())
+    assert [a.tolist() for a in answers] == [[[2.0 * i, 2.0 * i]] for i in range(40)]
+    assert calls == [1] * 40 and sizes == [1] * 40
+    assert len(threads) == 1 and not overlapped
