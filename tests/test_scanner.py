@@ -124,3 +124,46 @@ def test_a_checkpoint_deleted_before_it_was_queued_is_reported_vanished(tmp_path
         assert scanner.take_vanished() == [(tmp_path, "checkpoint-4", 1)]
     finally:
         scanner.stop()
+
+
+def test_each_file_is_hashed_when_written_and_the_hash_follows_a_rename_not_a_rewrite(tmp_path):
+    """A file is hashed once it is closed after writing, before its checkpoint settles; the HF Trainer's rename
+    of tmp-checkpoint-N keeps the hash (same inode, size and mtime), a rewrite in place or an excluded name does
+    not get one."""
+    import hashlib
+
+    from services.uploader.hashes import Hashes
+
+    hashes = Hashes(2)
+    scanner = Scanner([tmp_path], Rules(["*.bin"], ["*.tmp"]), settle=60, rescan=3600, polling=False,
+                      written=hashes.early)
+    scanner.start()
+    try:
+        folder = tmp_path / "tmp-checkpoint-5"
+        folder.mkdir()
+        (folder / "model.bin").write_bytes(b"a" * 100_000)
+        (folder / "notes.tmp").write_bytes(b"scratch")
+        deadline = time.monotonic() + 10
+        while len(hashes.done) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert list(hashes.done.values()) == [hashlib.sha256(b"a" * 100_000).hexdigest()], "hashed on close"
+        folder.rename(tmp_path / "checkpoint-5")
+        moved = tmp_path / "checkpoint-5" / "model.bin"
+        time.sleep(0.3)  # the rename's events: nothing is read again for it
+        assert len(hashes.done) == 1
+        assert hashes.of(str(moved)) == (100_000, hashlib.sha256(b"a" * 100_000).hexdigest())
+        assert hashes.done == {}, "a hash is used once"
+    finally:
+        scanner.stop()
+        hashes.close()
+    hashes = Hashes(1)
+    try:
+        path = tmp_path / "checkpoint-5" / "model.bin"
+        hashes.early(str(path))
+        hashes.of(str(path))  # taken: gone from the cache
+        hashes.early(str(path))
+        with path.open("r+b") as fh:  # rewritten in place, same size: the kept hash no longer matches
+            fh.write(b"b" * 100_000)
+        assert hashes.of(str(path)) == (100_000, hashlib.sha256(b"b" * 100_000).hexdigest())
+    finally:
+        hashes.close()

@@ -26,8 +26,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_now(args: argparse.Namespace) -> int:
     """Queue PATH's checkpoint now, without waiting for it to settle."""
+    from services.uploader.hashes import Hashes
     from services.uploader.snapshot import Changed, Vanished
-    from services.uploader.uploader import enqueue_unit
+    from services.uploader.uploader import HASH_THREADS, enqueue_unit
 
     ctx = current()
     settings = ctx.settings(UploadSettings)
@@ -45,7 +46,7 @@ def cmd_now(args: argparse.Namespace) -> int:
     queue = Queue(queue_path(ctx))
     try:
         added = enqueue_unit(queue, list(settings.upload_destinations), roots, root, unit, snapshot,
-                             queue.known_versions(), staging_base(ctx, root))
+                             queue.known_versions(), staging_base(ctx, root), Hashes(HASH_THREADS))
     except (Vanished, Changed) as exc:  # kept only whole: the uploader takes it once it settles
         print(f"{unit} not queued: {exc}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from services.uploader.frameworks import waiting_for
-from services.uploader.units import Rules, Snapshot, unit_files, unit_of
+from services.uploader.units import Rules, Snapshot, takes, unit_files, unit_of
 
 log = logging.getLogger("uploader")
 CHANGES = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileAttribEvent, FileMovedEvent, FileDeletedEvent,
@@ -66,9 +66,13 @@ class Scanner:
     """Yields complete checkpoints; `poll()` is called by the uploader's loop."""
 
     def __init__(self, roots: list[Path], rules: Rules, settle: float, rescan: float, polling: bool,
-                 known: Callable[[Snapshot], bool] = lambda snapshot: False, frameworks: bool = True) -> None:
+                 known: Callable[[Snapshot], bool] = lambda snapshot: False, frameworks: bool = True,
+                 written: Callable[[str], None] = lambda path: None) -> None:
         self.roots, self.rules, self.settle, self.rescan_every = roots, rules, settle, rescan
         self.known, self.frameworks = known, frameworks
+        self.on_written = written
+        """Told of each wanted file as soon as it is written (closed after writing, renamed into place, or found
+        already quiet), before its checkpoint is complete: the uploader hashes it then."""
         self.vanished: list[tuple[Path, str, int]] = []
         """Checkpoints seen being written and deleted before they were complete: (watch dir, name, files)."""
         self.candidates: dict[tuple[Path, str], Candidate] = {}
@@ -97,6 +101,11 @@ class Scanner:
         if found:
             with self.lock:
                 self.dirty[found] = time.monotonic()
+
+    def written(self, path: str) -> None:
+        found = unit_of(Path(path), self.roots)
+        if found and takes(found[0], path, self.rules):
+            self.on_written(path)
 
     def settling(self) -> int:
         """Checkpoints still being written (changed within the settle time)."""
@@ -144,6 +153,10 @@ class Scanner:
             if snapshot != candidate.snapshot:
                 if candidate.snapshot and not snapshot and not (key[0] / key[1]).exists():
                     self.vanished.append((*key, len(candidate.snapshot)))
+                quiet_since = time.time_ns() - int(self.settle * 1e9)  # written before that: no close event due
+                for file, version in snapshot.items():
+                    if version[1] < quiet_since and candidate.snapshot.get(file) != version:
+                        self.on_written(file)
                 candidate.snapshot, candidate.changed_at = snapshot, changed_at
             candidate.waiting = ""  # news in its folder: its framework's rule is asked again once it is quiet
             if self.known(snapshot):  # every file already queued or uploaded as it is now
@@ -178,3 +191,7 @@ class _Handler(FileSystemEventHandler):
         dest = getattr(event, "dest_path", "")
         if dest:
             self.scanner.touch(os.fsdecode(dest))
+        if isinstance(event, FileClosedEvent):
+            self.scanner.written(os.fsdecode(event.src_path))
+        elif isinstance(event, FileMovedEvent):
+            self.scanner.written(os.fsdecode(dest))

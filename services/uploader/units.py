@@ -59,6 +59,14 @@ def unit_of(path: Path, roots: list[Path]) -> tuple[Path, str] | None:
     return None
 
 
+def takes(root: Path, path: str, rules: Rules) -> bool:
+    """Whether `unit_files` lists `path`, a file under watch dir `root`, judged by its name and its folders'."""
+    parts = Path(path).relative_to(root).parts
+    if not parts or parts[0].startswith(OWN_PREFIX):
+        return False
+    return not any(rules.excluded(part) for part in parts) and rules.included(parts[-1])
+
+
 def unit_files(root: Path, unit: str, rules: Rules) -> Snapshot:
     """The checkpoint's wanted files with their size and mtime. A folder deleted meanwhile (a trainer pruning old
     checkpoints) is skipped: os.walk ignores what vanishes, where Path.rglob raises and would take the uploader

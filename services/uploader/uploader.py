@@ -25,8 +25,8 @@ from entrypoint.context import PodContext
 from entrypoint.files import write_atomically
 from entrypoint.redact import redact, secrets_of
 from entrypoint.steps import newest_first, step_of
-from services.uploader.destinations import (Batch, Cause, Destination, FileVersion, VerifyError, cause_of, file_hash,
-                                            parse)
+from services.uploader.destinations import Batch, Cause, Destination, FileVersion, VerifyError, cause_of, parse
+from services.uploader.hashes import Hashes
 from services.uploader.layout import (SHIP_UNIT, marker_name, queue_path, remote_name, root_prefix, staging_base,
                                       status_path, unit_of_marker, writer_lock_path)
 from services.uploader.marker import Marker, MarkerFile
@@ -57,11 +57,12 @@ LOST_KEPT = 20
 
 
 def enqueue_unit(queue: Queue, dests: list[str], roots: list[Path], root: Path, unit: str,
-                 snapshot: Snapshot, known: dict[str, tuple[int, int]], keep_in: Path) -> int:
-    """Keep the new or changed files of a complete checkpoint in a snapshot (hard links: see `snapshot`), hash
-    them there (on every core: hashlib lets go of the GIL), then queue them all for every destination in one
-    transaction, so no worker ever sees (and commits) half of a checkpoint. Raises Vanished when the checkpoint
-    is gone before it could be kept, Changed when it moved on meanwhile (the scanner sees it settle again)."""
+                 snapshot: Snapshot, known: dict[str, tuple[int, int]], keep_in: Path, hashes: Hashes) -> int:
+    """Keep the new or changed files of a complete checkpoint in a snapshot (hard links: see `snapshot`), take
+    their hashes (mostly done while they were written, see `hashes`; the rest on every core, as hashlib lets go
+    of the GIL), then queue them all for every destination in one transaction, so no worker ever sees (and
+    commits) half of a checkpoint. Raises Vanished when the checkpoint is gone before it could be kept, Changed
+    when it moved on meanwhile (the scanner sees it settle again)."""
     fresh = {path_text: version for path_text, version in sorted(snapshot.items()) if known.get(path_text) != version}
     if not fresh or not dests:
         known.update(fresh)
@@ -70,9 +71,10 @@ def enqueue_unit(queue: Queue, dests: list[str], roots: list[Path], root: Path, 
     kept = str(staging or "")
     sources = [source_of(kept, str(root), path_text) for path_text in fresh]
     with ThreadPoolExecutor(HASH_THREADS) as pool:
-        hashes = list(pool.map(lambda source: file_hash(Path(source)), sources))
+        digests = list(pool.map(hashes.of, sources))
     items: list[Item] = []
-    for (path_text, (size, mtime_ns)), source, (real_size, sha256) in zip(fresh.items(), sources, hashes, strict=True):
+    for (path_text, (size, mtime_ns)), source, (real_size, sha256) in zip(fresh.items(), sources, digests,
+                                                                           strict=True):
         if (real_size, Path(source).stat().st_mtime_ns) != (size, mtime_ns):
             release_folder(staging)
             raise Changed(f"{path_text} changed while it was hashed")
@@ -124,10 +126,11 @@ class Uploader:
         self.queue = Queue(queue_path(ctx))
         self.known = self.queue.known_versions()
         rules = Rules(self.settings.upload_include, self.settings.upload_exclude, self.settings.upload_sentinel)
+        self.hashes = Hashes(HASH_THREADS)
         self.scanner = Scanner(self.roots, rules, self.settings.upload_settle_seconds,
                                self.settings.upload_rescan_seconds, self.settings.upload_polling,
                                known=lambda snap: all(self.known.get(p) == v for p, v in snap.items()),
-                               frameworks=self.settings.upload_detect_frameworks)
+                               frameworks=self.settings.upload_detect_frameworks, written=self.hashes.early)
         self.stopping = threading.Event()
         self.wake = {dest.uri: threading.Event() for dest in self.dests}
         self.status_written = 0.0
@@ -165,6 +168,7 @@ class Uploader:
                 break
             time.sleep(min(TICK_SECONDS, self.scanner.next_due()))
         self.scanner.stop()
+        self.hashes.close()
         for dest in self.dests:
             dest.close()
         for thread in threads:
@@ -220,7 +224,7 @@ class Uploader:
         for root, unit, snapshot in self.scanner.poll():
             try:
                 added = enqueue_unit(self.queue, [d.uri for d in self.dests], self.roots, root, unit, snapshot,
-                                     self.known, self.staging[root])
+                                     self.known, self.staging[root], self.hashes)
             except Vanished as exc:
                 self.lost_locally(unit, str(exc))
                 continue
