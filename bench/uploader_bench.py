@@ -4,8 +4,9 @@ complete to its commit marker being written (every file durable and verified), a
 every other run, after a sync, so neither pays for the other's write-back).
 
 Goals (issue 27): >= 0.95x raw for every shape, fixed cost <= 0.3 s per checkpoint. The last case is the
-first one as a trainer writes it, file by file in the watch dir, timed from its last file's close. podvisor's time includes the settle wait (UPLOAD_SETTLE_SECONDS, here 0.2 s), the
-sha256 of every file (the marker's identity), the queue, the transfer and the marker.
+first one as a trainer writes it, file by file in the watch dir, timed from its last file's close. podvisor's
+time includes the settle wait (UPLOAD_SETTLE_SECONDS, here 0.2 s), the sha256 of every file (the marker's
+identity), the queue, the transfer and the marker.
 """
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from entrypoint.files import write_atomically
 from entrypoint.gpu import inventory
 from entrypoint.registry import Restores, StopsPod, active, configured, keep_files, stop_reasons
 from entrypoint.steps import newest_first, step_of
+from services.job.cluster import SINGLE, Cluster, detect
 from services.job.layout import checkpoint_dir, status_path
 from services.job.settings import JobSettings
 
@@ -42,23 +43,32 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return folder / newest_first(names)[0] if names else None
 
 
-def command_line(settings: JobSettings, resume: Path | None, gpus: int) -> list[str]:
-    """The job's argv: JOB_COMMAND (+ resume args), through torchrun when several processes are asked for."""
+def command_line(settings: JobSettings, resume: Path | None, gpus: int, cluster: Cluster = SINGLE) -> list[str]:
+    """The job's argv: JOB_COMMAND (+ resume args), through torchrun when several processes are asked for: on one
+    node standalone, across nodes through torchrun's c10d rendezvous on node 0, which every node finds by the same
+    endpoint and id (podvisor's run id differs from node to node, so the id is the meeting point's)."""
     argv = shlex.split(settings.job_command)
     if resume and settings.job_resume_args:
         argv += shlex.split(settings.job_resume_args.replace("{checkpoint}", shlex.quote(str(resume))))
     nproc = max(gpus, 1) if settings.job_nproc == "auto" else int(settings.job_nproc)
-    if nproc > 1:
-        if Path(argv[0]).name.startswith("python"):
-            argv = argv[1:]
-        argv = ["torchrun", "--standalone", f"--nproc-per-node={nproc}", *argv]
-    return argv
+    if nproc == 1 and not cluster.multi_node:
+        return argv
+    if Path(argv[0]).name.startswith("python"):
+        argv = argv[1:]
+    if not cluster.multi_node:
+        return ["torchrun", "--standalone", f"--nproc-per-node={nproc}", *argv]
+    return ["torchrun", f"--nnodes={cluster.nodes}", f"--node-rank={cluster.rank}", "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={cluster.endpoint}", f"--rdzv-id=podvisor-{cluster.endpoint.replace(':', '-')}",
+            f"--rdzv-conf=join_timeout={settings.job_rdzv_timeout_seconds}",
+            f"--max-restarts={settings.job_max_restarts}", f"--nproc-per-node={nproc}", *argv]
 
 
 def job_environment(base: dict[str, str], settings: JobSettings, resume: Path | None, attempt: int,
-                    nproc_many: bool, python_env: dict[str, str] | None = None) -> dict[str, str]:
+                    nproc_many: bool, python_env: dict[str, str] | None = None,
+                    cluster: Cluster = SINGLE) -> dict[str, str]:
     """The job's environment: the user's (`base`: no control credentials), the user's venv first on PATH
-    (where the requirements went)."""
+    (where the requirements went), and across nodes the interface the platform says inter-node traffic takes
+    (NCCL's and gloo's own variables, so a value the user set wins)."""
     env = {**base, **(python_env or {})}
     env.pop("PODVISOR_SERVICE", None)
     if resume:
@@ -72,6 +82,9 @@ def job_environment(base: dict[str, str], settings: JobSettings, resume: Path | 
         for key, value in NCCL_DEFAULTS.items():
             env.setdefault(key, value)
         env.setdefault("OMP_NUM_THREADS", "1")
+    if cluster.multi_node and cluster.interface:
+        env.setdefault("NCCL_SOCKET_IFNAME", cluster.interface)
+        env.setdefault("GLOO_SOCKET_IFNAME", cluster.interface)
     return env
 
 
@@ -119,9 +132,10 @@ class Runner:
         if self.stopping:  # stopped while held for a restore: never started
             return 0
         gpus = len(inventory()[0])
-        argv = command_line(self.settings, resume, gpus)
+        cluster = detect(self.settings, os.environ)
+        argv = command_line(self.settings, resume, gpus, cluster)
         env = job_environment(self.ctx.environment_for(), self.settings, resume, number, argv[0] == "torchrun",
-                              userenv.environment(settings_of(self.ctx)))
+                              userenv.environment(settings_of(self.ctx)), cluster)
         user = pwd.getpwnam(login_user.name(self.ctx))
         env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name)
         if datasets := self.ctx.paths.dataset_dirs():
@@ -131,7 +145,9 @@ class Runner:
                  f" (resuming from {resume})" if resume else "")
         started = time.time()
         self.write(state="running", attempts=number + 1, started_epoch=started, resume_from=str(resume or "") or None,
-                   exit_code=None, duration_s=None, held_reason=None)
+                   exit_code=None, duration_s=None, held_reason=None,
+                   cluster={"nodes": cluster.nodes, "rank": cluster.rank, "source": cluster.source,
+                            "endpoint": cluster.endpoint if cluster.multi_node else None})
         as_user: dict[str, Any] = {}
         if os.geteuid() == 0:
             as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}

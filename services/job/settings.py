@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from entrypoint.fields import OptAbsPath, Secret, matching
+from entrypoint.fields import OptAbsPath, Port, Secret, matching
 from entrypoint.schema import Section
 
 ProcessCount = Annotated[str, matching(r"auto|[1-9]\d{0,2}", "auto or a number from 1")]
@@ -25,6 +25,19 @@ class JobSettings(Section):
     )
     job_nproc: ProcessCount = Field(
         "1", description="Processes per node: 1, a number, or auto (one per GPU, via torchrun).")
+    job_nnodes: int | None = Field(
+        None, ge=1, le=4096, description="Nodes in the training cluster (default: what the platform says: RunPod "
+                                         "Instant Clusters, Kubeflow PyTorchJob, SkyPilot; else 1).")
+    job_node_rank: int | None = Field(
+        None, ge=0, description="This node's rank, 0 to JOB_NNODES-1 (default: the platform's, or a Kubernetes "
+                                "indexed Job's JOB_COMPLETION_INDEX).")
+    job_master_addr: str = Field(
+        "", description="Where the nodes meet (torchrun's c10d rendezvous on node 0), e.g. trainer-0.trainer "
+                        "(default: the platform's).")
+    job_master_port: Port | None = Field(None, description="The rendezvous port on node 0 (default: the platform's, "
+                                                           "else 29500).")
+    job_rdzv_timeout_seconds: int = Field(
+        900, ge=10, le=86400, description="How long the nodes wait for each other to join the rendezvous.")
     job_on_exit: Literal["stay", "stop"] = Field(
         "stay", description="stop: once the job ends and uploads drained, stop the pod via AUTOSTOP_ACTION."
     )
