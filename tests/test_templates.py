@@ -53,9 +53,14 @@ def _vast(path: Path) -> dict[str, str]:
 
 
 def _kubernetes(path: Path) -> dict[str, str]:
+    import kubernetes_validate
+
     env: dict[str, str] = {}
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for doc in docs:  # the API server's own schema, strict: a misspelled field is an error, not ignored
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
     claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    headless = {d["metadata"]["name"] for d in docs if d["kind"] == "Service" and d["spec"].get("clusterIP") == "None"}
     for doc in docs:
         if doc["kind"] not in ("Deployment", "Job"):
             continue
@@ -64,6 +69,12 @@ def _kubernetes(path: Path) -> dict[str, str]:
         assert {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v} <= claims
         if doc["kind"] == "Job":
             assert pod["restartPolicy"] == "Never"
+        if doc["spec"].get("completionMode") == "Indexed":  # one pod per node, meeting at pod 0's stable name
+            values = {e["name"]: e.get("value", "") for e in pod["containers"][0]["env"]}
+            job, nodes = doc["metadata"]["name"], doc["spec"]["completions"]
+            assert doc["spec"]["parallelism"] == nodes == int(values["JOB_NNODES"]), "every node at once"
+            assert pod["subdomain"] in headless, "pod 0's name resolves only under a headless Service"
+            assert values["JOB_MASTER_ADDR"] == f"{job}-0.{pod['subdomain']}"
         assert "nvidia.com/gpu.product" in pod["nodeSelector"]
         for container in pod["containers"]:
             values = {e["name"]: e.get("value", "") for e in container["env"]}
@@ -82,8 +93,24 @@ def _kubernetes(path: Path) -> dict[str, str]:
     return env
 
 
+def _skypilot(path: Path) -> dict[str, str]:
+    """SkyPilot's own task schema (tests/contracts/), the task and its resources as `sky launch` checks them."""
+    from jsonschema import Draft7Validator
+
+    contract = json.loads((Path(__file__).parent / "contracts" / "skypilot-task.json").read_text())
+    task = yaml.safe_load(path.read_text())
+    for schema, value in ((contract["task"], task), (contract["resources"], task["resources"])):
+        problems = [f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}"
+                    for e in Draft7Validator(schema).iter_errors(value)]
+        assert problems == [], problems
+    assert task["num_nodes"] > 1 and task["resources"]["image_id"].startswith("docker:")
+    assert "podvisor start" in task["run"]
+    return {name: str(value) for name, value in task["envs"].items()}
+
+
 TEMPLATES = [(DEPLOY / "runpod" / "template.json", _runpod), (DEPLOY / "vast" / "template.json", _vast),
-             (DEPLOY / "kubernetes" / "deployment.yaml", _kubernetes), (DEPLOY / "kubernetes" / "job.yaml", _kubernetes)]
+             (DEPLOY / "kubernetes" / "deployment.yaml", _kubernetes), (DEPLOY / "kubernetes" / "job.yaml", _kubernetes),
+             (DEPLOY / "kubernetes" / "multinode.yaml", _kubernetes), (DEPLOY / "skypilot" / "task.yaml", _skypilot)]
 
 
 @pytest.mark.parametrize(("path", "reader"), TEMPLATES, ids=lambda v: getattr(v, "name", ""))
@@ -124,3 +151,16 @@ def test_the_images_base_names_its_registry():
     base = re.search(r"^ARG BASE_IMAGE=(\S+)$", dockerfile, re.M).group(1)
     registry = base.split("/", 1)[0]
     assert "." in registry or ":" in registry or registry == "localhost", f"{base} names no registry"
+
+
+def test_the_schema_checks_refuse_a_misspelled_field(tmp_path):
+    """The validators above are not vacuous: one wrong key in the shipped manifests fails them."""
+    manifest = (DEPLOY / "kubernetes" / "multinode.yaml").read_text()
+    broken = tmp_path / "multinode.yaml"
+    broken.write_text(manifest.replace("completionMode: Indexed", "completionsMode: Indexed"))
+    with pytest.raises(Exception, match="completionsMode"):
+        _kubernetes(broken)
+    task = tmp_path / "task.yaml"
+    task.write_text((DEPLOY / "skypilot" / "task.yaml").read_text().replace("num_nodes:", "num_node:"))
+    with pytest.raises(AssertionError, match="num_node"):
+        _skypilot(task)
