@@ -42,7 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = verb("launch", "cmd_launch", "create a pod; with --wait, until SSH and `podvisor status --ready` answer")
     p.add_argument("--gpu", help="a GPU name (RunPod type or Vast gpu_name), or a Vast offer id")
     p.add_argument("--gpu-type-id", help="RunPod: the exact GPU type id, used without the listing")
-    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--count", type=int, default=1, help="GPUs per pod (per node with --nodes)")
+    p.add_argument("--nodes", type=int, default=1, metavar="N",
+                   help="RunPod: an Instant Cluster of N pods whose job runs across them")
     p.add_argument("--cloud", choices=("secure", "community"))
     p.add_argument("--max-price", type=float, metavar="USD/h", help="Vast: the most an offer may cost")
     p.add_argument("--template", metavar="ID|NAME")

@@ -7,18 +7,23 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from host.api import ApiError, Refused
 from host.keys import NoKey, find_key
-from host.pods import LaunchRequest, Pod, Provider, Template
+from host.pods import Cluster, LaunchRequest, Pod, Provider, Template
 from host.settings import HostSettings
 from host.settings import Provider as ProviderName
 from host.ssh import SSH_FAILED, HostKeyChanged, Target
 from host.wait import NotReady, probe, target_of, wait_until_ready
+
+if TYPE_CHECKING:
+    from host.runpod import RunPod
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 """The providers' templates, shipped in the package (deploy/<provider>/template.json links here)."""
@@ -166,6 +171,8 @@ def cmd_launch(args: argparse.Namespace, settings: HostSettings) -> int:
     request = LaunchRequest(gpu, checked, args.count, args.cloud or cloud,
                             _template(provider, args.template) if args.template else None, args.image,
                             _parse_env(args.env), args.volume_gb, args.name, args.max_price)
+    if args.nodes > 1:
+        return _launch_cluster(args, settings, _clusters(provider, "--nodes"), request)
     pod = provider.launch(request)
     print(f"launched {pod.id} ({pod.gpu or gpu}{f', ${pod.price_per_hour}/h' if pod.price_per_hour else ''})",
           file=sys.stderr)
@@ -176,6 +183,42 @@ def cmd_launch(args: argparse.Namespace, settings: HostSettings) -> int:
     ready = wait_until_ready(provider, pod.id, lambda p: _ssh_of(args, settings, p), args.timeout, args.interval)
     _emit(args, {**ready.pod.as_json(), "ssh": ready.target.command_line(), "urls": _urls(ready.pod, ready.report)},
           _ready_text(ready.pod, ready.target, ready.report))
+    return 0
+
+
+def _clusters(provider: Provider, asked: str) -> RunPod:
+    """The provider, as one whose clusters podvisor can launch and manage: RunPod's Instant Clusters."""
+    from host.runpod import RunPod
+
+    if not isinstance(provider, RunPod):
+        raise Usage(f"{asked}: only RunPod's Instant Clusters are launched as one; on {provider.name}, launch each "
+                    "node and give it JOB_NNODES, JOB_NODE_RANK and JOB_MASTER_ADDR")
+    return provider
+
+
+def _launch_cluster(args: argparse.Namespace, settings: HostSettings, provider: RunPod,
+                    request: LaunchRequest) -> int:
+    """An Instant Cluster; with --wait, until every node's SSH and stack answer (the nodes appear as RunPod
+    places them, then each is waited on within what is left of --timeout)."""
+    cluster = provider.launch_cluster(request, args.nodes)
+    print(f"launched cluster {cluster.id} ({args.nodes} nodes, {request.count} x {request.gpu} each)", file=sys.stderr)
+    if not args.wait:
+        _emit(args, cluster.as_json(), f"{cluster.id}: {len(cluster.pods)} of {cluster.size} node(s) placed; "
+                                       f"`podvisor cloud status {cluster.id}` to follow it")
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while len(cluster.pods) < cluster.size:
+        if time.monotonic() >= deadline:
+            raise NotReady(f"cluster {cluster.id}: {len(cluster.pods)} of {cluster.size} node(s) placed after "
+                           f"{args.timeout:.0f} s; `podvisor cloud status {cluster.id}`")
+        time.sleep(args.interval)
+        cluster = provider.cluster(cluster.id)
+    ready = [wait_until_ready(provider, pod.id, lambda p: _ssh_of(args, settings, p),
+                              max(deadline - time.monotonic(), args.interval), args.interval) for pod in cluster.pods]
+    lines = [f"cluster {cluster.id} is ready: {len(ready)} nodes"]
+    lines += [f"  node {rank}  {node.target.command_line()}" for rank, node in enumerate(ready)]
+    _emit(args, {**cluster.as_json(), "pods": [{**node.pod.as_json(), "ssh": node.target.command_line()}
+                                               for node in ready]}, "\n".join(lines))
     return 0
 
 
@@ -198,15 +241,31 @@ def _ready_text(pod: Pod, target: Target, report: dict) -> str:
 
 
 def cmd_list(args: argparse.Namespace, settings: HostSettings) -> int:
-    pods = provider_of(args, settings).pods()
-    rows = [{**p.as_json(), "ssh": f"{p.ssh_host}:{p.ssh_port}" if p.ssh_port else "-"} for p in pods]
+    provider = provider_of(args, settings)
+    pods = provider.pods()
+    rows = [{**p.as_json(), "ssh": f"{p.ssh_host}:{p.ssh_port}" if p.ssh_port else "-", "cluster": p.cluster or "-"}
+            for p in pods]
     _emit(args, [p.as_json() for p in pods],
-          _table(rows, ["id", "name", "status", "gpu", "price_per_hour", "ssh"]) if rows else "no pods")
+          _table(rows, ["id", "name", "status", "gpu", "price_per_hour", "ssh", "cluster"]) if rows else "no pods")
     return 0
 
 
+def _cluster_named(provider: Provider, wanted: str) -> Cluster | None:
+    """The RunPod cluster whose id `wanted` is, or None for a pod's id."""
+    if provider.name != "runpod":
+        return None
+    runpod = _clusters(provider, "cluster")
+    return runpod.cluster(wanted) if any(c.id == wanted for c in runpod.clusters()) else None
+
+
 def cmd_status(args: argparse.Namespace, settings: HostSettings) -> int:
-    pod = provider_of(args, settings).pod(args.pod)
+    provider = provider_of(args, settings)
+    if cluster := _cluster_named(provider, args.pod):
+        nodes = [f"  {pod.cluster or pod.id}: {pod.id} {pod.status}" for pod in cluster.pods]
+        _emit(args, cluster.as_json(), "\n".join([f"cluster {cluster.id} {cluster.name}: {len(cluster.pods)} of "
+                                                  f"{cluster.size} node(s)", *nodes]))
+        return 0
+    pod = provider.pod(args.pod)
     target = _ssh_of(args, settings, pod)
     ready, state, report = probe(target) if pod.running and target else (False, "not running", {})
     _emit(args, {**pod.as_json(), "stack": state, "report": report},
@@ -261,6 +320,8 @@ def _pending(args: argparse.Namespace, settings: HostSettings, pod: Pod) -> list
 
 def cmd_terminate(args: argparse.Namespace, settings: HostSettings) -> int:
     provider = provider_of(args, settings)
+    if cluster := _cluster_named(provider, args.pod):
+        return _terminate_cluster(args, settings, _clusters(provider, "cluster"), cluster)
     pod = provider.pod(args.pod)
     if not args.force:
         pending = _pending(args, settings, pod)
@@ -279,6 +340,30 @@ def cmd_terminate(args: argparse.Namespace, settings: HostSettings) -> int:
     if target:
         target.forget()
     print(f"{pod.id}: terminated")
+    return 0
+
+
+def _terminate_cluster(args: argparse.Namespace, settings: HostSettings, provider: RunPod, cluster: Cluster) -> int:
+    """Every node is asked whether uploads are pending, as a pod is: deleting the cluster deletes all their disks."""
+    if not args.force:
+        pending = [f"{pod.id}: {why}" for pod in cluster.pods for why in _pending(args, settings, pod)]
+        if pending:
+            print(f"not terminating cluster {cluster.id}: {'; '.join(pending)}. Terminating deletes every node's "
+                  "volume; wait, or pass --force to lose them", file=sys.stderr)
+            return 1
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise Usage(f"terminating deletes cluster {cluster.id} and its {len(cluster.pods)} node(s): confirm "
+                        "with --yes")
+        if input(f"Terminate cluster {cluster.id} ({cluster.name}) and its nodes? Type its id to confirm: "
+                 ).strip() != cluster.id:
+            print("not terminated")
+            return 1
+    provider.terminate_cluster(cluster.id)
+    for pod in cluster.pods:
+        if target := _ssh_of(args, settings, pod):
+            target.forget()
+    print(f"cluster {cluster.id}: terminated ({len(cluster.pods)} node(s))")
     return 0
 
 

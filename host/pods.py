@@ -36,6 +36,8 @@ class Pod:
     urls: dict[str, str] = field(default_factory=dict)
     unreachable: str | None = None
     """Why this running pod will never get a direct SSH address (a RunPod community host with no public IP)."""
+    cluster: str | None = None
+    """The cluster it is a node of and its rank there (RunPod Instant Clusters), e.g. "clu1 rank 0"."""
 
     @property
     def running(self) -> bool:
@@ -49,6 +51,19 @@ class Pod:
 
     def as_json(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Pods launched together as the nodes of one training cluster, in rank order."""
+
+    id: str
+    name: str
+    size: int
+    pods: list[Pod]
+
+    def as_json(self) -> dict:
+        return {"id": self.id, "name": self.name, "nodes": self.size, "pods": [pod.as_json() for pod in self.pods]}
 
 
 @dataclass(frozen=True)

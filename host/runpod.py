@@ -1,11 +1,12 @@
 """RunPod through its REST API v2 (api.runpod.io/v2; v1 is retired): the GPU catalog with prices and
-availability, templates, pods and their one lifecycle route (`POST /pods/{id}/action`). The key goes as
+availability, templates, pods and their one lifecycle route (`POST /pods/{id}/action`), and Instant Clusters
+(`/clusters`) for a job across nodes. The key goes as
 `Authorization: Bearer`. The official `runpod` package is its serverless worker SDK and pulls in aiohttp, boto3,
 fastapi and paramiko, so plain requests it is (through the shared provider HTTP layer).
 
 Every request body here is one of v2's published schemas (`CreatePodRequest`, `CreateTemplateRequest`,
-`UpdateTemplateRequest`, `PodActionRequest`), which refuse unknown fields by name; the tests' stand-in checks
-each against a transcription of them.
+`UpdateTemplateRequest`, `PodActionRequest`, `CreateClusterRequest`), which refuse unknown fields by name; the
+tests' stand-in checks each against a transcription of them.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from host.api import ApiError, Client, Refused
 from host.keys import ApiKey
-from host.pods import Gpu, LaunchRequest, Pod, Template, created_despite
+from host.pods import Cluster, Gpu, LaunchRequest, Pod, Template, created_despite
 from host.settings import HostSettings
 
 PORTS = ["22/tcp", "8888/http", "8000/http"]
@@ -95,6 +96,55 @@ class RunPod:
                 raise
             return created_despite(exc, self, before, request.name)
 
+    def launch_cluster(self, request: LaunchRequest, nodes: int) -> Cluster:
+        """An Instant Cluster of `nodes` pods with `request.count` GPUs each (v2's CreateClusterRequest, type
+        TRAINING): every node gets the cluster's variables (NUM_NODES, NODE_RANK, PRIMARY_ADDR ...) from which its
+        job joins the rendezvous. The request takes no template id, so a template's image, ports, env and disk go
+        as its contents."""
+        body: dict[str, Any] = {"name": request.name, "type": "TRAINING", "startSsh": True,
+                                "compute": {"gpuTypeId": request.gpu, "gpuCountPerPod": request.count,
+                                            "podCount": nodes}}
+        if request.template is not None:
+            body.update(self._template_contents(request.template.id))
+        else:
+            body.update(image=request.image, ports=PORTS)
+        if request.env:
+            body["env"] = {**body.get("env", {}), **request.env}
+        if request.volume_gb is not None:
+            body["mounts"] = {"persistent": {"size": request.volume_gb, "path": "/workspace"}}
+        before = {cluster.id for cluster in self.clusters()}
+        try:  # a POST, never retried by the HTTP layer
+            made = self.client.call("POST", f"{self.api}/clusters", body)
+        except ApiError as exc:
+            if isinstance(exc, Refused):
+                raise
+            new = [c for c in self.clusters() if c.id not in before and c.name == request.name]
+            if len(new) != 1:
+                raise RuntimeError(f"{exc}; no new cluster named {request.name!r} is listed, so none was made "
+                                   "(`podvisor cloud list --provider runpod` to be sure)") from None
+            made = {"id": new[0].id}
+        return self.cluster(made["id"])
+
+    def _template_contents(self, template_id: str) -> dict[str, Any]:
+        listed = (self.client.call("GET", f"{self.api}/templates") or {}).get("templates", [])
+        found = next(t for t in listed if t["id"] == template_id)
+        return {key: found[key] for key in ("image", "ports", "env", "args", "disk") if found.get(key)}
+
+    def clusters(self) -> list[Cluster]:
+        listed = (self.client.call("GET", f"{self.api}/clusters") or {}).get("clusters", [])
+        return [Cluster(c["id"], c.get("name", ""), int((c.get("pods") or {}).get("total", 0)), []) for c in listed]
+
+    def cluster(self, cluster_id: str) -> Cluster:
+        """The cluster and its pods, in rank order (the primary, rank 0, first)."""
+        raw = self.client.call("GET", f"{self.api}/clusters/{cluster_id}")
+        pods = (self.client.call("GET", f"{self.api}/clusters/{cluster_id}/pods") or {}).get("pods", [])
+        ranked = sorted(pods, key=lambda p: ((p.get("cluster") or {}).get("rank") is None,
+                                              (p.get("cluster") or {}).get("rank") or 0))
+        return Cluster(raw["id"], raw.get("name", ""), int(raw["compute"]["podCount"]), [self._pod(p) for p in ranked])
+
+    def terminate_cluster(self, cluster_id: str) -> None:
+        self.client.call("DELETE", f"{self.api}/clusters/{cluster_id}")
+
     def pods(self) -> list[Pod]:
         return [self._pod(p) for p in (self.client.call("GET", f"{self.api}/pods") or {}).get("pods", [])]
 
@@ -136,6 +186,8 @@ class RunPod:
                            "host without a public IP), so podvisor cannot reach it" +
                            (f"; RunPod's proxy gives an interactive shell only: {proxy}" if proxy else "") +
                            f". `podvisor cloud stop {pod_id}`, then launch with --cloud secure")
+        member = raw.get("cluster") or {}
         return Pod(pod_id, raw.get("name") or "", raw.get("status") or "UNKNOWN", (raw.get("gpu") or {}).get("id", ""),
                    float(price) if price not in (None, "") else None, direct.get("host") or None,
-                   int(direct["port"]) if direct.get("port") else None, urls, unreachable)
+                   int(direct["port"]) if direct.get("port") else None, urls, unreachable,
+                   f"{member['id']} rank {member.get('rank')}" if member.get("id") else None)

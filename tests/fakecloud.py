@@ -42,6 +42,7 @@ class FakeRunPod(FakeApi):
         self.catalog_status = 200
         self.pods: dict[str, dict] = {}
         self.templates: dict[str, dict] = {}
+        self.clusters: dict[str, dict] = {}
         self.refused: list[str] = []
         """Why the stand-in refused a request as v2 would: a test that expects none asserts this is empty."""
         self.public_ip = True
@@ -111,6 +112,26 @@ class FakeRunPod(FakeApi):
                     return self.problem(status, "Gateway Timeout", "upstream timed out")
                 return 201, self.checked("Pod", self.view(pod))
             return 200, self.checked("ListPodsResponse", {"pods": [self.view(p) for p in self.pods.values()]})
+        if path == "/v2/clusters":
+            if method == "POST":
+                if refused := self.refuse("CreateClusterRequest", body):
+                    return refused
+                return 201, self.checked("Cluster", self.view_cluster(self.create_cluster(body)))
+            return 200, self.checked("ListClustersResponse",
+                                     {"clusters": [self.view_cluster(c) for c in self.clusters.values()]})
+        if m := re.fullmatch(r"/v2/clusters/(\w+)(/pods)?", path):
+            cluster = self.clusters.get(m[1])
+            if cluster is None:
+                return self.problem(404, "Not Found", "The requested cluster does not exist.")
+            if method == "DELETE":
+                for pod_id in cluster["pod_ids"]:
+                    self.pods.pop(pod_id, None)
+                del self.clusters[m[1]]
+                return 204, None
+            if m[2]:
+                return 200, self.checked("ListPodsResponse", {"pods": [self.view(self.pods[i]) for i in cluster["pod_ids"]
+                                                                        if i in self.pods]})
+            return 200, self.checked("Cluster", self.view_cluster(cluster))
         if m := re.fullmatch(r"/v2/pods/(\w+)/logs", path):
             problems = runpod_query_problems(["LogSourceParam", "LogTail"], query)
             if problems or m[1] not in self.pods:
@@ -151,6 +172,31 @@ class FakeRunPod(FakeApi):
                                             "command": f"ssh root@{self.ssh_host} -p {self.ssh_port}"}
             return 200, self.checked("Pod", self.view(pod))
         return self.problem(404, "Not Found", f"no route {method} {path}")
+
+    def create_cluster(self, body: dict) -> dict:
+        """An Instant Cluster: its pods are made at once, each with its rank and address on the cluster network,
+        and come up as any pod does."""
+        cluster_id = f"clu{len(self.clusters) + 1}"
+        compute = body["compute"]
+        pod_ids = []
+        for rank in range(compute["podCount"]):
+            pod = self.pod({"id": f"{cluster_id}n{rank}x7k2", "name": f"{body['name']}-{rank}", "status": "RUNNING",
+                            "image": body.get("image", ""), "env": body.get("env", {}), "cloud": "SECURE",
+                            "gpu": {"id": compute["gpuTypeId"], "count": compute["gpuCountPerPod"]},
+                            "cluster": {"id": cluster_id, "rank": rank, "ip": f"10.65.0.{rank + 2}"}, "polls": 0})
+            self.pods[pod["id"]] = pod
+            pod_ids.append(pod["id"])
+        self.clusters[cluster_id] = {"id": cluster_id, "name": body["name"], "type": body["type"], "compute": compute,
+                                     "createdAt": "2026-12-02T10:00:00Z", "pod_ids": pod_ids}
+        return self.clusters[cluster_id]
+
+    def view_cluster(self, cluster: dict) -> dict:
+        statuses = [self.pods[i]["status"] for i in cluster["pod_ids"] if i in self.pods]
+        view = {**{k: v for k, v in cluster.items() if k != "pod_ids"},
+                "pods": {"total": len(statuses), "byStatus": {s: statuses.count(s) for s in set(statuses)}}}
+        if statuses:
+            view["primary"] = {"podId": cluster["pod_ids"][0], "status": statuses[0]}
+        return view
 
     @staticmethod
     def template(fields: dict) -> dict:

@@ -436,3 +436,36 @@ def test_a_malformed_variable_is_named_not_a_traceback(laptop, capsys):
     laptop.delenv("PODVISOR_CLOUD")
     code, _, err = cloud(capsys, "list")
     assert code == 2 and "pass --provider runpod|vast or set PODVISOR_CLOUD" in err
+
+
+def test_a_runpod_cluster_is_launched_in_one_request_listed_by_node_and_terminated_whole(runpod, capsys):
+    """`launch --nodes 2`: one CreateClusterRequest (v2's published schema), TRAINING, our ports and the env asked
+    for on every node; `list` says which pod is which node; `terminate CLUSTER` deletes the cluster, not pod by
+    pod."""
+    code, out, err = cloud(capsys, "launch", "--provider", "runpod", "--gpu", "RTX 4090", "--count", "2", "--nodes",
+                           "2", "--image", "ghcr.io/podvisor/podvisor:0.1.0", "--env", "JOB_COMMAND=python train.py",
+                           "--volume-gb", "100", "--name", "train", "--json")
+    assert code == 0, err
+    created = _sent(runpod, "POST", "/v2/clusters")
+    assert [r["body"] for r in created] == [{
+        "name": "train", "type": "TRAINING", "startSsh": True,
+        "compute": {"gpuTypeId": "NVIDIA GeForce RTX 4090", "gpuCountPerPod": 2, "podCount": 2},
+        "image": "ghcr.io/podvisor/podvisor:0.1.0", "ports": ["22/tcp", "8888/http", "8000/http"],
+        "env": {"JOB_COMMAND": "python train.py"}, "mounts": {"persistent": {"size": 100, "path": "/workspace"}}}]
+    launched = json.loads(out)
+    assert (launched["id"], launched["nodes"], [p["cluster"] for p in launched["pods"]]) == (
+        "clu1", 2, ["clu1 rank 0", "clu1 rank 1"])
+    code, out, _ = cloud(capsys, "list", "--provider", "runpod")
+    assert code == 0 and "clu1 rank 1" in out
+    code, out, _ = cloud(capsys, "status", "--provider", "runpod", "clu1")
+    assert code == 0 and out.startswith("cluster clu1 train: 2 of 2 node(s)")
+    assert cloud(capsys, "terminate", "--provider", "runpod", "clu1", "--force", "--yes")[0] == 0
+    assert (runpod.requests[-1]["method"], runpod.requests[-1]["path"]) == ("DELETE", "/v2/clusters/clu1")
+    assert runpod.pods == {} and runpod.clusters == {}
+    assert_key_only_in_the_header(runpod)
+    assert runpod.refused == []
+
+
+def test_nodes_on_vast_is_a_usage_error_naming_what_to_set(vast, capsys):
+    code, _, err = cloud(capsys, "launch", "--provider", "vast", "--gpu", "RTX 4090", "--nodes", "2", "--image", "i:1")
+    assert code == 2 and "JOB_NNODES, JOB_NODE_RANK and JOB_MASTER_ADDR" in err
