@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -321,49 +322,35 @@ def _pending(args: argparse.Namespace, settings: HostSettings, pod: Pod) -> list
 def cmd_terminate(args: argparse.Namespace, settings: HostSettings) -> int:
     provider = provider_of(args, settings)
     if cluster := _cluster_named(provider, args.pod):
-        return _terminate_cluster(args, settings, _clusters(provider, "cluster"), cluster)
+        runpod = _clusters(provider, "cluster")
+        return _terminate(args, settings, f"cluster {cluster.id}", f"{len(cluster.pods)} node(s) and their volumes",
+                          cluster.pods, lambda: runpod.terminate_cluster(cluster.id))
     pod = provider.pod(args.pod)
+    return _terminate(args, settings, pod.id, "its volume", [pod], lambda: provider.terminate(pod.id))
+
+
+def _terminate(args: argparse.Namespace, settings: HostSettings, name: str, disks: str, pods: list[Pod],
+               delete: Callable[[], None]) -> int:
+    """Deleting takes the disks with it: each pod (every node of a cluster) is asked first whether uploads are
+    pending, and the user confirms by typing the id."""
     if not args.force:
-        pending = _pending(args, settings, pod)
+        pending = [f"{pod.id}: {why}" if len(pods) > 1 else why
+                   for pod in pods for why in _pending(args, settings, pod)]
         if pending:
-            print(f"not terminating {pod.id}: {'; '.join(pending)}. Terminating deletes the volume; wait, or "
-                  "pass --force to lose them", file=sys.stderr)
+            print(f"not terminating {name}: {'; '.join(pending)}. Terminating deletes {disks}; wait, or pass --force "
+                  "to lose them", file=sys.stderr)
             return 1
     if not args.yes:
         if not sys.stdin.isatty():
-            raise Usage(f"terminating deletes {pod.id} and its volume: confirm with --yes")
-        if input(f"Terminate {pod.id} ({pod.name}) and delete its volume? Type its id to confirm: ").strip() != pod.id:
+            raise Usage(f"terminating deletes {name} and {disks}: confirm with --yes")
+        if input(f"Terminate {name} and delete {disks}? Type {args.pod} to confirm: ").strip() != args.pod:
             print("not terminated")
             return 1
-    provider.terminate(pod.id)
-    target = _ssh_of(args, settings, pod)
-    if target:
-        target.forget()
-    print(f"{pod.id}: terminated")
-    return 0
-
-
-def _terminate_cluster(args: argparse.Namespace, settings: HostSettings, provider: RunPod, cluster: Cluster) -> int:
-    """Every node is asked whether uploads are pending, as a pod is: deleting the cluster deletes all their disks."""
-    if not args.force:
-        pending = [f"{pod.id}: {why}" for pod in cluster.pods for why in _pending(args, settings, pod)]
-        if pending:
-            print(f"not terminating cluster {cluster.id}: {'; '.join(pending)}. Terminating deletes every node's "
-                  "volume; wait, or pass --force to lose them", file=sys.stderr)
-            return 1
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise Usage(f"terminating deletes cluster {cluster.id} and its {len(cluster.pods)} node(s): confirm "
-                        "with --yes")
-        if input(f"Terminate cluster {cluster.id} ({cluster.name}) and its nodes? Type its id to confirm: "
-                 ).strip() != cluster.id:
-            print("not terminated")
-            return 1
-    provider.terminate_cluster(cluster.id)
-    for pod in cluster.pods:
+    delete()
+    for pod in pods:
         if target := _ssh_of(args, settings, pod):
             target.forget()
-    print(f"cluster {cluster.id}: terminated ({len(cluster.pods)} node(s))")
+    print(f"{name}: terminated")
     return 0
 
 
