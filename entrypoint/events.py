@@ -21,7 +21,7 @@ from entrypoint.backoff import Backoff
 from entrypoint.context import PodContext, current
 from entrypoint.files import write_atomically
 from entrypoint.redact import redact, secrets_of
-from entrypoint.registry import AFTER_ALL, Program, discover
+from entrypoint.registry import AFTER_ALL, AFTER_INTERACTIVE, Program, discover
 from entrypoint.state_dir import SETTLED, SupervisorState
 from entrypoint.supervisor_conf import programs
 from entrypoint.timings import record
@@ -150,8 +150,10 @@ class Dependencies:
     """Starts each program with `Program.after` once what it waits for has settled: supervisord itself starts
     every program at once, in priority order, and knows no dependencies."""
 
-    def __init__(self, supervised: dict[str, Program], services: set[str], supervisor: Supervisor) -> None:
+    def __init__(self, supervised: dict[str, Program], services: set[str], interactive: set[str],
+                 supervisor: Supervisor) -> None:
         self.supervised, self.services, self.supervisor = supervised, services, supervisor
+        self.interactive = interactive
         self.waiting = {name: program for name, program in supervised.items() if program.after}
 
     def changed(self, states: dict[str, str]) -> None:
@@ -163,6 +165,8 @@ class Dependencies:
     def _expand(self, after: tuple[str, ...], name: str) -> set[str]:
         if AFTER_ALL in after:
             return self.services - {name}
+        if AFTER_INTERACTIVE in after:
+            return (self.interactive | set(after)) - {AFTER_INTERACTIVE, name}
         return set(after)
 
     def _settled(self, name: str, states: dict[str, str]) -> bool:
@@ -205,7 +209,8 @@ class Listener:
         supervisor = Supervisor(ctx, self.output)
         self.policy = RestartPolicy(ctx, self.output, supervisor,
                                     {svc.name for svc in started if svc.program.restart.never_give_up})
-        self.dependencies = Dependencies(programs(started), self.expected, supervisor)
+        self.dependencies = Dependencies(programs(started), self.expected,
+                                         {svc.name for svc in started if svc.interactive}, supervisor)
         self.table = ProcessTable(ctx)
         self.states: dict[str, str] = {}
         self.all_running_seen = False

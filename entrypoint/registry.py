@@ -70,7 +70,8 @@ class Program:
     after: tuple[str, ...] = ()
     """Programs this one starts after, once each has settled: a one-shot has exited, any other is up or was
     given up on. supervisord has no dependencies: such a program is not started with the others, and the
-    event listener starts it when they have settled (AFTER_ALL: every other program)."""
+    event listener starts it when they have settled (AFTER_ALL: every other service; AFTER_INTERACTIVE: the
+    services a person connects to)."""
     user: Callable[[PodContext], str | None] = lambda ctx: None
     environment: Callable[[PodContext], dict[str, str]] = lambda ctx: {}
     directory: Callable[[PodContext], str | None] = lambda ctx: None
@@ -86,6 +87,7 @@ class Program:
 
 
 AFTER_ALL = "*"
+AFTER_INTERACTIVE = "interactive"
 
 
 # -- what a service can do for the others: each capability has one or a few implementers -------------------

@@ -216,6 +216,20 @@ def test_ready_for_traffic_before_any_model_exists(pod):
     assert "no model served yet" in inference["summary"]
 
 
+def test_podvisors_own_daemons_start_once_ssh_jupyter_and_the_api_are_up(pod):
+    """On a pod of few cores the uploader's and the autostop's start took CPU from the services a person waits
+    for: supervisord's log shows them spawned only after sshd, Jupyter and the API entered RUNNING."""
+    log = (pod.root / "state" / "logs" / "supervisord.log").read_text().splitlines()
+
+    def first(words: str) -> int:
+        return next(i for i, line in enumerate(log) if words in line)
+
+    interactive = max(first(f"success: {name} entered RUNNING state") for name in ("sshd", "jupyter", "inference"))
+    for daemon in ("uploader", "autostop"):
+        assert first(f"spawned: '{daemon}'") > interactive, "\n".join(log[:40])
+    assert pod.stack.status()["services"]["uploader"]["state"] == "RUNNING"
+
+
 def test_cloud_launch_waits_for_ssh_and_the_stack_then_ssh_pins_the_host_key_once(pod, open_tmp):
     """`podvisor cloud launch --wait` against a RunPod stand-in whose new pod comes up, two polls later, at this
     real stack's sshd; then `cloud ssh` and `cloud logs` over the key it pinned, and a changed key refused."""
@@ -267,6 +281,30 @@ def test_cloud_launch_waits_for_ssh_and_the_stack_then_ssh_pins_the_host_key_onc
         assert f"[127.0.0.1]:{pod.ports['ssh']}" not in known_hosts.read_text()
         assert all(r["headers"]["Authorization"] == f"Bearer {api.key}" and api.key not in r["path"]
                    for r in api.requests)
+    finally:
+        api.close()
+
+
+def test_cloud_launch_nodes_waits_for_every_nodes_stack_then_terminates_the_cluster_once_none_has_uploads(pod,
+                                                                                                         open_tmp):
+    """`launch --nodes 2 --wait`: an Instant Cluster whose two nodes come up (the stand-in puts both at this real
+    stack's sshd) is ready once each node's SSH and `podvisor status --ready` answer; `terminate` asks every node
+    whether uploads are pending, then deletes the cluster in one call."""
+    api = FakeRunPod(ssh_port=pod.ports["ssh"], polls_before_up=1)
+    try:
+        launched = run_cloud(api, open_tmp, "launch", "--provider", "runpod", "--gpu", "RTX 4090", "--nodes", "2",
+                             "--image", "ghcr.io/podvisor/podvisor:0.1.0", "--wait", "--interval", "0.5", "-i",
+                             str(pod.key))
+        assert launched.returncode == 0, launched.stderr
+        ssh = f"ssh -i {pod.key} -p {pod.ports['ssh']} root@127.0.0.1"
+        assert launched.stdout.splitlines() == ["cluster clu1 is ready: 2 nodes", f"  node 0  {ssh}",
+                                                f"  node 1  {ssh}"]
+        asked = [r["path"] for r in api.requests if r["method"] == "GET" and r["path"].startswith("/v2/pods/")]
+        assert {"/v2/pods/clu1n0x7k2", "/v2/pods/clu1n1x7k2"} <= set(asked), "each node was waited on"
+        gone = run_cloud(api, open_tmp, "terminate", "--provider", "runpod", "clu1", "--yes", "-i", str(pod.key))
+        assert gone.returncode == 0, gone.stderr
+        assert (api.requests[-1]["method"], api.requests[-1]["path"]) == ("DELETE", "/v2/clusters/clu1")
+        assert api.refused == [] and api.clusters == {}
     finally:
         api.close()
 

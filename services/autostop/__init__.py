@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from entrypoint.context import PodContext
-from entrypoint.registry import Program, Service, StopsPod, python_module
+from entrypoint.registry import AFTER_INTERACTIVE, Program, Service, StopsPod, python_module
 from services.autostop.layout import decision_path
 from services.autostop.settings import AutostopSettings
 
@@ -54,7 +54,8 @@ SERVICE = Service(
     name="autostop",
     settings=AutostopSettings,
     enabled=lambda ctx: ctx.settings(AutostopSettings).autostop_enabled,
-    program=Program(command=python_module("services.autostop"), priority=40, stop_wait=2),
+    program=Program(command=python_module("services.autostop"), priority=40, stop_wait=2,
+                    after=(AFTER_INTERACTIVE,)),  # its idle clock counts from the boot, not from its own start
     prepare=prepare,
     status=status,
     capabilities=(StopsPod(stop=stop_pod),),

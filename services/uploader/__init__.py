@@ -8,8 +8,8 @@ import time
 
 from entrypoint import login_user
 from entrypoint.context import PodContext
-from entrypoint.registry import (HoldsStop, KeepsFiles, Program, Readiness, Restored, Restores, Service,
-                                 python_module)
+from entrypoint.registry import (AFTER_INTERACTIVE, HoldsStop, KeepsFiles, Program, Readiness, Restored, Restores,
+                                 Service, python_module)
 from services.uploader import cli
 from services.uploader.layout import SHIP_UNIT, queue_path
 from services.uploader.queue import Queue
@@ -82,7 +82,10 @@ SERVICE = Service(
     name="uploader",
     settings=UploadSettings,
     enabled=lambda ctx: _settings(ctx).upload_enabled,
-    program=Program(command=python_module("services.uploader"), priority=5, stop_wait=None, environment=_environment),
+    # Started once SSH, Jupyter and the API are up: on a pod of few cores its start (a second of CPU with the
+    # autostop's) delayed theirs, and nothing of it is urgent at boot (what was queued stays queued).
+    program=Program(command=python_module("services.uploader"), priority=5, stop_wait=None, environment=_environment,
+                    after=(AFTER_INTERACTIVE,)),
     prepare=prepare,
     ready=ready,
     status=summary,
