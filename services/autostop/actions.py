@@ -11,7 +11,10 @@ import subprocess
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+import requests
+
 from entrypoint.context import PodContext
+from entrypoint.provider_http import problem, session
 from services.autostop.settings import AutostopSettings
 
 log = logging.getLogger("autostop")
@@ -23,13 +26,7 @@ class ActionFailed(RuntimeError):
 
 def http(method: str, url: str, key: str, json: dict | None = None) -> dict:
     """One API call (the provider-wide HTTP layer retries outages; a stop may be asked again, so its POST is
-    retried too); raises ActionFailed naming the status and the provider's reason, never the key. requests is
-    imported here, at the one moment it is needed: the watchdog idles for days, and requests with urllib3 is a
-    tenth of its resident memory."""
-    import requests
-
-    from entrypoint.provider_http import problem, session
-
+    retried too); raises ActionFailed naming the status and the provider's reason, never the key."""
     try:
         response = session(key, also_retry=frozenset({"POST"})).request(method, url, json=json, timeout=15)
     except requests.RequestException as exc:
