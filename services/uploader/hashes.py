@@ -1,7 +1,8 @@
 """Each checkpoint file is hashed as soon as it is written (closed, or found already quiet), on a small pool of
 threads, not once its whole checkpoint has settled. The sha256 that the queue and the marker need is then ready,
-or nearly, when the checkpoint is complete, and it was read from the page cache the trainer has just filled: a
-1 GB file is 0.8 s of hashing here that no longer sits between "complete" and "uploading".
+or nearly, when the checkpoint is complete, and it was read from the page cache the trainer has just filled: for
+a checkpoint written file by file in the watch dir, all but its last file's hashing (0.8 s per GB here) no longer
+sits between "complete" and "uploading". A folder renamed in whole is hashed from first sight, during the settle.
 
 A hash is kept by the file's inode, with the size and mtime it had before and after the read. A rename (the HF
 Trainer's tmp-checkpoint-N -> checkpoint-N) or the snapshot's hard link keeps it; any write makes it not match,
