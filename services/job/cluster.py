@@ -1,13 +1,13 @@
 """Which node of which training cluster this pod is, from the variables each platform already injects, so the job
 joins torchrun's own c10d rendezvous: podvisor writes no scheduler and no rendezvous of its own.
 
-Read in this order, the first that names more than one node wins: the explicit JOB_NNODES / JOB_NODE_RANK /
-JOB_MASTER_ADDR / JOB_MASTER_PORT; RunPod Instant Clusters (NUM_NODES, NODE_RANK, PRIMARY_ADDR, PRIMARY_PORT,
-NUM_TRAINERS; inter-node traffic on ens1, never the management eth0, as RunPod's configuration reference says);
-Kubeflow's PyTorchJob (PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT); SkyPilot
-(SKYPILOT_NUM_NODES, SKYPILOT_NODE_RANK, SKYPILOT_NODE_IPS whose first line is the head,
-SKYPILOT_NUM_GPUS_PER_NODE). A Kubernetes indexed Job gives only JOB_COMPLETION_INDEX: its manifest sets
-JOB_NNODES and JOB_MASTER_ADDR (rank 0's name under the headless Service), and the index is the rank.
+The platform's variables are read first: RunPod Instant Clusters (NUM_NODES, NODE_RANK, PRIMARY_ADDR,
+PRIMARY_PORT; inter-node traffic on ens1, never the management eth0, as RunPod's configuration reference says),
+Kubeflow's PyTorchJob (PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT) or SkyPilot
+(SKYPILOT_NUM_NODES, SKYPILOT_NODE_RANK, SKYPILOT_NODE_IPS whose first line is the head). A Kubernetes indexed Job
+gives only JOB_COMPLETION_INDEX, the rank: its manifest sets JOB_NNODES and JOB_MASTER_ADDR (rank 0's name under
+the headless Service). JOB_NNODES, JOB_NODE_RANK, JOB_MASTER_ADDR and JOB_MASTER_PORT win, value by value. GPUs
+per node are this node's own count (JOB_NPROC=auto), not what the platform says.
 """
 from __future__ import annotations
 
@@ -38,8 +38,6 @@ class Cluster:
     master_port: int
     source: str
     """Where it was read from: runpod, pytorchjob, skypilot, indexed-job, job (JOB_* alone), or single."""
-    gpus_per_node: int | None = None
-    """What the platform says each node has (NUM_TRAINERS, SKYPILOT_NUM_GPUS_PER_NODE), if it says."""
     interface: str = ""
     """The network interface inter-node traffic must use, where the platform names one."""
 
@@ -71,7 +69,7 @@ def _platform(environ: Mapping[str, str]) -> Cluster | None:
         return Cluster(_int(environ, "NUM_NODES") or 1, _int(environ, "NODE_RANK") or 0,
                        environ.get("PRIMARY_ADDR") or environ["MASTER_ADDR"],
                        _int(environ, "PRIMARY_PORT") or _int(environ, "MASTER_PORT") or DEFAULT_PORT, "runpod",
-                       _int(environ, "NUM_TRAINERS"), RUNPOD_CLUSTER_INTERFACE)
+                       RUNPOD_CLUSTER_INTERFACE)
     if environ.get("PET_NNODES"):
         nodes = environ["PET_NNODES"].split(":")[-1]  # elastic jobs give MIN:MAX; the group is sized by MAX
         return Cluster(_int({"PET_NNODES": nodes}, "PET_NNODES") or 1, _int(environ, "PET_NODE_RANK") or 0,
@@ -80,7 +78,7 @@ def _platform(environ: Mapping[str, str]) -> Cluster | None:
     if environ.get("SKYPILOT_NUM_NODES"):
         ips = environ.get("SKYPILOT_NODE_IPS", "").split()
         return Cluster(_int(environ, "SKYPILOT_NUM_NODES") or 1, _int(environ, "SKYPILOT_NODE_RANK") or 0,
-                       ips[0] if ips else "", DEFAULT_PORT, "skypilot", _int(environ, "SKYPILOT_NUM_GPUS_PER_NODE"))
+                       ips[0] if ips else "", DEFAULT_PORT, "skypilot")
     return None
 
 
@@ -99,7 +97,7 @@ def detect(settings: JobSettings, environ: Mapping[str, str]) -> Cluster:
                       rank=settings.job_node_rank if settings.job_node_rank is not None else found.rank,
                       master_addr=settings.job_master_addr or found.master_addr,
                       master_port=settings.job_master_port or found.master_port, source=found.source,
-                      gpus_per_node=found.gpus_per_node, interface=found.interface)
+                      interface=found.interface)
     nodes_from = "JOB_NNODES" if settings.job_nnodes is not None else _variable(cluster.source, "nodes")
     rank_from = "JOB_NODE_RANK" if settings.job_node_rank is not None else _variable(cluster.source, "rank")
     if not 0 <= cluster.rank < cluster.nodes:
